@@ -1,0 +1,119 @@
+"""By-init alignment of forecasts, truth and climatology.
+
+Convention (WeatherBench 2, "by init"): for each forecast init time t and lead time l the
+truth is taken at exactly the valid time v = t + l, and the climatology at
+(dayofyear(v), hour(v)) with dayofyear the raw calendar day 1..366. The init range in a config
+selects *init* times. Nothing is interpolated: a needed valid time or climatology label that is
+absent is an error that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+class AlignmentError(ValueError):
+    """Forecast, truth and climatology cannot be aligned; the message says what is missing."""
+
+
+def parse_duration(value: str | int | float | np.timedelta64 | pd.Timedelta) -> np.timedelta64:
+    """``"6h"``, ``"10d"``, ``"90min"``, a number of hours, or a timedelta → timedelta64[ns]."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return np.timedelta64(int(round(value * 3600)), "s").astype("timedelta64[ns]")
+    try:
+        return pd.Timedelta(value).to_timedelta64().astype("timedelta64[ns]")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'") from err
+
+
+def format_hours(lead: np.timedelta64) -> str:
+    hours = lead / np.timedelta64(1, "h")
+    return f"{hours:g}h"
+
+
+def select_init_times(
+    available: np.ndarray,
+    start: str | None = None,
+    stop: str | None = None,
+    hours: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Init times within [start, stop] (inclusive; a date-only ``stop`` includes the whole day,
+    as xarray's label slicing does), optionally only at the given UTC hours."""
+    idx = pd.DatetimeIndex(available)
+    sel = idx[idx.slice_indexer(start, stop)] if (start or stop) else idx
+    if hours is not None:
+        sel = sel[np.isin(sel.hour, list(hours))]
+    return sel.values.astype("datetime64[ns]")
+
+
+def lead_range(start: str, stop: str, step: str) -> np.ndarray:
+    """Lead times start, start+step, … ≤ stop (``stop`` inclusive)."""
+    a, b, s = parse_duration(start), parse_duration(stop), parse_duration(step)
+    if s <= np.timedelta64(0, "ns"):
+        raise ValueError("lead_times.step must be positive")
+    n = int((b - a) // s) + 1
+    return (a + s * np.arange(max(n, 0))).astype("timedelta64[ns]")
+
+
+def missing_valid_times(
+    init_times: np.ndarray, lead_times: np.ndarray, truth_times: np.ndarray
+) -> np.ndarray:
+    """Valid times t + l (over all pairs) that the truth does not have, sorted and unique."""
+    valid = np.unique((init_times[:, None] + lead_times[None, :]).ravel())
+    return valid[~np.isin(valid, truth_times)]
+
+
+def describe_times(times: np.ndarray, limit: int = 5) -> str:
+    """``"2020-01-01T06, 2020-01-02T00, … (12 in all)"`` for error messages."""
+    shown = [pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M") for t in times[:limit]]
+    more = f", … ({len(times)} in all)" if len(times) > limit else ""
+    return ", ".join(shown) + more
+
+
+def check_truth_covers(
+    init_times: np.ndarray, lead_times: np.ndarray, truth_times: np.ndarray, truth_name: str
+) -> None:
+    missing = missing_valid_times(init_times, lead_times, truth_times)
+    if missing.size:
+        raise AlignmentError(
+            f"{truth_name}: truth lacks {missing.size} valid time(s) needed: "
+            f"{describe_times(missing)}; narrow the init range or lead times"
+        )
+
+
+def climatology_labels(valid_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dayofyear 1..366, hour 0..23) of each valid time."""
+    idx = pd.DatetimeIndex(valid_times)
+    return np.asarray(idx.day_of_year), np.asarray(idx.hour)
+
+
+def climatology_positions(
+    valid_times: np.ndarray,
+    clim_dayofyear: np.ndarray,
+    clim_hour: np.ndarray,
+    clim_name: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer positions (dayofyear, hour) in the climatology store for each valid time."""
+    doy, hour = climatology_labels(valid_times)
+    doy_pos = _positions(doy, np.asarray(clim_dayofyear))
+    hour_pos = _positions(hour, np.asarray(clim_hour))
+    bad = (doy_pos < 0) | (hour_pos < 0)
+    if bad.any():
+        pairs = sorted({(int(d), int(h)) for d, h in zip(doy[bad], hour[bad], strict=True)})
+        shown = ", ".join(f"dayofyear {d} hour {h}" for d, h in pairs[:5])
+        more = f", … ({len(pairs)} in all)" if len(pairs) > 5 else ""
+        raise AlignmentError(
+            f"{clim_name}: climatology lacks labels needed for valid times: {shown}{more}"
+        )
+    return doy_pos, hour_pos
+
+
+def _positions(values: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    order = np.argsort(axis)
+    found = np.searchsorted(axis[order], values)
+    found = np.clip(found, 0, len(axis) - 1)
+    pos = order[found]
+    return np.where(axis[pos] == values, pos, -1)

@@ -1,0 +1,323 @@
+"""The Python API: score models from a config, resuming from the statistics store.
+
+>>> from wxeval.api import score
+>>> report = score("configs/wb2-240x121.yaml", ["graphcast"], output="results/")  # doctest: +SKIP
+>>> report.tables["graphcast"]["geopotential"].sel(metric="rmse", level=500)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import wxeval
+from wxeval import results
+from wxeval.cluster import run_tasks
+from wxeval.config import Config, load_config, parse_memory
+from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
+from wxeval.plan import Plan, make_plan
+from wxeval.store import StatisticsStore, entry_key, remove_tmp, store_fingerprint
+
+log = logging.getLogger("wxeval")
+
+
+@dataclass
+class ScoreReport:
+    """What a run did: tables per model, and how much work was computed vs reused."""
+
+    tables: dict[str, xr.Dataset]
+    statistics: dict[str, xr.Dataset]
+    computed_fields: int = 0
+    reused_fields: int = 0
+    pending: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+
+
+def score(
+    config: Config | str | Path,
+    models: Sequence[str],
+    output: str | Path | None = None,
+    *,
+    scheduler: str | None = None,
+    progress: bool | None = None,
+) -> ScoreReport:
+    """Score ``models``; write ``<output>/<model>.nc``/``.csv``/``.json`` when ``output`` is set.
+
+    Per-init statistics go to the statistics store (``output.statistics`` in the config, else
+    ``<output>/statistics``); a rerun computes only what the store lacks.
+    """
+    cfg = load_config(config) if isinstance(config, str | Path) else config
+    plan = make_plan(cfg, list(models))
+    stats_root = cfg.output.statistics or (str(Path(output) / "statistics") if output else None)
+    store = None
+    if stats_root is not None:
+        store = StatisticsStore(stats_root, cfg.output.storage_options or None)
+        if store._local:
+            remove_tmp(stats_root)
+    budget = parse_memory(cfg.compute.memory_per_task)
+    tasks = make_tasks(
+        plan.models,
+        plan.regions,
+        land_sea_mask=plan.land_sea_mask,
+        skipna=plan.skipna,
+        memory_budget=budget,
+    )
+    keys = _entry_keys(plan)
+    region_keys = [r.key() for r in plan.regions]
+    report = ScoreReport({}, {}, pending=plan.pending)
+    if store is not None:
+        tasks, reused = _drop_done(tasks, store, keys, region_keys)
+        report.reused_fields = reused
+    memory: list = []
+
+    def on_result(task: Task, res) -> None:
+        for model, (inits, leads, arr) in res.per_model.items():
+            report.computed_fields += arr.shape[0] * arr.shape[1] * arr.shape[2]
+            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr)
+            if store is not None:
+                store.write_part(
+                    model,
+                    res.variable,
+                    keys[(model, res.variable)],
+                    res.block,
+                    da,
+                    region_keys,
+                    attrs={"wxeval_version": wxeval.__version__},
+                )
+            else:
+                memory.append((model, res.variable, da))
+
+    run_tasks(
+        compute_task,
+        tasks,
+        on_result,
+        scheduler=scheduler or cfg.compute.scheduler,
+        num_workers=cfg.compute.workers,
+        jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
+        progress=progress,
+    )
+    for m in plan.models:
+        stats = _collect(m, plan, store, keys, memory)
+        table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
+        report.statistics[m.name] = stats
+        report.tables[m.name] = table
+        if output is not None:
+            report.outputs[m.name] = _write_outputs(
+                Path(output), m, plan, cfg, table, stats_root, keys
+            )
+    return report
+
+
+def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
+    keys = {}
+    for m in plan.models:
+        for var in m.variables:
+            if m.source.kind == "zarr":
+                fid = store_fingerprint(m.source.store, var)
+            else:
+                fid = f"baseline:{m.source.kind}"
+            keys[(m.name, var)] = entry_key(fid, m.truth, m.climatology, var, plan.skipna)
+    return keys
+
+
+def _drop_done(tasks, store, keys, region_keys):
+    """Remove every task part the store already covers; count the reused fields."""
+    kept, reused = [], 0
+    for task in tasks:
+        parts = []
+        for p in task.parts:
+            have = store.coverage(
+                p.model,
+                task.variable,
+                keys[(p.model, task.variable)],
+                p.init_times,
+                p.lead_times,
+                p.levels,
+                region_keys,
+            )
+            if have.all():
+                reused += int(np.prod(have.shape[:3]))
+                continue
+            # Recompute the inits that lack anything (whole lead/level/region rows).
+            todo = ~have.all(axis=(1, 2, 3))
+            reused += int(np.prod(have[~todo].shape[:3]))
+            parts.append(TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels))
+        if parts:
+            task.parts = tuple(parts)
+            kept.append(task)
+    return kept, reused
+
+
+def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
+    from wxeval.metrics import STATISTICS
+
+    da = xr.DataArray(
+        arr,
+        dims=("init_time", "lead_time", "level", "region", "statistic"),
+        coords={
+            "init_time": inits,
+            "lead_time": leads,
+            "level": list(levels) if levels is not None else [0],
+            "region": list(regions),
+            "statistic": list(STATISTICS),
+        },
+    )
+    if levels is None:
+        da = da.isel(level=0, drop=True)
+    dims = ["statistic", "init_time", "lead_time", "region"] + (["level"] if levels else [])
+    return da.transpose(*dims)
+
+
+def _collect(m, plan: Plan, store, keys, memory) -> xr.Dataset:
+    region_names = [r.name for r in plan.regions]
+    region_keys = [r.key() for r in plan.regions]
+    out = {}
+    for var in m.variables:
+        lev = m.levels[var]
+        if store is not None:
+            da = store.load(
+                m.name,
+                var,
+                keys[(m.name, var)],
+                m.init_times,
+                m.lead_times,
+                lev,
+                region_names,
+                region_keys,
+            )
+        else:
+            pieces = [d for (mm, v, d) in memory if mm == m.name and v == var]
+            da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
+            da = da.sel(init_time=m.init_times, lead_time=m.lead_times)
+        out[var] = da
+    ds = xr.Dataset(out)
+    ds.attrs["model"] = m.name
+    return ds
+
+
+def provenance(m, plan: Plan, cfg: Config) -> dict[str, Any]:
+    """Inputs, selection, config (credentials redacted) and versions, for result attributes."""
+    import dask
+    import zarr
+
+    inputs = {"truth": {"path": m.truth.path, "storage_options": m.truth.redacted_options()}}
+    if m.climatology is not None:
+        inputs["climatology"] = {"path": m.climatology.path}
+    if m.source.store is not None:
+        inputs["forecast"] = {
+            "path": m.source.store.path,
+            "rename": dict(m.source.store.rename),
+            "storage_options": m.source.store.redacted_options(),
+        }
+    else:
+        inputs["forecast"] = {"baseline": m.source.kind}
+    return {
+        "title": f"wxeval scores of {m.name}",
+        "model": m.name,
+        "alignment": "by init: truth at valid_time = init_time + lead_time",
+        "inputs": inputs,
+        "init_time_first": str(np.datetime_as_string(m.init_times[0], unit="m")),
+        "init_time_last": str(np.datetime_as_string(m.init_times[-1], unit="m")),
+        "init_time_count": int(len(m.init_times)),
+        "lead_time_hours": [float(x / np.timedelta64(1, "h")) for x in m.lead_times],
+        "regions": {
+            r.name: {"lat": r.lat_bands, "lon": r.lon_bands, "land": r.land} for r in plan.regions
+        },
+        "skipna": int(plan.skipna),
+        "config": redacted_config(cfg),
+        "wxeval_version": wxeval.__version__,
+        "versions": _versions(dask, zarr),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def redacted_config(cfg: Config) -> dict:
+    from wxeval.loaders import _is_secret
+
+    def scrub(obj):
+        if isinstance(obj, dict):
+            return {
+                k: ("<redacted>" if _is_secret(str(k)) and k != "storage_options" else scrub(v))
+                for k, v in obj.items()
+            }
+        if isinstance(obj, list):
+            return [scrub(x) for x in obj]
+        return obj
+
+    return scrub(cfg.model_dump(mode="json"))
+
+
+def _versions(dask, zarr) -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "dask": dask.__version__,
+        "zarr": zarr.__version__,
+    }
+
+
+def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str]:
+    prov = provenance(m, plan, cfg)
+    nc, csv, manifest = out / f"{m.name}.nc", out / f"{m.name}.csv", out / f"{m.name}.json"
+    results.write_netcdf(table, nc, prov)
+    results.write_csv(table, csv)
+    results.write_json(
+        {
+            **prov,
+            "statistics_store": (
+                "statistics" if stats_root == str(out / "statistics") else stats_root
+            ),
+            "entry_keys": {var: keys[(m.name, var)] for var in m.variables},
+            "init_times": [str(np.datetime_as_string(t, unit="m")) for t in m.init_times],
+            "variables": {
+                var: (list(m.levels[var]) if m.levels[var] else None) for var in m.variables
+            },
+            "region_names": [r.name for r in plan.regions],
+            "region_keys": [r.key() for r in plan.regions],
+            "metrics": list(plan.metrics),
+            "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
+        },
+        manifest,
+    )
+    return [str(nc), str(csv), str(manifest)]
+
+
+def load_statistics(results_dir: str | Path, model: str) -> xr.Dataset:
+    """The per-init statistics behind ``<results_dir>/<model>.nc`` (no forecast store is read).
+
+    Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
+    region[, level]); see :mod:`wxeval.metrics` for the statistics.
+    """
+    import json
+
+    manifest = json.loads((Path(results_dir) / f"{model}.json").read_text())
+    root = manifest["statistics_store"]
+    if root and "://" not in root and not Path(root).is_absolute():
+        root = str(Path(results_dir) / root)
+    store = StatisticsStore(root)
+    inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
+    leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
+    out = {}
+    for var, levels in manifest["variables"].items():
+        out[var] = store.load(
+            model,
+            var,
+            manifest["entry_keys"][var],
+            inits,
+            leads,
+            tuple(levels) if levels else None,
+            manifest["region_names"],
+            manifest["region_keys"],
+        )
+    ds = xr.Dataset(out)
+    ds.attrs["model"] = model
+    return ds

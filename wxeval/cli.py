@@ -1,0 +1,217 @@
+"""The ``wxeval`` command line.
+
+Exit codes: 0 success; 1 internal error (a bug: please report it, rerun with ``--debug``);
+2 usage error (bad flags, invalid or unreadable config); 3 bad input data (a store that does not
+fit the schema, missing variables/levels/valid times, grids that differ, an empty selection);
+4 I/O failure (a store that cannot be opened, an output that cannot be written).
+Errors print one line on stderr, without traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wxeval import align, schema
+from wxeval import config as config_mod
+from wxeval.loaders import LoadError
+from wxeval.plan import SelectionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Score weather forecasts against ERA5 exactly like WeatherBench 2, in one lazy pass.",
+)
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_DATA, EXIT_IO = 1, 2, 3, 4
+_DEBUG = {"on": False}
+
+
+def _exit_code(err: BaseException) -> int:
+    if isinstance(err, config_mod.ConfigError):
+        return EXIT_USAGE
+    if isinstance(err, LoadError):
+        return EXIT_IO
+    if isinstance(err, schema.SchemaError | align.AlignmentError | SelectionError):
+        return EXIT_DATA
+    if isinstance(err, OSError):
+        return EXIT_IO
+    if isinstance(err, ValueError):
+        return EXIT_DATA
+    return EXIT_INTERNAL
+
+
+def friendly_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - one line for users, traceback with --debug
+            if _DEBUG["on"]:
+                raise
+            code = _exit_code(err)
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if code == EXIT_INTERNAL:
+                text = f"internal error ({type(err).__name__}: {text}); rerun with --debug"
+            elif isinstance(err, OSError) and not isinstance(err, LoadError) and err.filename:
+                text = f"{err.filename}: {err.strerror or text}"
+            typer.echo(f"wxeval: error: {text}", err=True)
+            raise typer.Exit(code) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    _DEBUG["on"] = debug
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def apply_overrides(
+    cfg: config_mod.Config,
+    *,
+    start: str | None = None,
+    stop: str | None = None,
+    hours: str | None = None,
+    leads: str | None = None,
+    variables: str | None = None,
+    levels: str | None = None,
+    regions: str | None = None,
+    metrics: str | None = None,
+) -> config_mod.Config:
+    """Flags override the config's selection; the result is validated like the file."""
+    data = cfg.model_dump(mode="python")
+    ev = data["evaluation"]
+    if start is not None:
+        ev["init_times"]["start"] = start
+    if stop is not None:
+        ev["init_times"]["stop"] = stop
+    if hours is not None:
+        try:
+            ev["init_times"]["hours"] = [int(h) for h in _split(hours)]
+        except ValueError as err:
+            raise config_mod.ConfigError(
+                f"--hours: expected integers like 0,12: {hours!r}"
+            ) from err
+    if leads is not None:
+        if ":" in leads:
+            parts = leads.split(":")
+            if len(parts) != 3:
+                raise config_mod.ConfigError("--leads: write START:STOP:STEP like 0h:240h:24h")
+            ev["lead_times"] = dict(zip(("start", "stop", "step"), parts, strict=True))
+        else:
+            ev["lead_times"] = _split(leads)
+    if variables is not None:
+        ev["variables"] = _split(variables)
+    if levels is not None:
+        try:
+            ev["levels"] = [int(x) for x in _split(levels)]
+        except ValueError as err:
+            raise config_mod.ConfigError(
+                f"--levels: expected integers like 500,850: {levels!r}"
+            ) from err
+    if regions is not None:
+        ev["regions"] = "all" if regions == "all" else _split(regions)
+    if metrics is not None:
+        ev["metrics"] = _split(metrics)
+    return config_mod.validate(data, source="command line")
+
+
+@app.command()
+@friendly_errors
+def score(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for results.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name(s), comma-separated.")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Score every configured model.")
+    ] = False,
+    start: Annotated[str | None, typer.Option(help="First init time (inclusive).")] = None,
+    stop: Annotated[
+        str | None, typer.Option(help="Last init time (inclusive; a date means the whole day).")
+    ] = None,
+    hours: Annotated[str | None, typer.Option(help="Init hours, e.g. 0,12.")] = None,
+    leads: Annotated[str | None, typer.Option(help="Lead times: 0h:240h:24h or 24h,120h.")] = None,
+    variables: Annotated[str | None, typer.Option(help="Variables, comma-separated.")] = None,
+    levels: Annotated[
+        str | None, typer.Option(help="Pressure levels (hPa), comma-separated.")
+    ] = None,
+    regions: Annotated[str | None, typer.Option(help="Regions, comma-separated, or 'all'.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Metrics, comma-separated.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="threads (default), synchronous, local-processes, jobqueue, "
+            "or a dask scheduler address."
+        ),
+    ] = None,
+) -> None:
+    """Score model(s): writes OUTPUT/NAME.nc, NAME.csv and NAME.json, and per-init statistics."""
+    from wxeval.api import score as run_score
+
+    cfg = config_mod.load_config(config)
+    cfg = apply_overrides(
+        cfg,
+        start=start,
+        stop=stop,
+        hours=hours,
+        leads=leads,
+        variables=variables,
+        levels=levels,
+        regions=regions,
+        metrics=metrics,
+    )
+    names = list(cfg.models) if all_models else (_split(model) or [])
+    if not names:
+        raise config_mod.ConfigError("name a model with --model NAME (or --all)")
+    report = run_score(cfg, names, output, scheduler=scheduler)
+    for name, files in report.outputs.items():
+        typer.echo(f"{name}: wrote {', '.join(files)}")
+    typer.echo(
+        f"computed {report.computed_fields} fields, reused {report.reused_fields} from the "
+        "statistics store"
+    )
+    for name, waiting in report.pending.items():
+        typer.echo(f"{name}: {len(waiting)} init(s) pending (truth not yet available)")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo.")] = Path(
+        "wxeval-demo"
+    ),
+) -> None:
+    """Write a small synthetic WB2-layout archive and score every model in it."""
+    from wxeval.demo import run_demo
+
+    run_demo(output, echo=typer.echo)
+
+
+def run() -> None:  # pragma: no cover - console entry point helper
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,476 @@
+"""One pass over the data: per-init statistics for every model, variable, level, lead and region.
+
+The work is cut into tasks of (variable, level group, block of init times). A task reads the
+truth and climatology fields of its block's valid-time window **once**, then, lead by lead,
+the forecast fields of every model sharing that truth, and reduces each field to the weighted
+sums of :mod:`wxeval.metrics` for all regions at once (regions are weight masks). Nothing but
+the small statistics leaves a task, so memory is bounded by the task size, not by the store.
+
+Alignment is by init (see :mod:`wxeval.align`): forecast (t, l) meets truth at v = t + l.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from wxeval import schema
+from wxeval.loaders import StoreSpec, open_store
+from wxeval.metrics import STATISTICS, accumulate_statistics
+from wxeval.regions import Region, region_weights
+from wxeval.schema import (
+    DAYOFYEAR,
+    HOUR,
+    INIT_TIME,
+    LAND_SEA_MASK,
+    LATITUDE,
+    LEAD_TIME,
+    LEVEL,
+    LONGITUDE,
+    VALID_TIME,
+)
+
+EPOCH = np.datetime64("1970-01-01T00:00", "ns")
+TRUTH_STEP = np.timedelta64(6, "h")
+
+
+@dataclass(frozen=True)
+class ForecastSource:
+    """Where a model's forecast fields come from: a Zarr store or a built-in baseline.
+
+    ``kind``: ``"zarr"``; ``"persistence"`` (f(t, l) = o(t), the truth at init time);
+    ``"climatology"`` (f(t, l) = c(dayofyear(t+l), hour(t+l))).
+    """
+
+    kind: str
+    store: StoreSpec | None = None
+
+
+@dataclass(eq=False)
+class ModelPlan:
+    """What to score for one model (all selections already resolved and checked)."""
+
+    name: str
+    source: ForecastSource
+    truth: StoreSpec
+    climatology: StoreSpec | None
+    init_times: np.ndarray  # datetime64[ns]
+    lead_times: np.ndarray  # timedelta64[ns]
+    variables: tuple[str, ...]
+    levels: dict[str, tuple[int, ...] | None]  # None for surface variables
+
+
+@dataclass(eq=False)
+class TaskPart:
+    model: str
+    source: ForecastSource
+    init_times: np.ndarray
+    lead_times: np.ndarray
+    levels: tuple[int, ...] | None
+
+
+@dataclass(eq=False)
+class Task:
+    """One unit of work: a variable, a level group and a block of init times, for all models
+    that share the same truth and climatology."""
+
+    variable: str
+    levels: tuple[int, ...] | None
+    truth: StoreSpec
+    climatology: StoreSpec | None
+    land_sea_mask: StoreSpec | None
+    regions: tuple[Region, ...]
+    skipna: bool
+    parts: tuple[TaskPart, ...]
+    block: int = 0
+    label: str = field(default="")
+
+    @property
+    def size(self) -> int:
+        return sum(len(p.init_times) * len(p.lead_times) for p in self.parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def make_tasks(
+    models: Sequence[ModelPlan],
+    regions: Sequence[Region],
+    *,
+    land_sea_mask: StoreSpec | None,
+    skipna: bool,
+    memory_budget: int = 768 * 2**20,
+    block: np.timedelta64 | None = None,
+    min_tasks: int = 4,
+) -> list[Task]:
+    """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated)."""
+    groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
+    for m in models:
+        groups[(m.truth, m.climatology)].append(m)
+    tasks: list[Task] = []
+    for (truth, clim), members in groups.items():
+        truth_ds = open_store(truth)
+        npoints = truth_ds.sizes[LATITUDE] * truth_ds.sizes[LONGITUDE]
+        variables = sorted({v for m in members for v in m.variables})
+        for var in variables:
+            users = [m for m in members if var in m.variables]
+            levels = _union_levels(users, var)
+            span = max(np.max(m.lead_times) for m in users)
+            init_step = min(_init_step(m.init_times) for m in users)
+            blk, groups_of_levels = _choose_block(
+                block, levels, npoints, span, init_step, memory_budget, len(variables), min_tasks
+            )
+            for lev_group in groups_of_levels:
+                ids = sorted({int(b) for m in users for b in _block_ids(m.init_times, blk)})
+                for b in ids:
+                    parts = []
+                    for m in users:
+                        sel = _block_ids(m.init_times, blk) == b
+                        if not sel.any():
+                            continue
+                        mlev = m.levels[var]
+                        if mlev is not None:
+                            mlev = tuple(x for x in mlev if lev_group is None or x in lev_group)
+                            if not mlev:
+                                continue
+                        parts.append(
+                            TaskPart(m.name, m.source, m.init_times[sel], m.lead_times, mlev)
+                        )
+                    if parts:
+                        tasks.append(
+                            Task(
+                                var,
+                                lev_group,
+                                truth,
+                                clim,
+                                land_sea_mask,
+                                tuple(regions),
+                                skipna,
+                                tuple(parts),
+                                block=b,
+                                label=f"{var} block {b}",
+                            )
+                        )
+    return tasks
+
+
+def _union_levels(models: Sequence[ModelPlan], var: str) -> tuple[int, ...] | None:
+    levels = [m.levels[var] for m in models]
+    if all(lv is None for lv in levels):
+        return None
+    return tuple(sorted({x for lv in levels if lv is not None for x in lv}))
+
+
+def _init_step(init_times: np.ndarray) -> np.timedelta64:
+    if len(init_times) < 2:
+        return np.timedelta64(12, "h").astype("timedelta64[ns]")
+    return np.min(np.diff(init_times))
+
+
+def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
+    return ((init_times - EPOCH) // block).astype(np.int64)
+
+
+def _choose_block(block, levels, npoints, span, init_step, budget, nvars, min_tasks):
+    """Largest block (in days, power of two ≤ 32) whose estimated memory fits the budget;
+    split levels into groups when even one day does not fit."""
+    nlev = 1 if levels is None else len(levels)
+    field_bytes = npoints * 4
+
+    def estimate(days: float, nl: int) -> float:
+        blk = np.timedelta64(int(days * 86400), "s")
+        window = (blk + span) / TRUTH_STEP + 1
+        inits = max(1.0, blk / init_step)
+        # truth + climatology window, plus forecast/truth/climatology slabs of one lead
+        return nl * field_bytes * (2 * window + 3 * inits)
+
+    level_groups: list[tuple[int, ...] | None] = [levels]
+    if levels is not None:
+        per = nlev
+        while per > 1 and estimate(1, per) > budget:
+            per = math.ceil(per / 2)
+        level_groups = [tuple(levels[i : i + per]) for i in range(0, nlev, per)]
+    if block is not None:
+        return block.astype("timedelta64[ns]"), level_groups
+    nl = 1 if levels is None else len(level_groups[0])
+    days = 32
+    while days > 1 and estimate(days, nl) > budget:
+        days //= 2
+    return np.timedelta64(days, "D").astype("timedelta64[ns]"), level_groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution of one task (runs on a thread or a dask worker; opens stores itself)
+
+
+@dataclass(eq=False)
+class TaskResult:
+    """Statistics of one task: per model, an array (init, lead, level, region, statistic)."""
+
+    variable: str
+    levels: tuple[int, ...] | None
+    block: int
+    per_model: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # inits, leads, stats
+    regions: tuple[str, ...]
+    model_levels: dict[str, tuple[int, ...] | None]
+
+
+def compute_task(task: Task) -> TaskResult:
+    truth = open_store(task.truth)
+    tda = _data_var(truth, task.variable, task.truth.name)
+    spatial = schema.spatial_dims(tda)
+    weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial)
+
+    # Valid times needed by any model of the task (plus init times for persistence).
+    need = [p.init_times[:, None] + p.lead_times[None, :] for p in task.parts]
+    need += [p.init_times[:, None] for p in task.parts if p.source.kind == "persistence"]
+    valid = np.unique(np.concatenate([n.ravel() for n in need]))
+    tpos = _positions(truth[VALID_TIME].values, valid, task.truth.name, "valid_time")
+    truth_lev = _level_positions(tda, task.levels, task.truth.name)
+    obs = _read(tda, {VALID_TIME: tpos, **truth_lev}, [VALID_TIME, LEVEL], spatial)
+
+    clim_fields = None
+    cslot = None
+    if task.climatology is not None:
+        clim = open_store(task.climatology)
+        cda = _data_var(clim, task.variable, task.climatology.name)
+        from wxeval.align import climatology_positions
+
+        doy_pos, hour_pos = climatology_positions(
+            valid, clim[DAYOFYEAR].values, clim[HOUR].values, task.climatology.name
+        )
+        pairs, cslot = np.unique(np.stack([doy_pos, hour_pos], axis=1), axis=0, return_inverse=True)
+        cslot = cslot.ravel()
+        clim_lev = _level_positions(cda, task.levels, task.climatology.name)
+        clim_fields = _read(
+            cda,
+            {
+                DAYOFYEAR: xr.DataArray(pairs[:, 0], dims="pair"),
+                HOUR: xr.DataArray(pairs[:, 1], dims="pair"),
+                **clim_lev,
+            },
+            ["pair", LEVEL],
+            spatial,
+        )
+
+    nreg = weights.shape[0]
+    per_model = {}
+    model_levels = {}
+    for part in task.parts:
+        lev_sel = _subset_positions(task.levels, part.levels)
+        nlev = 1 if part.levels is None else len(part.levels)
+        out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, len(STATISTICS)))
+        read_lead = _forecast_reader(part, task, spatial, obs, valid)
+        for li, lead in enumerate(part.lead_times):
+            f = read_lead(li)  # (init, level, *spatial)
+            vslot = np.searchsorted(valid, part.init_times + lead)
+            o = obs[vslot][:, lev_sel]
+            c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
+            n = f.shape[0] * f.shape[1]
+            stats = accumulate_statistics(
+                f.reshape(n, -1),
+                o.reshape(n, -1),
+                None if c is None else c.reshape(n, -1),
+                weights,
+                skipna=task.skipna,
+            )
+            out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, len(STATISTICS))
+        per_model[part.model] = (part.init_times, part.lead_times, out)
+        model_levels[part.model] = part.levels
+    return TaskResult(
+        task.variable,
+        task.levels,
+        task.block,
+        per_model,
+        tuple(r.name for r in task.regions),
+        model_levels,
+    )
+
+
+def _forecast_reader(
+    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray
+) -> Callable[[int], np.ndarray]:
+    lev_sel = _subset_positions(task.levels, part.levels)
+    if part.source.kind == "persistence":
+        at_init = obs[np.searchsorted(valid, part.init_times)][:, lev_sel]
+        return lambda li: at_init
+    if part.source.kind == "climatology":
+        clim = open_store(task.climatology)
+        cda = _data_var(clim, task.variable, task.climatology.name)
+        clim_lev = _level_positions(cda, part.levels, task.climatology.name)
+        from wxeval.align import climatology_positions
+
+        def read_clim(li: int) -> np.ndarray:
+            v = part.init_times + part.lead_times[li]
+            doy_pos, hour_pos = climatology_positions(
+                v, clim[DAYOFYEAR].values, clim[HOUR].values, task.climatology.name
+            )
+            sel = {
+                DAYOFYEAR: xr.DataArray(doy_pos, dims="pair"),
+                HOUR: xr.DataArray(hour_pos, dims="pair"),
+                **clim_lev,
+            }
+            return _read(cda, sel, ["pair", LEVEL], spatial)
+
+        return read_clim
+    fc = open_store(part.source.store)
+    fda = _data_var(fc, task.variable, part.source.store.name)
+    ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
+    lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
+    flev = _level_positions(fda, part.levels, part.source.store.name)
+
+    def read(li: int) -> np.ndarray:
+        return _read(
+            fda, {INIT_TIME: ipos, LEAD_TIME: int(lpos[li]), **flev}, [INIT_TIME, LEVEL], spatial
+        )
+
+    return read
+
+
+def _data_var(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
+    if var not in ds.data_vars:
+        raise schema.SchemaError(f"{name}: variable {var!r} not in store")
+    return ds[var]
+
+
+def _positions(axis: np.ndarray, values: np.ndarray, name: str, what: str) -> np.ndarray:
+    idx = pd.Index(axis).get_indexer(values)
+    if (idx < 0).any():
+        from wxeval.align import describe_times
+
+        raise schema.SchemaError(
+            f"{name}: {what} values missing from the store: {describe_times(values[idx < 0])}"
+        )
+    return idx
+
+
+def _level_positions(da: xr.DataArray, levels, name: str) -> dict:
+    if levels is None:
+        return {}
+    if LEVEL not in da.dims:
+        raise schema.SchemaError(f"{name}: variable {da.name!r} has no level dimension")
+    idx = pd.Index(da[LEVEL].values).get_indexer(list(levels))
+    if (idx < 0).any():
+        lacking = [lv for lv, i in zip(levels, idx, strict=True) if i < 0]
+        raise schema.SchemaError(f"{name}: variable {da.name!r} lacks level(s) {lacking}")
+    return {LEVEL: idx}
+
+
+def _subset_positions(levels: tuple[int, ...] | None, subset: tuple[int, ...] | None):
+    if levels is None or subset is None:
+        return slice(None)
+    pos = [levels.index(x) for x in subset]
+    if pos == list(range(len(levels))):
+        return slice(None)
+    return np.asarray(pos)
+
+
+def _as_indexer(idx):
+    """Consecutive integer positions become a slice (a cheaper contiguous read)."""
+    if isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.size > 0:
+        if idx.size == 1 or np.all(np.diff(idx) == 1):
+            return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.ndarray:
+    """Read a selection as float32/64 NumPy, dims (leading…, level, *spatial); surface
+    variables get a length-1 level axis."""
+    sub = da.isel({k: _as_indexer(v) for k, v in indexers.items()})
+    lead_dims = [d for d in leading if d in sub.dims]
+    order = lead_dims + list(spatial)
+    extra = [d for d in sub.dims if d not in order]
+    if extra:
+        raise schema.SchemaError(f"{da.name}: unexpected dimension(s) {extra}")
+    arr = np.asarray(sub.transpose(*order).values)
+    if LEVEL not in sub.dims:
+        arr = arr[:, None]
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    return arr
+
+
+@functools.lru_cache(maxsize=16)
+def _weights(
+    truth: StoreSpec, lsm: StoreSpec | None, regions: tuple[Region, ...], spatial: tuple[str, str]
+) -> np.ndarray:
+    """Region weights (R, S) flattened in the truth's storage order of the spatial dims."""
+    ds = open_store(truth)
+    lat, lon = ds[LATITUDE].values, ds[LONGITUDE].values
+    mask = None
+    if any(r.land for r in regions):
+        mask = land_sea_mask_array(truth, lsm)
+    w = region_weights(regions, lat, lon, mask)  # (R, lat, lon)
+    if spatial == (LONGITUDE, LATITUDE):
+        w = w.transpose(0, 2, 1)
+    return np.ascontiguousarray(w.reshape(len(regions), -1))
+
+
+def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
+    """Land fraction on the truth grid, (latitude, longitude), from ``lsm`` or the truth."""
+    source = lsm or truth
+    ds = open_store(source)
+    if LAND_SEA_MASK not in ds.variables:
+        raise schema.SchemaError(f"{source.name}: no {LAND_SEA_MASK!r} variable")
+    da = ds[LAND_SEA_MASK]
+    drop = [d for d in da.dims if d not in (LATITUDE, LONGITUDE)]
+    if drop:
+        da = da.isel({d: 0 for d in drop})
+    if lsm is not None:
+        schema.check_same_grid(ds, open_store(truth), lsm.name, truth.name)
+    return np.asarray(da.transpose(LATITUDE, LONGITUDE).values, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly of task results into labelled per-init statistics
+
+
+def assemble(results: Sequence[TaskResult]) -> dict[str, xr.Dataset]:
+    """Labelled per-init statistics per model: one data variable per weather variable with
+    dims (statistic, init_time, lead_time, region[, level])."""
+    pieces: dict[tuple[str, str], list[xr.DataArray]] = defaultdict(list)
+    for res in results:
+        for model, (inits, leads, arr) in res.per_model.items():
+            lev = res.model_levels[model]
+            da = xr.DataArray(
+                arr,
+                dims=(INIT_TIME, LEAD_TIME, LEVEL, "region", "statistic"),
+                coords={
+                    INIT_TIME: inits,
+                    LEAD_TIME: leads,
+                    LEVEL: list(lev) if lev is not None else [0],
+                    "region": list(res.regions),
+                    "statistic": list(STATISTICS),
+                },
+            )
+            if lev is None:
+                da = da.isel({LEVEL: 0}, drop=True)
+            pieces[(model, res.variable)].append(da)
+    out: dict[str, dict[str, xr.DataArray]] = defaultdict(dict)
+    for (model, var), das in pieces.items():
+        combined = xr.combine_by_coords([d.to_dataset(name=var) for d in das])[var]
+        dims = ["statistic", INIT_TIME, LEAD_TIME, "region"] + (
+            [LEVEL] if LEVEL in combined.dims else []
+        )
+        out[model][var] = combined.transpose(*dims)
+    return {m: xr.Dataset(v) for m, v in out.items()}
+
+
+__all__ = [
+    "ForecastSource",
+    "ModelPlan",
+    "Task",
+    "TaskResult",
+    "assemble",
+    "compute_task",
+    "make_tasks",
+    "VALID_TIME",
+]

@@ -1,0 +1,263 @@
+"""Turn a validated config into checked, fully resolved per-model plans (metadata only).
+
+Selection rules: an omitted selection means everything the forecast and the truth share; a
+selection is intersected with what each model has (GraphCast has no 0 h lead), but a variable or
+level named explicitly that a model lacks is an error. Every needed valid time must exist in the
+truth and every needed (dayofyear, hour) in the climatology, else an error names them
+(or, with ``missing_truth: pending``, such inits are left for a later run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wxeval import align, schema
+from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
+from wxeval.evaluate import ForecastSource, ModelPlan
+from wxeval.loaders import StoreSpec, open_store
+from wxeval.metrics import METRICS
+from wxeval.regions import Region, custom_region, resolve_regions
+from wxeval.schema import (
+    DAYOFYEAR,
+    HOUR,
+    INIT_TIME,
+    LAND_SEA_MASK,
+    LATITUDE,
+    LEAD_TIME,
+    LEVEL,
+    LONGITUDE,
+    VALID_TIME,
+)
+
+DEFAULT_BASELINE_LEADS = ("0h", "240h", "12h")
+DEFAULT_BASELINE_HOURS = (0, 12)
+
+
+class SelectionError(ValueError):
+    """The selection is empty or names something a store lacks."""
+
+
+@dataclass(eq=False)
+class Plan:
+    models: list[ModelPlan]
+    regions: list[Region]
+    metrics: tuple[str, ...]
+    land_sea_mask: StoreSpec | None
+    skipna: bool
+    pending: dict[str, np.ndarray] = field(default_factory=dict)  # inits left for later
+
+
+def store_spec(cfg: StoreConfig, role: str, name: str) -> StoreSpec:
+    return StoreSpec.make(
+        cfg.path, role, name, rename=cfg.rename, storage_options=cfg.storage_options
+    )
+
+
+def make_plan(config: Config, model_names: list[str]) -> Plan:
+    ev = config.evaluation
+    if not model_names:
+        raise ConfigError("no model to score: name one with --model")
+    lsm = (
+        store_spec(config.land_sea_mask, "truth", f"land_sea_mask ({config.land_sea_mask.path})")
+        if config.land_sea_mask
+        else None
+    )
+    models: list[ModelPlan] = []
+    pending: dict[str, np.ndarray] = {}
+    has_lsm = True
+    for name in model_names:
+        mcfg = config.model(name)
+        plan, waiting = _model_plan(config, name, mcfg)
+        models.append(plan)
+        if waiting.size:
+            pending[name] = waiting
+        truth = open_store(plan.truth)
+        has_lsm = has_lsm and (lsm is not None or LAND_SEA_MASK in truth.variables)
+    custom = [custom_region(n, box.lat, box.lon, box.land) for n, box in ev.custom_regions.items()]
+    try:
+        regions = resolve_regions(ev.regions, custom, has_land_sea_mask=has_lsm)
+    except ValueError as err:
+        raise SelectionError(str(err)) from err
+    metrics = tuple(ev.metrics) if ev.metrics else METRICS
+    if any(m.startswith("acc") for m in metrics):
+        lacking = [m.name for m in models if m.climatology is None]
+        if lacking and ev.metrics:
+            raise ConfigError(
+                f"metric acc needs a climatology; none configured for {', '.join(lacking)}"
+            )
+    return Plan(models, regions, metrics, lsm, ev.skipna, pending)
+
+
+def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan, np.ndarray]:
+    ev = config.evaluation
+    truth_cfg = mcfg.truth or config.truth
+    clim_cfg = mcfg.climatology or config.climatology
+    truth_spec = store_spec(truth_cfg, "truth", f"truth of {name} ({truth_cfg.path})")
+    clim_spec = (
+        store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})") if clim_cfg else None
+    )
+    truth = open_store(truth_spec)
+    clim = open_store(clim_spec) if clim_spec else None
+    if clim is not None:
+        schema.check_same_grid(truth, clim, truth_spec.name, clim_spec.name)
+
+    if mcfg.kind == "zarr":
+        if not mcfg.path:
+            raise ConfigError(f"model {name!r}: missing required key 'path'")
+        fspec = StoreSpec.make(
+            mcfg.path,
+            "forecast",
+            f"{name} ({mcfg.path})",
+            rename=mcfg.rename,
+            storage_options=mcfg.storage_options,
+        )
+        fc = open_store(fspec)
+        schema.check_same_grid(fc, truth, fspec.name, truth_spec.name)
+        source = ForecastSource("zarr", fspec)
+        fields_from = fc
+    else:
+        if mcfg.kind == "climatology" and clim is None:
+            raise ConfigError(f"model {name!r}: the climatology baseline needs a climatology store")
+        source = ForecastSource(mcfg.kind)
+        fields_from = clim if mcfg.kind == "climatology" else truth
+
+    variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
+    levels = _select_levels(ev.levels, variables, fields_from, truth, clim, name)
+
+    if source.kind == "zarr":
+        inits = align.select_init_times(
+            fc[INIT_TIME].values, ev.init_times.start, ev.init_times.stop, ev.init_times.hours
+        )
+        available_leads = fc[LEAD_TIME].values
+        leads = _select_leads(ev.lead_times, available_leads)
+    else:
+        hours = ev.init_times.hours or list(DEFAULT_BASELINE_HOURS)
+        inits = align.select_init_times(
+            truth[VALID_TIME].values, ev.init_times.start, ev.init_times.stop, hours
+        )
+        leads = _select_leads(ev.lead_times, None)
+    if inits.size == 0:
+        raise SelectionError(f"model {name!r}: no init time in the selected range/hours")
+    if leads.size == 0:
+        raise SelectionError(f"model {name!r}: no lead time left after selection")
+
+    pending = np.array([], dtype="datetime64[ns]")
+    missing = align.missing_valid_times(inits, leads, truth[VALID_TIME].values)
+    if source.kind == "zarr" or missing.size:
+        if missing.size and ev.missing_truth == "pending":
+            valid = inits[:, None] + leads[None, :]
+            complete = ~np.isin(valid, missing).any(axis=1)
+            pending = inits[~complete]
+            inits = inits[complete]
+            if inits.size == 0:
+                raise align.AlignmentError(
+                    f"{truth_spec.name}: no init of {name!r} has its truth yet "
+                    f"(all {pending.size} pending)"
+                )
+        else:
+            align.check_truth_covers(inits, leads, truth[VALID_TIME].values, truth_spec.name)
+    if source.kind == "persistence":
+        align.check_truth_covers(
+            inits, np.array([0], "timedelta64[ns]"), truth[VALID_TIME].values, truth_spec.name
+        )
+    if clim is not None:
+        valid = np.unique((inits[:, None] + leads[None, :]).ravel())
+        align.climatology_positions(
+            valid, clim[DAYOFYEAR].values, clim[HOUR].values, clim_spec.name
+        )
+    plan = ModelPlan(
+        name=name,
+        source=source,
+        truth=truth_spec,
+        climatology=clim_spec,
+        init_times=inits,
+        lead_times=leads,
+        variables=tuple(variables),
+        levels=levels,
+    )
+    return plan, pending
+
+
+def _gridded_vars(ds) -> set[str]:
+    return {
+        str(v)
+        for v, da in ds.data_vars.items()
+        if LATITUDE in da.dims
+        and LONGITUDE in da.dims
+        and v != LAND_SEA_MASK
+        and (INIT_TIME in da.dims or VALID_TIME in da.dims or DAYOFYEAR in da.dims)
+    }
+
+
+def _select_variables(requested, fields_from, truth, clim, name, source) -> list[str]:
+    have = _gridded_vars(fields_from)
+    truth_vars = _gridded_vars(truth)
+    if requested:
+        for v in requested:
+            if v not in have:
+                raise SelectionError(f"{_label(source, name)}: variable {v!r} not in store")
+            if v not in truth_vars:
+                raise SelectionError(f"truth of {name}: variable {v!r} not in store")
+            if clim is not None and v not in clim.data_vars and source.kind != "persistence":
+                raise SelectionError(f"climatology: variable {v!r} not in store")
+        return list(requested)
+    common = sorted(have & truth_vars)
+    if not common:
+        raise SelectionError(f"{_label(source, name)}: shares no variable with the truth")
+    return common
+
+
+def _label(source: ForecastSource, name: str) -> str:
+    return source.store.name if source.store is not None else f"baseline {name}"
+
+
+def _select_levels(requested, variables, fields_from, truth, clim, name):
+    out: dict[str, tuple[int, ...] | None] = {}
+    for v in variables:
+        da = fields_from[v]
+        if LEVEL not in da.dims:
+            out[v] = None
+            continue
+        have = set(int(x) for x in da[LEVEL].values)
+        truth_have = (
+            set(int(x) for x in truth[v][LEVEL].values) if LEVEL in truth[v].dims else set()
+        )
+        clim_have = (
+            set(int(x) for x in clim[v][LEVEL].values)
+            if clim is not None and v in clim.data_vars and LEVEL in clim[v].dims
+            else None
+        )
+        if requested:
+            for lv in requested:
+                if lv not in have:
+                    raise SelectionError(f"{name}: variable {v!r} lacks level {lv} hPa")
+                if lv not in truth_have:
+                    raise SelectionError(f"truth of {name}: variable {v!r} lacks level {lv} hPa")
+                if clim_have is not None and lv not in clim_have:
+                    raise SelectionError(f"climatology: variable {v!r} lacks level {lv} hPa")
+            out[v] = tuple(sorted(requested))
+        else:
+            common = have & truth_have
+            if clim_have is not None:
+                common &= clim_have
+            if not common:
+                raise SelectionError(f"{name}: variable {v!r} shares no level with the truth")
+            out[v] = tuple(sorted(common))
+    return out
+
+
+def _select_leads(spec, available: np.ndarray | None) -> np.ndarray:
+    if spec is None:
+        if available is not None:
+            return np.asarray(available).astype("timedelta64[ns]")
+        spec_leads = align.lead_range(*DEFAULT_BASELINE_LEADS)
+    elif isinstance(spec, list):
+        spec_leads = np.array([align.parse_duration(x) for x in spec], dtype="timedelta64[ns]")
+    else:
+        spec_leads = align.lead_range(spec.start, spec.stop, spec.step)
+    spec_leads = np.unique(spec_leads)
+    if available is None:
+        return spec_leads
+    return spec_leads[np.isin(spec_leads, np.asarray(available).astype("timedelta64[ns]"))]

@@ -1,0 +1,179 @@
+"""Regions and area weights.
+
+Area weights follow WeatherBench 2: for increasing latitudes φ_i (radians) with cell bounds
+b_0 = −π/2, b_k = (φ_{k−1} + φ_k)/2, b_I = +π/2, the weight of row i is
+w_i = sin(b_{i+1}) − sin(b_i), normalised to mean 1. Weights are always computed on the *full*
+grid: a region is a 0/1 (or land-fraction) mask multiplied into them, never a latitude slice.
+
+A region's mean of a field x is ⟨x⟩_R = Σ W_ij x_ij / Σ W_ij with W_ij = w_i · m_ij.
+Latitude and longitude bounds are inclusive; longitudes are 0..360.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_TOL = 1e-6
+
+
+def area_weights(latitude: np.ndarray) -> np.ndarray:
+    """Latitude weights w_i (mean 1) of an ascending latitude axis given in degrees."""
+    lat = np.deg2rad(np.asarray(latitude, dtype=np.float64))
+    if lat.ndim != 1 or lat.size < 2 or np.any(np.diff(lat) <= 0):
+        raise ValueError("area_weights needs a 1-D strictly increasing latitude axis")
+    bounds = np.concatenate([[-np.pi / 2], (lat[:-1] + lat[1:]) / 2, [np.pi / 2]])
+    w = np.sin(bounds[1:]) - np.sin(bounds[:-1])
+    return w / w.mean()
+
+
+@dataclass(frozen=True)
+class Region:
+    """A union of latitude bands × a union of longitude bands (degrees, inclusive bounds).
+
+    ``land=True`` multiplies the mask by the land-sea-mask fraction (0..1).
+    """
+
+    name: str
+    lat_bands: tuple[tuple[float, float], ...] = ((-90.0, 90.0),)
+    lon_bands: tuple[tuple[float, float], ...] = ((0.0, 360.0),)
+    land: bool = False
+    description: str = field(default="", compare=False)
+
+    def mask(self, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
+        """0/1 mask of shape (latitude, longitude), before any land fraction."""
+        lat = np.asarray(latitude, dtype=np.float64)
+        lon = np.mod(np.asarray(longitude, dtype=np.float64), 360.0)
+        in_lat = np.zeros(lat.shape, bool)
+        for lo, hi in self.lat_bands:
+            in_lat |= (lat >= lo - _TOL) & (lat <= hi + _TOL)
+        in_lon = np.zeros(lon.shape, bool)
+        for lo, hi in self.lon_bands:
+            in_lon |= (lon >= lo - _TOL) & (lon <= hi + _TOL)
+        return (in_lat[:, None] & in_lon[None, :]).astype(np.float64)
+
+    def key(self) -> str:
+        """A stable identity of the definition (name + bounds + land), for statistics caching."""
+        payload = json.dumps([self.name, self.lat_bands, self.lon_bands, self.land], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _box(name: str, lat: tuple[float, float], *lons: tuple[float, float]) -> Region:
+    return Region(name, (lat,), tuple(lons) if lons else ((0.0, 360.0),))
+
+
+#: The 13 WeatherBench 2 boxes (shared/README.md §3).
+STANDARD_REGIONS: dict[str, Region] = {
+    r.name: r
+    for r in [
+        Region("global"),
+        _box("tropics", (-20, 20)),
+        Region("extra-tropics", ((-90, -20), (20, 90))),
+        _box("northern-hemisphere", (20, 90)),
+        _box("southern-hemisphere", (-90, -20)),
+        _box("europe", (35, 75), (347.5, 360), (0, 42.5)),
+        _box("north-america", (25, 60), (240, 285)),
+        _box("north-atlantic", (25, 65), (290, 350)),
+        _box("north-pacific", (25, 60), (145, 230)),
+        _box("east-asia", (25, 60), (102.5, 150)),
+        _box("ausnz", (-45, -12.5), (120, 175)),
+        _box("arctic", (60, 90)),
+        _box("antarctic", (-90, -60)),
+    ]
+}
+
+#: Land regions: the base box weighted by the land-sea-mask fraction.
+LAND_REGIONS: dict[str, Region] = {
+    f"{base}_land": Region(
+        f"{base}_land",
+        STANDARD_REGIONS[base].lat_bands,
+        STANDARD_REGIONS[base].lon_bands,
+        land=True,
+    )
+    for base in ("global", "extra-tropics", "tropics")
+}
+
+
+def custom_region(name: str, lat: Sequence[float], lon: Sequence[float], land: bool = False):
+    """A user box; ``lon`` may wrap (e.g. [350, 20]) and is split into two bands."""
+    lat_lo, lat_hi = float(lat[0]), float(lat[1])
+    if not -90 <= lat_lo <= lat_hi <= 90:
+        raise ValueError(
+            f"region {name!r}: latitude bounds {list(lat)} must be -90 <= lo <= hi <= 90"
+        )
+    lon_lo, lon_hi = float(lon[0]) % 360.0, float(lon[1]) % 360.0
+    if float(lon[1]) - float(lon[0]) >= 360:
+        bands: tuple[tuple[float, float], ...] = ((0.0, 360.0),)
+    elif lon_lo <= lon_hi:
+        bands = ((lon_lo, lon_hi),)
+    else:
+        bands = ((lon_lo, 360.0), (0.0, lon_hi))
+    return Region(name, ((lat_lo, lat_hi),), bands, land=land)
+
+
+def resolve_regions(
+    names: str | Iterable[str] | None,
+    custom: Sequence[Region] = (),
+    *,
+    has_land_sea_mask: bool,
+) -> list[Region]:
+    """Resolve ``"all"``/``None`` or a list of names to Region objects (custom boxes included).
+
+    ``all`` = the 13 standard boxes, the three land regions when a land-sea mask is available,
+    and every custom box. Unknown names raise ``ValueError`` with a suggestion.
+    """
+    known = dict(STANDARD_REGIONS)
+    if has_land_sea_mask:
+        known.update(LAND_REGIONS)
+    for region in custom:
+        known[region.name] = region
+    if names is None or names == "all":
+        return list(known.values())
+    if isinstance(names, str):
+        names = [names]
+    out = []
+    for name in names:
+        if name == "all":
+            out.extend(r for r in known.values() if r not in out)
+            continue
+        if name not in known:
+            if name in LAND_REGIONS:
+                raise ValueError(
+                    f"region {name!r} needs a land_sea_mask (in the truth store or "
+                    "`land_sea_mask: {path}` in the config)"
+                )
+            hint = difflib.get_close_matches(name, known, n=1)
+            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ValueError(f"unknown region {name!r}{suffix}")
+        if known[name] not in out:
+            out.append(known[name])
+    return out
+
+
+def region_weights(
+    regions: Sequence[Region],
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    land_sea_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stack of W = w_i · m_ij, shape (region, latitude, longitude), float64.
+
+    ``land_sea_mask`` is the land fraction on (latitude, longitude), needed by land regions.
+    """
+    w = area_weights(latitude)
+    out = np.empty((len(regions), len(latitude), len(longitude)), dtype=np.float64)
+    for k, region in enumerate(regions):
+        m = region.mask(latitude, longitude)
+        if region.land:
+            if land_sea_mask is None:
+                raise ValueError(f"region {region.name!r} needs a land_sea_mask")
+            m = m * np.clip(np.nan_to_num(land_sea_mask, nan=0.0), 0.0, 1.0)
+        out[k] = w[:, None] * m
+        if not np.any(out[k] > 0):
+            raise ValueError(f"region {region.name!r} contains no grid point of this grid")
+    return out

@@ -1,0 +1,149 @@
+"""Metric tables from statistics, and their files: WB2-compatible netCDF and a tidy CSV.
+
+netCDF (``<output>/<model>.nc``): one data variable per weather variable, dims
+``(metric, region, lead_time[, level])``, coords ``metric`` (str), ``region`` (str),
+``lead_time`` (timedelta64), ``level`` (int) — the layout of WeatherBench 2's result files, plus
+units and provenance attributes. WB2 calls our ``rmse_per_init`` ``rmse_sqrt_before_time_avg``
+and has no ``rmse`` (its users take √mse): ``rmse`` here is exactly √``mse``.
+
+CSV (``<output>/<model>.csv``), one row per value, header
+``variable,level,region,lead_time_hours,metric,value`` (``level`` empty for surface variables).
+
+Every file is written to a temporary name and renamed, so a reader sees the old or the new
+file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from wxeval.metrics import METRICS, VECTOR_METRICS, metrics_from_scores, per_init_scores
+from wxeval.schema import EXPECTED_UNITS, INIT_TIME, LEAD_TIME, LEVEL, WIND_VECTORS
+
+CSV_HEADER = ["variable", "level", "region", "lead_time_hours", "metric", "value"]
+
+
+def per_init(statistics: xr.Dataset) -> dict[str, xr.Dataset]:
+    """Per-init scores (mse, bias, mae, acc, …) of every variable, wind vectors included."""
+    out = {str(v): per_init_scores(statistics[v]) for v in statistics.data_vars}
+    for (u, v), name in WIND_VECTORS.items():
+        if u in out and v in out:
+            out[name] = xr.Dataset({"mse": out[u]["mse"] + out[v]["mse"]})
+    return out
+
+
+def summarize(
+    statistics: xr.Dataset, metrics: Sequence[str] = METRICS, *, skipna: bool = False
+) -> xr.Dataset:
+    """The WB2-layout metrics table from per-init statistics (mean over ``init_time``)."""
+    tables = {}
+    for name, scores in per_init(statistics).items():
+        wanted = tuple(
+            m for m in metrics if name not in WIND_VECTORS.values() or m in VECTOR_METRICS
+        )
+        if not wanted:
+            continue
+        da = metrics_from_scores(scores, wanted, dim=INIT_TIME, skipna=skipna)
+        order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in da.dims else [])
+        da = da.transpose(*order)
+        da.attrs["units"] = _units(name)
+        da.attrs["units_note"] = (
+            "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
+            "acc_pooled dimensionless"
+        )
+        tables[name] = da
+    ds = xr.Dataset(tables)
+    ds.attrs["metric_definitions"] = METRIC_DOC
+    return ds
+
+
+METRIC_DOC = (
+    "Latitude-weighted regional means per init, then unweighted mean over inits. "
+    "rmse = sqrt(mean_t MSE_t) (WB2: sqrt of mse); rmse_per_init = mean_t sqrt(MSE_t) "
+    "(WB2: rmse_sqrt_before_time_avg); mse; mae; bias = mean(f - o); "
+    "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2); "
+    "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X). "
+    "Alignment by init: truth at valid_time = init_time + lead_time."
+)
+
+
+def _units(name: str) -> str:
+    if name in WIND_VECTORS.values():
+        return "m s**-1"
+    return EXPECTED_UNITS.get(name, "")
+
+
+def to_tidy(table: xr.Dataset) -> pd.DataFrame:
+    """One row per value with the columns of :data:`CSV_HEADER`."""
+    frames = []
+    for name, da in table.data_vars.items():
+        df = da.to_dataframe(name="value").reset_index()
+        if LEVEL not in df:
+            df[LEVEL] = pd.NA
+        df["variable"] = name
+        df["lead_time_hours"] = df[LEAD_TIME] / pd.Timedelta(hours=1)
+        frames.append(df[CSV_HEADER])
+    if not frames:
+        return pd.DataFrame(columns=CSV_HEADER)
+    df = pd.concat(frames, ignore_index=True)
+    df[LEVEL] = df[LEVEL].astype("Int64")
+    return df.sort_values(
+        ["variable", LEVEL, "region", "lead_time_hours", "metric"],
+        na_position="first",
+        ignore_index=True,
+    )
+
+
+def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
+    """Atomically write the WB2-layout table with provenance attributes."""
+    ds = table.copy()
+    ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    for name in ds.data_vars:
+        ds[name].encoding.update({"dtype": "float64"})
+    ds[LEAD_TIME].encoding.update({"units": "hours", "dtype": "float64"})
+    _atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def write_csv(table: xr.Dataset, path: str | Path) -> None:
+    df = to_tidy(table)
+    _atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.10g"))
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    text = json.dumps(obj, indent=2, default=str, sort_keys=True)
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_table(path: str | Path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()
+
+
+def _attr(value):
+    if isinstance(value, str | int | float | np.integer | np.floating):
+        return value
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _atomic(path: str | Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename over ``path`` (same folder, so atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

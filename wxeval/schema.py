@@ -1,0 +1,203 @@
+"""The canonical schema every store is mapped onto, and the lazy normalisation that does it.
+
+Canonical names (units as ERA5: geopotential m² s⁻², temperature K, pressure Pa, wind m s⁻¹):
+
+* forecast: ``init_time`` (datetime64), ``lead_time`` (timedelta64), ``valid_time`` (a 2-D
+  coordinate ``init_time + lead_time``), optional ``level`` (hPa, int), ``latitude`` (degrees,
+  ascending), ``longitude`` (degrees, 0 ≤ λ < 360, ascending);
+* truth: ``valid_time`` instead of ``init_time``/``lead_time``;
+* climatology: ``dayofyear`` (1..366) and ``hour`` (0..23) instead of a time axis.
+
+Normalisation never reads data values: renames, flips and longitude rolls are lazy index
+operations on the opened store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+INIT_TIME = "init_time"
+LEAD_TIME = "lead_time"
+VALID_TIME = "valid_time"
+LEVEL = "level"
+LATITUDE = "latitude"
+LONGITUDE = "longitude"
+DAYOFYEAR = "dayofyear"
+HOUR = "hour"
+LAND_SEA_MASK = "land_sea_mask"
+
+#: Names that real stores use, mapped to canonical ones. ``time`` depends on the store's role.
+COMMON_RENAMES: dict[str, str] = {
+    "lat": LATITUDE,
+    "lon": LONGITUDE,
+    "prediction_timedelta": LEAD_TIME,
+    "lead": LEAD_TIME,
+    "step": LEAD_TIME,
+    "pressure_level": LEVEL,
+    "isobaricInhPa": LEVEL,
+}
+
+ROLE_TIME_NAME = {"forecast": INIT_TIME, "truth": VALID_TIME, "climatology": None}
+
+#: Per-variable units the loaders expect (ERA5 conventions).
+EXPECTED_UNITS: dict[str, str] = {
+    "geopotential": "m**2 s**-2",
+    "temperature": "K",
+    "2m_temperature": "K",
+    "u_component_of_wind": "m s**-1",
+    "v_component_of_wind": "m s**-1",
+    "10m_u_component_of_wind": "m s**-1",
+    "10m_v_component_of_wind": "m s**-1",
+    "specific_humidity": "kg kg**-1",
+    "mean_sea_level_pressure": "Pa",
+    "total_precipitation_6hr": "m",
+}
+
+#: Wind vector pairs: (u name, v name) -> derived variable name.
+WIND_VECTORS: dict[tuple[str, str], str] = {
+    ("10m_u_component_of_wind", "10m_v_component_of_wind"): "10m_wind_vector",
+    ("u_component_of_wind", "v_component_of_wind"): "wind_vector",
+}
+
+GRID_TOLERANCE_DEG = 1e-3
+
+
+class SchemaError(ValueError):
+    """A store cannot be mapped onto the canonical schema. The message names store and problem."""
+
+
+def normalize(
+    ds: xr.Dataset,
+    role: str,
+    *,
+    name: str,
+    rename: Mapping[str, str] | None = None,
+) -> xr.Dataset:
+    """Map a lazily opened store onto the canonical schema (no data values are read).
+
+    ``role`` is ``"forecast"``, ``"truth"`` or ``"climatology"``; ``name`` labels the store in
+    error messages; ``rename`` maps the store's own names to canonical ones and is applied first.
+    """
+    if role not in ROLE_TIME_NAME:
+        raise ValueError(f"unknown store role {role!r}")
+    if rename:
+        missing = [k for k in rename if k not in ds.variables and k not in ds.dims]
+        if missing:
+            raise SchemaError(f"{name}: cannot rename {missing}: not in the store")
+        ds = ds.rename(dict(rename))
+    renames = {k: v for k, v in COMMON_RENAMES.items() if k in ds.variables or k in ds.dims}
+    renames = {k: v for k, v in renames.items() if v not in ds.variables}
+    time_name = ROLE_TIME_NAME[role]
+    if time_name is not None and "time" in ds.dims and time_name not in ds.dims:
+        renames["time"] = time_name
+    if renames:
+        ds = ds.rename(renames)
+    # A scalar or unused valid_time coordinate from the store would clash with ours.
+    if role == "forecast" and VALID_TIME in ds.variables and VALID_TIME not in ds.dims:
+        ds = ds.drop_vars(VALID_TIME)
+
+    required = [LATITUDE, LONGITUDE]
+    if role == "forecast":
+        required += [INIT_TIME, LEAD_TIME]
+    elif role == "truth":
+        required += [VALID_TIME]
+    else:
+        required += [DAYOFYEAR, HOUR]
+    absent = [d for d in required if d not in ds.dims]
+    if absent:
+        raise SchemaError(
+            f"{name}: {role} store lacks dimension(s) {absent} (has {sorted(map(str, ds.dims))}); "
+            "map its names with `rename:` in the config"
+        )
+
+    ds = _normalize_latitude(ds, name)
+    ds = _normalize_longitude(ds, name)
+    if role == "forecast":
+        ds = _normalize_lead(ds, name)
+        if not pd.Index(ds[INIT_TIME].values).is_unique:
+            raise SchemaError(f"{name}: duplicated init times in the forecast store")
+        if not pd.Index(ds[INIT_TIME].values).is_monotonic_increasing:
+            ds = ds.sortby(INIT_TIME)
+        ds = ds.assign_coords({VALID_TIME: ds[INIT_TIME] + ds[LEAD_TIME]})
+    elif role == "truth":
+        times = pd.Index(ds[VALID_TIME].values)
+        if not np.issubdtype(times.dtype, np.datetime64):
+            raise SchemaError(f"{name}: time axis is not datetime64 (got {times.dtype})")
+        if not times.is_unique:
+            raise SchemaError(f"{name}: duplicated times in the truth store")
+        if not times.is_monotonic_increasing:
+            ds = ds.sortby(VALID_TIME)
+    if LEVEL in ds.dims:
+        ds = ds.assign_coords({LEVEL: ds[LEVEL].values.astype(np.int64)})
+    return ds
+
+
+def _normalize_latitude(ds: xr.Dataset, name: str) -> xr.Dataset:
+    lat = np.asarray(ds[LATITUDE].values, dtype=np.float64)
+    if lat.ndim != 1 or lat.size < 2:
+        raise SchemaError(f"{name}: latitude must be a 1-D axis with at least 2 points")
+    if np.any(np.abs(lat) > 90 + GRID_TOLERANCE_DEG):
+        raise SchemaError(f"{name}: latitudes outside [-90, 90]")
+    step = np.diff(lat)
+    if np.all(step < 0):
+        ds = ds.isel({LATITUDE: slice(None, None, -1)})
+    elif not np.all(step > 0):
+        raise SchemaError(f"{name}: latitude is not monotonic")
+    return ds
+
+
+def _normalize_longitude(ds: xr.Dataset, name: str) -> xr.Dataset:
+    lon = np.asarray(ds[LONGITUDE].values, dtype=np.float64)
+    if lon.ndim != 1:
+        raise SchemaError(f"{name}: longitude must be a 1-D axis")
+    wrapped = np.mod(lon, 360.0)
+    wrapped[np.isclose(wrapped, 360.0, atol=1e-9)] = 0.0
+    order = np.argsort(wrapped, kind="stable")
+    if np.any(np.diff(wrapped[order]) <= 0):
+        raise SchemaError(f"{name}: longitudes repeat after wrapping to 0..360")
+    if not np.array_equal(order, np.arange(lon.size)):
+        # A roll from -180..180 (or any order) to 0..360: lazy integer indexing.
+        ds = ds.isel({LONGITUDE: order})
+    if not np.array_equal(wrapped[order], lon[order]):
+        ds = ds.assign_coords({LONGITUDE: wrapped[order]})
+    return ds
+
+
+def _normalize_lead(ds: xr.Dataset, name: str) -> xr.Dataset:
+    lead = ds[LEAD_TIME]
+    if not np.issubdtype(lead.dtype, np.timedelta64):
+        raise SchemaError(
+            f"{name}: lead time axis has dtype {lead.dtype}, expected timedelta64 "
+            "(decode it, or set units like 'hours' on the store)"
+        )
+    if not pd.Index(lead.values).is_monotonic_increasing:
+        ds = ds.sortby(LEAD_TIME)
+    return ds
+
+
+def spatial_dims(da: xr.DataArray) -> tuple[str, str]:
+    """The (first, second) horizontal dims of ``da`` in storage order."""
+    dims = [d for d in da.dims if d in (LATITUDE, LONGITUDE)]
+    if len(dims) != 2:
+        raise SchemaError(f"{da.name}: expected latitude and longitude dims, got {da.dims}")
+    return dims[0], dims[1]
+
+
+def check_same_grid(a: xr.Dataset, b: xr.Dataset, name_a: str, name_b: str) -> None:
+    """Refuse (never regrid) when two canonical stores are on different grids."""
+    for dim in (LATITUDE, LONGITUDE):
+        va, vb = a[dim].values, b[dim].values
+        if va.shape != vb.shape:
+            raise SchemaError(
+                f"grids differ: {name_a} has {va.size} {dim}s, {name_b} has {vb.size}; "
+                "wxeval never regrids silently: regrid one store first"
+            )
+        diff = float(np.max(np.abs(va.astype(np.float64) - vb.astype(np.float64))))
+        if diff > GRID_TOLERANCE_DEG:
+            raise SchemaError(
+                f"grids differ: {dim} of {name_a} and {name_b} differ by up to {diff:.4g}°"
+            )

@@ -1,0 +1,304 @@
+"""The statistics store: per-init sufficient statistics, saved as they are computed.
+
+Layout (a folder of small Zarr groups, local or on any fsspec URL such as ``gs://``)::
+
+    <root>/<model>/<variable>/<entry key>/<part>.zarr      one computed task (block of inits)
+    <root>/<model>/<variable>/<entry key>/<part>.zarr/.wxeval-complete   commit marker
+
+Each part holds one data variable ``stats`` with dims (statistic, init_time, lead_time, region
+[, level]) — the weighted sums of :mod:`wxeval.metrics` — and attributes naming its inputs.
+A part counts only once its commit marker exists (written last; locally the part is also
+written to a temporary name and renamed), so a job killed at any moment leaves either a whole
+part or nothing that is read.
+
+The **entry key** hashes what determines the numbers: the identity of forecast, truth and
+climatology stores (path plus a fingerprint of their metadata that ignores the length of the
+time axis, so appending inits to a store keeps its key), the variable and the metric settings
+(``skipna``). Regions are matched by their definition key, so renaming nothing but adding a
+region recomputes only what is missing. The init range and lead selection are *not* part of
+the key: widening them reuses every part already computed.
+
+Writers: only the process that runs ``wxeval score`` writes (workers return statistics to it),
+and every part has a name unique to its writer (block id + a random suffix), so two jobs
+sharing a ``gs://`` store never write the same object; when two complete parts overlap, both
+hold the same numbers and the later one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import xarray as xr
+
+from wxeval.loaders import StoreSpec, open_store
+from wxeval.metrics import STATISTICS
+from wxeval.schema import INIT_TIME, LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
+
+MARKER = ".wxeval-complete"
+FORMAT_VERSION = 1
+
+
+def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
+    """Identity of one variable of a store: path, dtype, attrs, level and grid coordinates,
+    chunking and encoding — but not the length of its time axis."""
+    if spec is None:
+        return "none"
+    ds = open_store(spec)
+    parts: list = [spec.path, sorted(spec.rename), variable]
+    if variable in ds.variables:
+        da = ds[variable]
+        parts += [str(da.dtype), sorted((k, str(v)) for k, v in da.attrs.items())]
+        parts += [sorted((k, str(v)) for k, v in da.encoding.items() if k != "preferred_chunks")]
+        if LEVEL in da.dims:
+            parts.append([int(x) for x in da[LEVEL].values])
+    for dim in (LATITUDE, LONGITUDE):
+        if dim in ds.coords:
+            parts.append(np.round(ds[dim].values.astype(float), 6).tolist())
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def entry_key(
+    forecast: str, truth: StoreSpec, climatology: StoreSpec | None, variable: str, skipna: bool
+) -> str:
+    """Hash of everything that determines a statistic's value except inits, leads and region."""
+    payload = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "forecast": forecast,
+            "truth": store_fingerprint(truth, variable),
+            "climatology": store_fingerprint(climatology, variable),
+            "variable": variable,
+            "skipna": bool(skipna),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclass
+class StatisticsStore:
+    """A statistics store rooted at ``root`` (local folder or fsspec URL)."""
+
+    root: str
+    storage_options: dict | None = None
+
+    def __post_init__(self):
+        self.fs, self._root = fsspec.core.url_to_fs(self.root, **(self.storage_options or {}))
+        self._local = self.fs.protocol in ("file", ("file", "local"), "local") or (
+            isinstance(self.fs.protocol, tuple) and "file" in self.fs.protocol
+        )
+        self._cache: dict[str, xr.Dataset] = {}
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self._root.rstrip("/"), *parts])
+
+    def _url(self, path: str) -> str:
+        return path if self._local else self.fs.unstrip_protocol(path)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_part(
+        self,
+        model: str,
+        variable: str,
+        key: str,
+        block: int,
+        stats: xr.DataArray,
+        region_keys: Sequence[str],
+        attrs: dict | None = None,
+    ) -> str:
+        """Save one computed part atomically; returns its path."""
+        name = f"b{block:+06d}-{uuid.uuid4().hex[:12]}.zarr"
+        folder = self._path(model, variable, key)
+        final = self._path(model, variable, key, name)
+        ds = stats.rename("stats").to_dataset()
+        ds.attrs.update(
+            {
+                "wxeval_format": FORMAT_VERSION,
+                "model": model,
+                "variable": variable,
+                "entry_key": key,
+                "block": int(block),
+                "region_keys": json.dumps(list(region_keys)),
+                **(attrs or {}),
+            }
+        )
+        if self._local:
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".tmp-{name}")
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+            with open(os.path.join(tmp, MARKER), "w") as fh:
+                fh.write("complete\n")
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+        else:
+            ds.to_zarr(
+                self._url(final),
+                mode="w",
+                consolidated=True,
+                zarr_format=2,
+                storage_options=self.storage_options,
+            )
+            self.fs.pipe(final + "/" + MARKER, b"complete\n")
+        return final
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def parts(self, model: str, variable: str, key: str) -> list[str]:
+        """Complete parts of one entry, oldest first (by name order of the block, then mtime)."""
+        folder = self._path(model, variable, key)
+        try:
+            names = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in sorted(names):
+            base = p.rstrip("/").rsplit("/", 1)[-1]
+            if base.startswith(".tmp-") or not base.endswith(".zarr"):
+                continue
+            if self.fs.exists(p.rstrip("/") + "/" + MARKER):
+                out.append(p.rstrip("/"))
+        return out
+
+    def open_part(self, path: str) -> xr.Dataset:
+        if path not in self._cache:
+            ds = xr.open_zarr(
+                self._url(path),
+                consolidated=True,
+                chunks=None,
+                decode_timedelta=True,
+                storage_options=None if self._local else self.storage_options,
+            )
+            self._cache[path] = ds.load()
+        return self._cache[path]
+
+    def coverage(
+        self,
+        model: str,
+        variable: str,
+        key: str,
+        init_times: np.ndarray,
+        lead_times: np.ndarray,
+        levels: Sequence[int] | None,
+        region_keys: Sequence[str],
+    ) -> np.ndarray:
+        """Boolean (init, lead, level, region) mask of what the store already holds."""
+        nlev = 1 if levels is None else len(levels)
+        have = np.zeros((len(init_times), len(lead_times), nlev, len(region_keys)), bool)
+        for p in self.parts(model, variable, key):
+            ds = self.open_part(p)
+            sel = _match(ds, init_times, lead_times, levels, region_keys)
+            if sel is None:
+                continue
+            ii, ll, vv, rr, _ = sel
+            have[np.ix_(ii, ll, vv, rr)] = True
+        return have
+
+    def load(
+        self,
+        model: str,
+        variable: str,
+        key: str,
+        init_times: np.ndarray,
+        lead_times: np.ndarray,
+        levels: Sequence[int] | None,
+        regions: Sequence[str],
+        region_keys: Sequence[str],
+    ) -> xr.DataArray:
+        """Statistics (statistic, init_time, lead_time, region[, level]); missing values NaN
+        and reported through :meth:`coverage`."""
+        nlev = 1 if levels is None else len(levels)
+        arr = np.full(
+            (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
+        )
+        for p in self.parts(model, variable, key):
+            ds = self.open_part(p)
+            sel = _match(ds, init_times, lead_times, levels, region_keys)
+            if sel is None:
+                continue
+            ii, ll, vv, rr, src = sel
+            data = ds["stats"]
+            if LEVEL not in data.dims:
+                data = data.expand_dims(LEVEL, axis=-1)
+            values = data.transpose("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL).values
+            block = values[np.ix_(np.arange(len(STATISTICS)), *src)]
+            arr[np.ix_(np.arange(len(STATISTICS)), ii, ll, rr, vv)] = block
+        coords = {
+            "statistic": list(STATISTICS),
+            INIT_TIME: init_times,
+            LEAD_TIME: lead_times,
+            "region": list(regions),
+        }
+        if levels is None:
+            return xr.DataArray(
+                arr[..., 0],
+                dims=("statistic", INIT_TIME, LEAD_TIME, "region"),
+                coords=coords,
+                name=variable,
+            )
+        coords[LEVEL] = list(levels)
+        return xr.DataArray(
+            arr,
+            dims=("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL),
+            coords=coords,
+            name=variable,
+        )
+
+
+def _match(ds, init_times, lead_times, levels, region_keys):
+    """Index arrays (target positions …, source positions) of the overlap of a part and a
+    request, or None when they do not overlap."""
+    part_keys = json.loads(ds.attrs["region_keys"])
+    src_i, dst_i = _overlap(ds[INIT_TIME].values, init_times)
+    src_l, dst_l = _overlap(ds[LEAD_TIME].values, lead_times)
+    src_r, dst_r = _overlap(np.asarray(part_keys), np.asarray(list(region_keys)))
+    if levels is None:
+        src_v, dst_v = np.array([0]), np.array([0])
+    elif LEVEL in ds.dims:
+        src_v, dst_v = _overlap(ds[LEVEL].values.astype(int), np.asarray(levels, dtype=int))
+    else:
+        return None
+    if min(len(src_i), len(src_l), len(src_r), len(src_v)) == 0:
+        return None
+    return dst_i, dst_l, dst_v, dst_r, (src_i, src_l, src_r, src_v)
+
+
+def _overlap(have: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pos = {v: i for i, v in enumerate(have.tolist())}
+    dst = [j for j, v in enumerate(want.tolist()) if v in pos]
+    src = [pos[want.tolist()[j]] for j in dst]
+    return np.asarray(src, dtype=int), np.asarray(dst, dtype=int)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_tmp(root: str) -> None:
+    """Delete leftovers of interrupted local writes (parts without a commit marker)."""
+    for dirpath, dirnames, _ in os.walk(root):
+        for d in list(dirnames):
+            if d.startswith(".tmp-"):
+                shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+                dirnames.remove(d)
+
+
+def blocks_of(items: Iterable[int]) -> list[int]:
+    return sorted(set(items))
