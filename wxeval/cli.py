@@ -78,6 +78,11 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    if not (debug or verbose):
+        # Storage libraries log every retry with a traceback; wxeval reports the final error
+        # in one line (see --debug for the details).
+        for name in ("gcsfs", "fsspec", "aiohttp", "google", "urllib3", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -24,7 +24,7 @@ import xarray as xr
 from wxeval import schema
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
-from wxeval.regions import Region, region_weights
+from wxeval.regions import Region, RegionReducer
 from wxeval.schema import (
     DAYOFYEAR,
     HOUR,
@@ -261,7 +261,7 @@ def compute_task(task: Task) -> TaskResult:
             spatial,
         )
 
-    nreg = weights.shape[0]
+    nreg = weights.n_regions
     per_model = {}
     model_levels = {}
     for part in task.parts:
@@ -276,9 +276,9 @@ def compute_task(task: Task) -> TaskResult:
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
             stats = accumulate_statistics(
-                f.reshape(n, -1),
-                o.reshape(n, -1),
-                None if c is None else c.reshape(n, -1),
+                f.reshape(n, *f.shape[2:]),
+                o.reshape(n, *o.shape[2:]),
+                None if c is None else c.reshape(n, *c.shape[2:]),
                 weights,
                 skipna=task.skipna,
             )
@@ -401,17 +401,15 @@ def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.n
 @functools.lru_cache(maxsize=16)
 def _weights(
     truth: StoreSpec, lsm: StoreSpec | None, regions: tuple[Region, ...], spatial: tuple[str, str]
-) -> np.ndarray:
-    """Region weights (R, S) flattened in the truth's storage order of the spatial dims."""
+) -> RegionReducer:
+    """Region reducer for fields in the truth's storage order of the spatial dims."""
     ds = open_store(truth)
     lat, lon = ds[LATITUDE].values, ds[LONGITUDE].values
     mask = None
     if any(r.land for r in regions):
         mask = land_sea_mask_array(truth, lsm)
-    w = region_weights(regions, lat, lon, mask)  # (R, lat, lon)
-    if spatial == (LONGITUDE, LATITUDE):
-        w = w.transpose(0, 2, 1)
-    return np.ascontiguousarray(w.reshape(len(regions), -1))
+    lon_axis = -2 if spatial == (LONGITUDE, LATITUDE) else -1
+    return RegionReducer(regions, lat, lon, mask, lon_axis=lon_axis)
 
 
 def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:

@@ -54,7 +54,7 @@ METRIC_ALIASES = {
 #: Metrics whose values are lower-is-better errors (for relative change and colours).
 ERROR_METRICS = ("rmse", "rmse_per_init", "mse", "mae")
 
-_ROW_BATCH = 1 << 21  # elements per kernel batch (bounds float64 temporaries to ~16 MB each)
+_ROW_BATCH = 1 << 16  # grid points per kernel batch: the float64 products stay in cache
 
 
 def canonical_metric(name: str) -> str:
@@ -75,71 +75,141 @@ def accumulate_statistics(
     forecast: np.ndarray,
     truth: np.ndarray,
     climatology: np.ndarray | None,
-    weights: np.ndarray,
+    weights,
     *,
     skipna: bool = False,
 ) -> np.ndarray:
     """Weighted sums of every statistic for N fields and R regions, in float64.
 
-    ``forecast``, ``truth`` and ``climatology`` have shape (N, S) — S flattened grid points, in
-    the same order as the last axis of ``weights`` (R, S). Without climatology the three ACC
-    sums are NaN. Returns an array (N, R, len(STATISTICS)).
+    ``weights`` is either a dense array (R, S), with fields of shape (N, S) — S grid points in
+    the same order — or a :class:`wxeval.regions.RegionReducer`, with fields of shape (N, A, B)
+    in its grid orientation. Without climatology the three ACC sums are NaN.
+    Returns an array (N, R, len(STATISTICS)).
     """
-    n, s = forecast.shape
-    r = weights.shape[0]
-    if truth.shape != (n, s) or weights.shape[1] != s:
-        raise ValueError(f"shape mismatch: {forecast.shape}, {truth.shape}, {weights.shape}")
-    if climatology is not None and climatology.shape != (n, s):
-        raise ValueError(f"climatology shape {climatology.shape} != {(n, s)}")
-    out = np.empty((n, r, N_STATS), dtype=np.float64)
-    step = max(1, _ROW_BATCH // max(s, 1))
-    wt = np.ascontiguousarray(weights.T, dtype=np.float64)  # (S, R)
-    inside = (weights > 0).T.astype(np.float64)  # (S, R)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        c = None if climatology is None else climatology[lo:hi]
-        out[lo:hi] = _kernel(forecast[lo:hi], truth[lo:hi], c, wt, inside, skipna)
+    from wxeval.regions import RegionReducer
+
+    n = forecast.shape[0]
+    if truth.shape != forecast.shape:
+        raise ValueError(f"shape mismatch: forecast {forecast.shape}, truth {truth.shape}")
+    if climatology is not None and climatology.shape != forecast.shape:
+        raise ValueError(f"climatology shape {climatology.shape} != {forecast.shape}")
+    if isinstance(weights, RegionReducer):
+        return _compiled_statistics(forecast, truth, climatology, weights, skipna)
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if forecast.ndim != 2 or weights.shape[1] != forecast.shape[1]:
+            raise ValueError(f"shape mismatch: fields {forecast.shape}, weights {weights.shape}")
+        wt = np.ascontiguousarray(weights.T)
+
+        def reduce(p):
+            return p @ wt
+
+        wsum = weights.sum(axis=1)
+        nreg = weights.shape[0]
+    npoints = int(np.prod(forecast.shape[1:]))
+    out = np.empty((n, nreg, N_STATS), dtype=np.float64)
+    step = max(1, _ROW_BATCH // max(npoints, 1))
+    with _one_blas_thread():
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            c = None if climatology is None else climatology[lo:hi]
+            out[lo:hi] = _kernel(forecast[lo:hi], truth[lo:hi], c, reduce, wsum, skipna)
     return out
 
 
-def _kernel(f, o, c, wt, inside, skipna):
+def _compiled_statistics(f, o, c, reducer, skipna) -> np.ndarray:
+    """The compiled one-pass kernel (:mod:`wxeval.kernels`) on fields (N, A, B)."""
+    from wxeval.kernels import field_statistics
+
+    n = f.shape[0]
+    nreg = reducer.n_regions
+    sums = np.empty((n, 6, nreg))
+    bad = np.empty((n, 2, nreg))
+    has_clim = c is not None
+    field_statistics(
+        np.ascontiguousarray(f), np.ascontiguousarray(o),
+        np.ascontiguousarray(c) if has_clim else np.ascontiguousarray(f[:1]),
+        has_clim, reducer.lon_axis == -2, reducer.seg_of_lon, reducer.nseg, reducer.lsm,
+        reducer.use_land, reducer.region_land, reducer.region_segs, reducer.region_latw,
+        sums, bad,
+    )
+    out = np.empty((n, nreg, N_STATS))
+    out[:, :, 1:] = np.moveaxis(sums, 1, 2)
+    wsum = reducer.weight_sums()[None, :]
+    if skipna:
+        out[:, :, 0] = wsum - bad[:, 0]
+    else:
+        out[:, :, 0] = wsum
+        out[:, :, :4][bad[:, 0] > 0] = np.nan
+        out[:, :, 4:][bad[:, 1] > 0] = np.nan
+    if not has_clim:
+        out[:, :, 4:] = np.nan
+    return out
+
+
+def _kernel(f, o, c, reduce, wsum, skipna):
+    """Dense-weights statistics of a small batch of fields: all products, one reduction."""
+    rows = f.shape[0]
+    nstack = 6 if c is not None else 3
+    prod = np.empty((rows, nstack, *f.shape[1:]), dtype=np.float64)
     f = f.astype(np.float64, copy=False)
     o = o.astype(np.float64, copy=False)
-    d = f - o
-    out = np.empty((f.shape[0], wt.shape[1], N_STATS), dtype=np.float64)
+    d = np.subtract(f, o, out=prod[:, 1])
     bad = np.isnan(d)
     has_nan = bool(bad.any())
     if has_nan:
         d[bad] = 0.0
-    out[:, :, 1] = (d * d) @ wt
-    out[:, :, 2] = d @ wt
-    out[:, :, 3] = np.abs(d) @ wt
-    del d
-    if has_nan and skipna:
-        out[:, :, 0] = (~bad).astype(np.float64) @ wt
-    else:
-        out[:, :, 0] = wt.sum(axis=0)[None, :]
-    if has_nan and not skipna:
-        hit = (bad.astype(np.float64) @ inside) > 0
-        out[:, :, :4][hit] = np.nan
+    np.multiply(d, d, out=prod[:, 0])
+    np.abs(d, out=prod[:, 2])
+    bad_a = None
+    if c is not None:
+        c = c.astype(np.float64, copy=False)
+        fa = np.subtract(f, c, out=prod[:, 4])
+        oa = np.subtract(o, c, out=prod[:, 5])
+        bad_a = np.isnan(fa) | np.isnan(oa)
+        if bad_a.any():
+            fa[bad_a] = 0.0
+            oa[bad_a] = 0.0
+        else:
+            bad_a = None
+        np.multiply(fa, oa, out=prod[:, 3])
+        np.multiply(fa, fa, out=prod[:, 4])
+        np.multiply(oa, oa, out=prod[:, 5])
+    sums = reduce(prod)  # (rows, nstack, R)
+    out = np.empty((rows, sums.shape[-1], N_STATS), dtype=np.float64)
+    # prod order: se, err, ae, fa_oa, fa2, oa2 -> statistics 1..6
+    out[:, :, 1 : 1 + nstack] = np.moveaxis(sums, 1, 2)
     if c is None:
         out[:, :, 4:] = np.nan
-        return out
-    c = c.astype(np.float64, copy=False)
-    fa = f - c
-    oa = o - c
-    bad_a = np.isnan(fa) | np.isnan(oa)
-    has_nan_a = bool(bad_a.any())
-    if has_nan_a:
-        fa[bad_a] = 0.0
-        oa[bad_a] = 0.0
-    out[:, :, 4] = (fa * oa) @ wt
-    out[:, :, 5] = (fa * fa) @ wt
-    out[:, :, 6] = (oa * oa) @ wt
-    if has_nan_a and not skipna:
-        hit = (bad_a.astype(np.float64) @ inside) > 0
+    if has_nan and skipna:
+        out[:, :, 0] = reduce((~bad).astype(np.float64)[:, None])[:, 0]
+    else:
+        out[:, :, 0] = wsum[None, :]
+    if has_nan and not skipna:
+        hit = reduce(bad.astype(np.float64)[:, None])[:, 0] > 0
+        out[:, :, :4][hit] = np.nan
+    if bad_a is not None and not skipna:
+        hit = reduce(bad_a.astype(np.float64)[:, None])[:, 0] > 0
         out[:, :, 4:][hit] = np.nan
     return out
+
+
+class _one_blas_thread:
+    """Tasks run in parallel already: keep BLAS single-threaded inside them (no thrashing)."""
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            self._ctl = None
+            return self
+        self._ctl = threadpool_limits(1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctl is not None:
+            self._ctl.restore_original_limits()
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     if not model_names:
         raise ConfigError("no model to score: name one with --model")
     lsm = (
-        store_spec(config.land_sea_mask, "truth", f"land_sea_mask ({config.land_sea_mask.path})")
+        store_spec(config.land_sea_mask, "static", f"land_sea_mask ({config.land_sea_mask.path})")
         if config.land_sea_mask
         else None
     )
@@ -79,7 +79,9 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     try:
         regions = resolve_regions(ev.regions, custom, has_land_sea_mask=has_lsm)
     except ValueError as err:
-        raise SelectionError(str(err)) from err
+        if "land_sea_mask" in str(err):  # the data lack what the region needs
+            raise SelectionError(str(err)) from err
+        raise ConfigError(str(err)) from err  # a misspelt name is a usage error
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
     if any(m.startswith("acc") for m in metrics):
         lacking = [m.name for m in models if m.climatology is None]

@@ -177,3 +177,68 @@ def region_weights(
         if not np.any(out[k] > 0):
             raise ValueError(f"region {region.name!r} contains no grid point of this grid")
     return out
+
+
+class RegionReducer:
+    """The structure of all region weights of one grid, for the compiled kernel.
+
+    Every region's weight is separable, W_ij = w_i · a_i · b_j · (λ_ij if land), with w the
+    area weights, a/b its latitude/longitude masks and λ the land fraction. Longitudes are cut
+    into *segments* (maximal runs on which every region's longitude mask is constant); the
+    kernel (:mod:`wxeval.kernels`) sums each product over a segment per latitude row, and a
+    region's sum is Σ over its segments and rows of w_i a_i × that partial sum.
+
+    Fields have shape (..., A, B) where (A, B) is (longitude, latitude) (``lon_axis=-2``, the
+    WeatherBench 2 storage order) or (latitude, longitude) (``lon_axis=-1``).
+    """
+
+    def __init__(
+        self,
+        regions: Sequence[Region],
+        latitude: np.ndarray,
+        longitude: np.ndarray,
+        land_sea_mask: np.ndarray | None = None,
+        *,
+        lon_axis: int = -2,
+    ):
+        if lon_axis not in (-1, -2):
+            raise ValueError("lon_axis must be -1 or -2")
+        self.regions = tuple(regions)
+        self.lon_axis = lon_axis
+        self.nlat, self.nlon = len(latitude), len(longitude)
+        w = area_weights(latitude)
+        lat_masks, lon_masks = [], []
+        for r in self.regions:
+            dense = r.mask(latitude, longitude)
+            if not dense.any():
+                raise ValueError(f"region {r.name!r} contains no grid point of this grid")
+            if r.land and land_sea_mask is None:
+                raise ValueError(f"region {r.name!r} needs a land_sea_mask")
+            lat_masks.append(dense.any(axis=1))
+            lon_masks.append(dense.any(axis=0))
+        lon_masks_arr = np.array(lon_masks, dtype=bool)  # (R, nlon)
+        # A new segment starts wherever any region's longitude membership changes.
+        change = np.ones(self.nlon, dtype=bool)
+        change[1:] = np.any(lon_masks_arr[:, 1:] != lon_masks_arr[:, :-1], axis=0)
+        self.seg_of_lon = (np.cumsum(change) - 1).astype(np.int64)
+        self.nseg = int(self.seg_of_lon[-1]) + 1
+        first = np.flatnonzero(change)
+        self.region_segs = lon_masks_arr[:, first].copy()  # (R, nseg)
+        self.region_latw = np.array([w * m for m in lat_masks], dtype=np.float64)  # (R, nlat)
+        self.region_land = np.array([int(r.land) for r in self.regions], dtype=np.int64)
+        self.use_land = bool(self.region_land.any())
+        if land_sea_mask is not None:
+            lsm = np.clip(np.nan_to_num(np.asarray(land_sea_mask, float), nan=0.0), 0.0, 1.0)
+        else:
+            lsm = np.zeros((self.nlat, self.nlon))
+        self.lsm = np.ascontiguousarray(lsm.T if lon_axis == -2 else lsm)  # (A, B)
+        self.dense = region_weights(self.regions, latitude, longitude,
+                                    land_sea_mask if self.use_land else None)
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.regions)
+
+    def weight_sums(self) -> np.ndarray:
+        """Σ W per region."""
+        return self.dense.reshape(len(self.regions), -1).sum(axis=1)

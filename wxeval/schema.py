@@ -41,7 +41,7 @@ COMMON_RENAMES: dict[str, str] = {
     "isobaricInhPa": LEVEL,
 }
 
-ROLE_TIME_NAME = {"forecast": INIT_TIME, "truth": VALID_TIME, "climatology": None}
+ROLE_TIME_NAME = {"forecast": INIT_TIME, "truth": VALID_TIME, "climatology": None, "static": None}
 
 #: Per-variable units the loaders expect (ERA5 conventions).
 EXPECTED_UNITS: dict[str, str] = {
@@ -79,7 +79,8 @@ def normalize(
 ) -> xr.Dataset:
     """Map a lazily opened store onto the canonical schema (no data values are read).
 
-    ``role`` is ``"forecast"``, ``"truth"`` or ``"climatology"``; ``name`` labels the store in
+    ``role`` is ``"forecast"``, ``"truth"``, ``"climatology"`` or ``"static"`` (a land-sea mask
+    store: latitude and longitude only, any time axis is ignored); ``name`` labels the store in
     error messages; ``rename`` maps the store's own names to canonical ones and is applied first.
     """
     if role not in ROLE_TIME_NAME:
@@ -105,7 +106,7 @@ def normalize(
         required += [INIT_TIME, LEAD_TIME]
     elif role == "truth":
         required += [VALID_TIME]
-    else:
+    elif role == "climatology":
         required += [DAYOFYEAR, HOUR]
     absent = [d for d in required if d not in ds.dims]
     if absent:

@@ -1,0 +1,215 @@
+"""The hot loop: one pass over forecast, truth and climatology values, all statistics at once.
+
+Compiled with numba (released GIL, so dask threads run it in parallel). For each field it
+reads every grid value once, forms d = f − o, f′ = f − c, o′ = o − c and accumulates the six
+products d², d, |d|, f′o′, f′², o′² in float64 into per-latitude-row sums over *longitude
+segments* (maximal longitude runs on which every region's longitude mask is constant), plain and
+weighted by the land fraction. A region's weighted sum Σ_ij w_i a_i b_j λ_ij x_ij is then a short
+sum over its segments and latitude rows (w area weights, a/b its latitude/longitude masks, λ the
+land fraction for land regions, else 1). NaN values are counted the same way, so that a NaN
+where a region's weight is > 0 can make that region's value NaN (or be skipped with skipna).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
+    """Accumulate one field stored (lon, lat), assuming no NaN (a NaN shows up in acc).
+
+    Inner loops run along latitude without branches, so they vectorise."""
+    na, nb = f.shape[1], f.shape[2]
+    for a in range(na):
+        s = seg_of_lon[a]
+        for b in range(nb):
+            d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
+            acc[0, 0, s, b] += d * d
+            acc[1, 0, s, b] += d
+            acc[2, 0, s, b] += abs(d)
+        if use_land:
+            for b in range(nb):
+                lam = lsm[a, b]
+                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
+                acc[0, 1, s, b] += lam * (d * d)
+                acc[1, 1, s, b] += lam * d
+                acc[2, 1, s, b] += lam * abs(d)
+        if has_clim:
+            for b in range(nb):
+                cv = np.float64(c[n, a, b])
+                fa = np.float64(f[n, a, b]) - cv
+                oa = np.float64(o[n, a, b]) - cv
+                acc[3, 0, s, b] += fa * oa
+                acc[4, 0, s, b] += fa * fa
+                acc[5, 0, s, b] += oa * oa
+            if use_land:
+                for b in range(nb):
+                    lam = lsm[a, b]
+                    cv = np.float64(c[n, a, b])
+                    fa = np.float64(f[n, a, b]) - cv
+                    oa = np.float64(o[n, a, b]) - cv
+                    acc[3, 1, s, b] += lam * (fa * oa)
+                    acc[4, 1, s, b] += lam * (fa * fa)
+                    acc[5, 1, s, b] += lam * (oa * oa)
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
+    """Accumulate one field stored (lat, lon), assuming no NaN (a NaN shows up in acc).
+
+    Longitude runs of one segment are reduced into scalars (reassociation allowed for these
+    float64 sums only; NaN still propagates)."""
+    na, nb = f.shape[1], f.shape[2]
+    b0 = 0
+    while b0 < nb:
+        s = seg_of_lon[b0]
+        b1 = b0
+        while b1 < nb and seg_of_lon[b1] == s:
+            b1 += 1
+        for a in range(na):
+            se = 0.0
+            er = 0.0
+            ae = 0.0
+            for b in range(b0, b1):
+                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
+                se += d * d
+                er += d
+                ae += abs(d)
+            acc[0, 0, s, a] += se
+            acc[1, 0, s, a] += er
+            acc[2, 0, s, a] += ae
+            if use_land:
+                se = 0.0
+                er = 0.0
+                ae = 0.0
+                for b in range(b0, b1):
+                    lam = lsm[a, b]
+                    d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
+                    se += lam * (d * d)
+                    er += lam * d
+                    ae += lam * abs(d)
+                acc[0, 1, s, a] += se
+                acc[1, 1, s, a] += er
+                acc[2, 1, s, a] += ae
+            if has_clim:
+                fo = 0.0
+                ff = 0.0
+                oo = 0.0
+                for b in range(b0, b1):
+                    cv = np.float64(c[n, a, b])
+                    fa = np.float64(f[n, a, b]) - cv
+                    oa = np.float64(o[n, a, b]) - cv
+                    fo += fa * oa
+                    ff += fa * fa
+                    oo += oa * oa
+                acc[3, 0, s, a] += fo
+                acc[4, 0, s, a] += ff
+                acc[5, 0, s, a] += oo
+                if use_land:
+                    fo = 0.0
+                    ff = 0.0
+                    oo = 0.0
+                    for b in range(b0, b1):
+                        lam = lsm[a, b]
+                        cv = np.float64(c[n, a, b])
+                        fa = np.float64(f[n, a, b]) - cv
+                        oa = np.float64(o[n, a, b]) - cv
+                        fo += lam * (fa * oa)
+                        ff += lam * (fa * fa)
+                        oo += lam * (oa * oa)
+                    acc[3, 1, s, a] += fo
+                    acc[4, 1, s, a] += ff
+                    acc[5, 1, s, a] += oo
+        b0 = b1
+
+
+@numba.njit(nogil=True, cache=True)
+def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad):
+    """Accumulate one field that holds NaN: NaN points count 0 and are tallied in bad."""
+    na, nb = f.shape[1], f.shape[2]
+    for a in range(na):
+        for b in range(nb):
+            if lon_first:
+                lon_i = a
+                lat_i = b
+            else:
+                lon_i = b
+                lat_i = a
+            s = seg_of_lon[lon_i]
+            fv = np.float64(f[n, a, b])
+            ov = np.float64(o[n, a, b])
+            lam = lsm[a, b] if use_land else 0.0
+            d = fv - ov
+            if np.isnan(d):
+                bad[0, 0, s, lat_i] += 1.0
+                bad[0, 1, s, lat_i] += lam
+                bad[1, 0, s, lat_i] += 1.0
+                bad[1, 1, s, lat_i] += lam
+                continue
+            acc[0, 0, s, lat_i] += d * d
+            acc[1, 0, s, lat_i] += d
+            acc[2, 0, s, lat_i] += abs(d)
+            acc[0, 1, s, lat_i] += lam * (d * d)
+            acc[1, 1, s, lat_i] += lam * d
+            acc[2, 1, s, lat_i] += lam * abs(d)
+            if has_clim:
+                cv = np.float64(c[n, a, b])
+                fa = fv - cv
+                oa = ov - cv
+                if np.isnan(fa) or np.isnan(oa):
+                    bad[1, 0, s, lat_i] += 1.0
+                    bad[1, 1, s, lat_i] += lam
+                    continue
+                acc[3, 0, s, lat_i] += fa * oa
+                acc[4, 0, s, lat_i] += fa * fa
+                acc[5, 0, s, lat_i] += oa * oa
+                acc[3, 1, s, lat_i] += lam * (fa * oa)
+                acc[4, 1, s, lat_i] += lam * (fa * fa)
+                acc[5, 1, s, lat_i] += lam * (oa * oa)
+
+
+@numba.njit(nogil=True, cache=True)
+def field_statistics(
+    f, o, c, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
+    region_land, region_segs, region_latw, out, bad_out,
+):  # pragma: no cover - compiled
+    """f, o, c: (N, A, B) with (A, B) = (lon, lat) if lon_first else (lat, lon).
+
+    out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
+    bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
+    count as 0. Fields without NaN take a fast path; a NaN makes its accumulator NaN, and only
+    then is the field redone point by point.
+    """
+    n_fields, na, nb = f.shape
+    nlat = nb if lon_first else na
+    nreg = region_land.shape[0]
+    acc = np.zeros((6, 2, nseg, nlat))
+    bad = np.zeros((2, 2, nseg, nlat))
+    for n in range(n_fields):
+        acc[:] = 0.0
+        bad[:] = 0.0
+        if lon_first:
+            _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
+        else:
+            _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
+        if np.isnan(acc.sum()):
+            acc[:] = 0.0
+            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad)
+        for r in range(nreg):
+            land = region_land[r]
+            for k in range(6):
+                total = 0.0
+                for s in range(nseg):
+                    if region_segs[r, s]:
+                        for i in range(nlat):
+                            total += region_latw[r, i] * acc[k, land, s, i]
+                out[n, k, r] = total
+            for k in range(2):
+                total = 0.0
+                for s in range(nseg):
+                    if region_segs[r, s]:
+                        for i in range(nlat):
+                            total += region_latw[r, i] * bad[k, land, s, i]
+                bad_out[n, k, r] = total
