@@ -214,6 +214,64 @@ def demo(
     run_demo(output, echo=typer.echo)
 
 
+@app.command()
+@friendly_errors
+def scorecard(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Folder `wxeval score` wrote.")],
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="Models to compare, comma-separated.")
+    ],
+    baseline: Annotated[str, typer.Option("--baseline", "-b", help="The reference model.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML report to write.")] = Path(
+        "scorecard.html"
+    ),
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config, for labels.")
+    ] = None,
+    metrics: Annotated[str | None, typer.Option(help="Metrics, comma-separated.")] = None,
+    test: Annotated[str, typer.Option(help="Significance test: ar2 (Geer 2016) or naive.")] = "ar2",
+) -> None:
+    """Compare models against a baseline from saved results; write one self-contained HTML."""
+    from wxeval.scorecard.report import write_report
+
+    path = write_report(
+        results,
+        _split(models) or [],
+        baseline,
+        output,
+        config=config,
+        metrics=_split(metrics),
+        method=test,
+    )
+    typer.echo(f"scorecard: {path}")
+
+
+@app.command()
+@friendly_errors
+def check(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name(s), comma-separated.")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Check every configured model.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write check.json here.")
+    ] = None,
+) -> None:
+    """Pre-flight check (metadata and a small sample): exits 3 when scores would be wrong."""
+    from wxeval.check import run_check_command
+
+    cfg = config_mod.load_config(config)
+    names = list(cfg.models) if all_models else (_split(model) or [])
+    if not names:
+        raise config_mod.ConfigError("name a model with --model NAME (or --all)")
+    code = run_check_command(cfg, names, output=output, echo=typer.echo)
+    if code:
+        raise typer.Exit(code)
+
+
 def run() -> None:  # pragma: no cover - console entry point helper
     app()
 
