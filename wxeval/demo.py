@@ -57,7 +57,8 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
         levels=DEMO_LEVELS,
         models=synthetic.DEMO_MODELS,
         seed=2020,
-        climatology_days="all",
+        climatology_days="needed",
+        chunks={"prediction_timedelta": len(DEMO_LEADS)},  # one init × all leads per chunk
         layouts={k: v for k, v in layouts.items() if k in synthetic.DEMO_MODELS},
     )
     (folder / MARKER).write_text("complete\n")

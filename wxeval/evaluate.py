@@ -109,7 +109,6 @@ def make_tasks(
     skipna: bool,
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
-    min_tasks: int = 4,
 ) -> list[Task]:
     """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated)."""
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
@@ -125,8 +124,9 @@ def make_tasks(
             levels = _union_levels(users, var)
             span = max(np.max(m.lead_times) for m in users)
             init_step = min(_init_step(m.init_times) for m in users)
+            lead_chunk = max(_lead_chunk(m, var) for m in users)
             blk, groups_of_levels = _choose_block(
-                block, levels, npoints, span, init_step, memory_budget, len(variables), min_tasks
+                block, levels, npoints, span, init_step, memory_budget, lead_chunk
             )
             for lev_group in groups_of_levels:
                 ids = sorted({int(b) for m in users for b in _block_ids(m.init_times, blk)})
@@ -179,7 +179,14 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
     return ((init_times - EPOCH) // block).astype(np.int64)
 
 
-def _choose_block(block, levels, npoints, span, init_step, budget, nvars, min_tasks):
+def _lead_chunk(m: ModelPlan, var: str) -> int:
+    if m.source.kind != "zarr":
+        return 1
+    fc = open_store(m.source.store)
+    return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
+
+
+def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1):
     """Largest block (in days, power of two ≤ 32) whose estimated memory fits the budget;
     split levels into groups when even one day does not fit."""
     nlev = 1 if levels is None else len(levels)
@@ -189,8 +196,8 @@ def _choose_block(block, levels, npoints, span, init_step, budget, nvars, min_ta
         blk = np.timedelta64(int(days * 86400), "s")
         window = (blk + span) / TRUTH_STEP + 1
         inits = max(1.0, blk / init_step)
-        # truth + climatology window, plus forecast/truth/climatology slabs of one lead
-        return nl * field_bytes * (2 * window + 3 * inits)
+        # truth + climatology window, forecast fields of one lead chunk, truth/clim slabs
+        return nl * field_bytes * (2 * window + inits * (lead_chunk + 2))
 
     level_groups: list[tuple[int, ...] | None] = [levels]
     if levels is not None:
@@ -327,12 +334,38 @@ def _forecast_reader(
     lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
     flev = _level_positions(fda, part.levels, part.source.store.name)
 
+    # Leads stored together in one chunk are read together (once), then served lead by lead.
+    lead_chunk = _chunk_size(fda, LEAD_TIME)
+    group_of = lpos // lead_chunk
+    cache: dict[str, object] = {"group": None, "data": None, "members": None}
+
     def read(li: int) -> np.ndarray:
-        return _read(
-            fda, {INIT_TIME: ipos, LEAD_TIME: int(lpos[li]), **flev}, [INIT_TIME, LEVEL], spatial
-        )
+        group = group_of[li]
+        if cache["group"] != group:
+            members = np.flatnonzero(group_of == group)
+            sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
+            cache.update(
+                group=group,
+                members=members,
+                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial, lead_axis=True),
+            )
+        k = int(np.flatnonzero(cache["members"] == li)[0])
+        return cache["data"][:, k]
 
     return read
+
+
+def _chunk_size(da: xr.DataArray, dim: str) -> int:
+    """Stored chunk length of ``da`` along ``dim`` (1 when unknown)."""
+    chunks = da.encoding.get("chunks") or da.encoding.get("preferred_chunks")
+    if isinstance(chunks, dict):
+        return int(chunks.get(dim, 1))
+    if chunks is not None and dim in da.dims:
+        try:
+            return max(1, int(chunks[da.dims.index(dim)]))
+        except (IndexError, TypeError, ValueError):
+            return 1
+    return 1
 
 
 def _data_var(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
@@ -381,9 +414,11 @@ def _as_indexer(idx):
     return idx
 
 
-def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.ndarray:
+def _read(
+    da: xr.DataArray, indexers: dict, leading: list[str], spatial, lead_axis: bool = False
+) -> np.ndarray:
     """Read a selection as float32/64 NumPy, dims (leading…, level, *spatial); surface
-    variables get a length-1 level axis."""
+    variables get a length-1 level axis (after the lead axis when ``lead_axis``)."""
     sub = da.isel({k: _as_indexer(v) for k, v in indexers.items()})
     lead_dims = [d for d in leading if d in sub.dims]
     order = lead_dims + list(spatial)
@@ -392,7 +427,7 @@ def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.n
         raise schema.SchemaError(f"{da.name}: unexpected dimension(s) {extra}")
     arr = np.asarray(sub.transpose(*order).values)
     if LEVEL not in sub.dims:
-        arr = arr[:, None]
+        arr = arr[:, :, None] if lead_axis else arr[:, None]
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float32)
     return arr

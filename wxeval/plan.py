@@ -96,7 +96,7 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
     ev = config.evaluation
     truth_cfg = mcfg.truth or config.truth
     clim_cfg = mcfg.climatology or config.climatology
-    truth_spec = store_spec(truth_cfg, "truth", f"truth of {name} ({truth_cfg.path})")
+    truth_spec = store_spec(truth_cfg, "truth", f"truth ({truth_cfg.path})")
     clim_spec = (
         store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})") if clim_cfg else None
     )

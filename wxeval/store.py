@@ -46,9 +46,13 @@ MARKER = ".wxeval-complete"
 FORMAT_VERSION = 1
 
 
+_VALUE_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "units",
+                   "calendar")
+
+
 def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
-    """Identity of one variable of a store: path, dtype, attrs, level and grid coordinates,
-    chunking and encoding — but not the length of its time axis."""
+    """Identity of one variable of a store: path, dtype, attrs, level and grid coordinates and
+    the encodings that change values — not its chunking nor the length of its time axis."""
     if spec is None:
         return "none"
     ds = open_store(spec)
@@ -56,7 +60,7 @@ def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
     if variable in ds.variables:
         da = ds[variable]
         parts += [str(da.dtype), sorted((k, str(v)) for k, v in da.attrs.items())]
-        parts += [sorted((k, str(v)) for k, v in da.encoding.items() if k != "preferred_chunks")]
+        parts += [sorted((k, str(v)) for k, v in da.encoding.items() if k in _VALUE_ENCODING)]
         if LEVEL in da.dims:
             parts.append([int(x) for x in da[LEVEL].values])
     for dim in (LATITUDE, LONGITUDE):

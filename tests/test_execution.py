@@ -1,0 +1,220 @@
+"""One pass for all models, resumable runs (kill -9 included), pending truth, and dask clusters.
+
+Expectations come from uninterrupted runs checked elsewhere against NumPy, and from the NumPy
+reference in builders for the pieces computed here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+from builders import (
+    make_case,
+    ref_area_weights,
+    ref_metrics,
+    write_all,
+    write_config,
+    write_forecast,
+    write_truth,
+)
+
+from wxeval import evaluate
+from wxeval.api import load_statistics, score
+from wxeval.loaders import clear_cache
+
+
+@pytest.fixture()
+def two_models(tmp_path):
+    case = make_case(dtype=np.float64, n_inits=6, variables=("temperature", "2m_temperature"))
+    write_all(case, tmp_path)
+    case2 = make_case(dtype=np.float64, n_inits=6, variables=("temperature", "2m_temperature"),
+                      seed=0)
+    # A second model: the same truth, a different forecast (scaled errors).
+    for var in case2.forecast:
+        truth_part = case.forecast[var] - case.forecast[var].mean()
+        case2.forecast[var] = case.forecast[var] + 0.3 * truth_part
+    write_forecast(case2, tmp_path / "model2.zarr")
+    models = {"a": {"path": case.paths["forecast"]}, "b": {"path": str(tmp_path / "model2.zarr")}}
+    cfg = write_config(tmp_path / "cfg.yaml", case, models=models,
+                       regions=["global", "tropics", "global_land"])
+    return case, case2, cfg
+
+
+def _tables_equal(a: xr.Dataset, b: xr.Dataset, rtol=1e-12):
+    assert set(a.data_vars) == set(b.data_vars)
+    for v in a.data_vars:
+        np.testing.assert_allclose(a[v].values, b[v].values, rtol=rtol, equal_nan=True)
+
+
+def test_all_models_in_one_pass_read_truth_once(two_models, tmp_path, monkeypatch):
+    case, case2, cfg = two_models
+    reads = []
+    original = evaluate._read
+
+    def counting(da, indexers, leading, spatial, **kw):
+        reads.append(("truth" if "valid_time" in indexers else "other", da.name))
+        return original(da, indexers, leading, spatial, **kw)
+
+    monkeypatch.setattr(evaluate, "_read", counting)
+    together = score(cfg, ["a", "b"], tmp_path / "together", scheduler="synchronous")
+    truth_reads_together = sum(1 for kind, _ in reads if kind == "truth")
+    reads.clear()
+    separate_a = score(cfg, ["a"], tmp_path / "sep_a", scheduler="synchronous")
+    separate_b = score(cfg, ["b"], tmp_path / "sep_b", scheduler="synchronous")
+    truth_reads_separate = sum(1 for kind, _ in reads if kind == "truth")
+    _tables_equal(together.tables["a"], separate_a.tables["a"])
+    _tables_equal(together.tables["b"], separate_b.tables["b"])
+    assert truth_reads_together * 2 == truth_reads_separate
+    # and model b against the NumPy reference
+    w = ref_area_weights(case2.latitude)[:, None] * np.ones(len(case2.longitude))
+    ref = ref_metrics(case2, "temperature", w, 0, 2)
+    got = together.tables["b"]["temperature"].sel(region="global", level=case2.levels[0])
+    for metric, value in ref.items():
+        assert float(got.sel(metric=metric).isel(lead_time=2)) == pytest.approx(value, rel=1e-10)
+
+
+def test_local_cluster_processes_equal_threads(two_models, tmp_path):
+    case, case2, cfg = two_models
+    threads = score(cfg, ["a", "b"], tmp_path / "threads")
+    cluster = score(cfg, ["a", "b"], tmp_path / "cluster", scheduler="local-processes")
+    for m in ("a", "b"):
+        _tables_equal(threads.tables[m], cluster.tables[m])
+
+
+def test_jobqueue_cluster_and_job_script_from_config():
+    pytest.importorskip("dask_jobqueue")
+    from wxeval.cluster import make_jobqueue_cluster
+    from wxeval.config import validate
+
+    cfg = validate({
+        "truth": {"path": "x"},
+        "compute": {
+            "scheduler": "jobqueue",
+            "jobqueue": {"kind": "slurm", "jobs": 4, "cores": 2, "memory": "8GB",
+                         "queue": "short", "walltime": "01:00:00", "account": "wx"},
+        },
+    })
+    cluster = make_jobqueue_cluster(cfg.compute.jobqueue.model_dump())
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p short" in script
+    assert "#SBATCH -A wx" in script
+    assert "#SBATCH -t 01:00:00" in script
+    assert "--nthreads 2" in script or "--nworkers" in script
+
+
+def test_kill_9_during_run_resumes_to_identical_results(tmp_path):
+    case = make_case(dtype=np.float64, n_inits=16, init_step="12h",
+                     variables=("temperature", "2m_temperature", "geopotential"))
+    write_all(case, tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", case)
+    with open(cfg) as fh:
+        data = yaml.safe_load(fh)
+    data["compute"] = {"memory_per_task": "40KiB"}  # many small tasks (1-day blocks)
+    cfg.write_text(yaml.safe_dump(data))
+    full = score(cfg, ["model"], tmp_path / "uninterrupted")
+    # A child process that SIGKILLs itself in the middle of writing its 4th statistics part.
+    child = textwrap.dedent(f"""
+        import os, signal
+        from wxeval import store
+        real = store.StatisticsStore.write_part
+        count = [0]
+        def dying(self, *a, **k):
+            count[0] += 1
+            if count[0] == 4:
+                import xarray as xr
+                orig = xr.Dataset.to_zarr
+                def half(ds, *args, **kw):
+                    orig(ds, *args, **kw)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                xr.Dataset.to_zarr = half
+            return real(self, *a, **k)
+        store.StatisticsStore.write_part = dying
+        from wxeval.api import score
+        score({str(cfg)!r}, ["model"], {str(tmp_path / "resumed")!r}, scheduler="synchronous")
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    stats_dir = tmp_path / "resumed" / "statistics"
+    committed = [p for p in stats_dir.rglob("*.zarr") if (p / ".wxeval-complete").exists()]
+    leftovers = [p for p in stats_dir.rglob(".tmp-*")]
+    assert len(committed) == 3 and leftovers, (committed, leftovers)
+    assert not (tmp_path / "resumed" / "model.nc").exists()
+    clear_cache()
+    resumed = score(cfg, ["model"], tmp_path / "resumed")
+    assert 0 < resumed.computed_fields < full.computed_fields
+    assert resumed.reused_fields > 0
+    _tables_equal(full.tables["model"], resumed.tables["model"], rtol=1e-12)
+    assert not list(stats_dir.rglob(".tmp-*"))
+
+
+def test_pending_inits_are_filled_in_when_truth_arrives(tmp_path):
+    case = make_case(dtype=np.float64, n_inits=8, variables=("temperature",))
+    write_all(case, tmp_path)
+    full_truth_times = case.truth_times
+    # The truth ends early: the last inits' long leads cannot be verified yet.
+    cut = full_truth_times[full_truth_times <= case.init_times[5] + pd.Timedelta("12h")]
+    short = make_case(dtype=np.float64, n_inits=8, variables=("temperature",))
+    short.truth = {k: v[: len(cut)] for k, v in case.truth.items()}
+    short.truth_times = cut
+    write_truth(short, tmp_path / "truth.zarr")
+    cfg = write_config(tmp_path / "cfg.yaml", case,
+                       missing_truth="pending", regions=["global"])
+    first = score(cfg, ["model"], tmp_path / "out")
+    pending = first.pending["model"]
+    assert len(pending) > 0
+    done_inits = first.statistics["model"]["init_time"].values
+    assert not np.isin(pending, done_inits).any()
+    # The default mode refuses and names the missing valid times.
+    strict = write_config(tmp_path / "strict.yaml", case, regions=["global"])
+    with pytest.raises(ValueError, match="valid time"):
+        score(strict, ["model"], tmp_path / "strict")
+    # Nightly: the truth store grows; the same command now scores only the pending inits.
+    write_truth(case, tmp_path / "truth.zarr")
+    clear_cache()
+    second = score(cfg, ["model"], tmp_path / "out")
+    assert second.pending.get("model", np.array([])).size == 0
+    per_field = len(case.lead_times) * len(case.levels)
+    assert second.computed_fields == len(pending) * per_field
+    reference = score(cfg, ["model"], tmp_path / "fresh")
+    _tables_equal(second.tables["model"], reference.tables["model"])
+
+
+def test_changed_setting_invalidates_only_its_entries(tmp_path):
+    case = make_case(dtype=np.float64, n_inits=4, variables=("temperature", "2m_temperature"))
+    write_all(case, tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"])
+    first = score(cfg, ["model"], tmp_path / "out")
+    with open(cfg) as fh:
+        data = yaml.safe_load(fh)
+    data["evaluation"]["skipna"] = True
+    cfg.write_text(yaml.safe_dump(data))
+    second = score(cfg, ["model"], tmp_path / "out")
+    assert second.reused_fields == 0 and second.computed_fields == first.computed_fields
+    # Adding a region computes only the missing region's values for the same inits.
+    data["evaluation"]["regions"] = ["global", "tropics"]
+    cfg.write_text(yaml.safe_dump(data))
+    third = score(cfg, ["model"], tmp_path / "out")
+    assert third.computed_fields == first.computed_fields
+    stats = load_statistics(tmp_path / "out", "model")
+    assert list(stats["region"].values) == ["global", "tropics"]
+    assert np.isfinite(stats["temperature"].values).all()
+
+
+def test_scheduled_job_scripts_are_valid():
+    root = os.path.join(os.path.dirname(__file__), "..", "scripts")
+    for name in ("nightly.sh", "slurm_nightly.sbatch"):
+        path = os.path.join(root, name)
+        text = open(path).read()
+        assert "wxeval score" in text and "wxeval scorecard" in text
+        assert subprocess.run(["bash", "-n", path]).returncode == 0

@@ -1,0 +1,41 @@
+"""The README's first lines are the set-up commands CI runs: keep them and .ci/run in step."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)\n```", text, re.S)
+    assert block is not None and text.index(block.group(0)) < 40, "set-up block must open README"
+    return block.group(1).splitlines()
+
+
+def test_readme_opens_with_install_demo_and_test_commands():
+    lines = _setup_lines()
+    assert len(lines) == 2
+    assert lines[0].startswith("pip install") and "wxeval demo" in lines[0]
+    assert lines[1].startswith("pip install") and "pytest" in lines[1]
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run extracts exactly those two lines; check the extraction gives them."""
+    script = (ROOT / ".ci" / "run").read_text()
+    extraction = re.search(r"mapfile -t SETUP < <\((.*)\)", script).group(1)
+    out = subprocess.run(["bash", "-c", extraction], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.splitlines() == _setup_lines()
+    assert 'bash -c "${SETUP[0]}"' in script and 'bash -c "${SETUP[1]}"' in script
+
+
+def test_environment_yml_lists_every_runtime_dependency():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    deps = re.search(r"dependencies = \[(.*?)\]", pyproject, re.S).group(1)
+    names = re.findall(r'"([A-Za-z0-9_.-]+)', deps)
+    env = (ROOT / "environment.yml").read_text().lower()
+    missing = [n for n in names if n.lower() not in env]
+    assert not missing, f"environment.yml lacks {missing}"
