@@ -218,3 +218,26 @@ def test_scheduled_job_scripts_are_valid():
         text = open(path).read()
         assert "wxeval score" in text and "wxeval scorecard" in text
         assert subprocess.run(["bash", "-n", path]).returncode == 0
+
+
+def test_progress_bar_and_all_models(two_models, tmp_path):
+    """`--all` scores every configured model; a progress bar is drawn when asked for."""
+    import contextlib
+    import io
+
+    from wxeval.api import score as run
+
+    case, case2, cfg = two_models
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        report = run(cfg, ["a", "b"], tmp_path / "p", progress=True)
+    assert "wxeval" in err.getvalue() and "task" in err.getvalue()
+    assert set(report.tables) == {"a", "b"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wxeval.cli", "score", "--config", str(cfg), "--all",
+         "--output", str(tmp_path / "all")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "all" / "a.nc").exists() and (tmp_path / "all" / "b.nc").exists()
+    assert "computed" in proc.stdout and "reused 0" in proc.stdout
