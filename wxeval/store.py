@@ -157,20 +157,22 @@ class StatisticsStore:
     # -- reading ------------------------------------------------------------------------------
 
     def parts(self, model: str, variable: str, key: str) -> list[str]:
-        """Complete parts of one entry, oldest first (by name order of the block, then mtime)."""
+        """Complete parts of one entry (those whose commit marker exists), in name order."""
         folder = self._path(model, variable, key)
         try:
-            names = self.fs.ls(folder, detail=False)
+            # One listing (a single request on object stores) finds every commit marker.
+            files = self.fs.find(folder)
         except FileNotFoundError:
             return []
         out = []
-        for p in sorted(names):
-            base = p.rstrip("/").rsplit("/", 1)[-1]
-            if base.startswith(".tmp-") or not base.endswith(".zarr"):
+        for f in files:
+            if not f.endswith("/" + MARKER):
                 continue
-            if self.fs.exists(p.rstrip("/") + "/" + MARKER):
-                out.append(p.rstrip("/"))
-        return out
+            part = f[: -len(MARKER) - 1]
+            base = part.rsplit("/", 1)[-1]
+            if base.endswith(".zarr") and not base.startswith(".tmp-"):
+                out.append(part)
+        return sorted(out)
 
     def open_part(self, path: str) -> xr.Dataset:
         if path not in self._cache:
