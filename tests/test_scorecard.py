@@ -1,0 +1,557 @@
+"""The scorecard comparison (wxeval.scorecard.compare) against independent expectations.
+
+Expectations are hand-written NumPy / scipy: per-init scores recomputed from the in-memory
+test arrays (tests/builders.py), the naive test from ``scipy.stats.ttest_rel``, the AR(2)
+inflation from a Yule-Walker solve written here, Benjamini-Hochberg from
+``scipy.stats.false_discovery_control``. The realistic flow is score → compare: synthetic
+stores scored by ``wxeval.api.score`` into a results folder, compared from that folder only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+from builders import (
+    UPPER,
+    case_subset,
+    make_case,
+    ref_region_weights,
+    write_climatology,
+    write_forecast,
+    write_truth,
+)
+from scipy import linalg, stats
+
+from wxeval.api import score
+from wxeval.scorecard.compare import Inputs, compare, load_inputs, to_dataframe
+from wxeval.scorecard.report import build_context, render_report, write_report
+
+REGIONS = ["global", "tropics"]
+N_INITS = 16
+BASE_MISSING = [3, 7, 11]  # inits the baseline store lacks
+B_MISSING = [0, 1]  # inits model_b lacks
+#: model_a = truth + scale × (baseline error) + noise × (variable scale) × N(0, 1)
+A_SCALE = {"temperature": 0.7, "geopotential": 1.0, "2m_temperature": 1.2}
+A_NOISE = {"geopotential": 0.05, "10m_u_component_of_wind": 0.02, "10m_v_component_of_wind": 0.02}
+VAR_SCALE = {"temperature": 5.0, "geopotential": 500.0, "2m_temperature": 4.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent references
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_per_init(case, var: str, level: int | None, lead_h: int, region: str) -> dict:
+    """Per-init mse, mae, bias, acc of one cell, float64 loops over the case's inits."""
+    w = ref_region_weights(case, region)
+    j = list(case.lead_times).index(pd.Timedelta(hours=lead_h))
+    li = None if level is None else case.levels.index(level)
+    out = {k: [] for k in ("mse", "mae", "bias", "acc")}
+    for i, t in enumerate(case.init_times):
+        v = t + case.lead_times[j]
+        f = case.forecast[var][i, j].astype(np.float64)
+        o = case.truth_at(var, v).astype(np.float64)
+        c = case.clim_at(var, v).astype(np.float64)
+        if li is not None:
+            f, o, c = f[li], o[li], c[li]
+        mean = lambda x: float(np.sum(w * x) / np.sum(w))  # noqa: E731
+        out["mse"].append(mean((f - o) ** 2))
+        out["mae"].append(mean(np.abs(f - o)))
+        out["bias"].append(mean(f - o))
+        fa, oa = f - c, o - c
+        out["acc"].append(mean(fa * oa) / math.sqrt(mean(fa * fa) * mean(oa * oa)))
+    return {k: pd.Series(v, index=case.init_times) for k, v in out.items()}
+
+
+def ref_series(case, var, level, lead_h, region, metric) -> pd.Series:
+    """The per-init score a metric is tested on (wind vectors: mse_u + mse_v)."""
+    if var == "10m_wind_vector":
+        u = ref_per_init(case, "10m_u_component_of_wind", None, lead_h, region)["mse"]
+        v = ref_per_init(case, "10m_v_component_of_wind", None, lead_h, region)["mse"]
+        return u + v
+    key = "mse" if metric in ("rmse", "mse") else metric
+    return ref_per_init(case, var, level, lead_h, region)[key]
+
+
+def ref_ar2_p(d: np.ndarray) -> tuple[float, float]:
+    """(p, k): Geer (2016) test, AR(2) coefficients from a Yule-Walker solve."""
+    d = np.asarray(d, dtype=np.float64)
+    n = d.size
+    x = d - d.mean()
+    acov = np.array([np.sum(x[: n - lag] * x[lag:]) / n for lag in range(3)])
+    rho = acov / acov[0]
+    phi = linalg.solve(linalg.toeplitz(rho[:2]), rho[1:3])
+    k = math.sqrt((1.0 - rho[1] * phi[0] - rho[2] * phi[1]) / (1.0 - phi.sum()) ** 2)
+    se = math.sqrt(np.var(d, ddof=1) / n) * k
+    t = d.mean() / se
+    return float(2 * stats.t.sf(abs(t), n - 1)), k
+
+
+def ref_p(a: pd.Series, b: pd.Series, method: str) -> float:
+    if method == "naive":
+        return float(stats.ttest_rel(a.to_numpy(), b.to_numpy()).pvalue)
+    return ref_ar2_p((a - b).to_numpy())[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Realistic results folder: score → compare
+# ---------------------------------------------------------------------------------------------
+
+
+def _truth_like(case) -> dict:
+    """Truth at every (init, lead) valid time, shaped like the forecasts."""
+    out = {}
+    for var, fc in case.forecast.items():
+        o = np.empty(fc.shape, dtype=np.float64)
+        for i, t in enumerate(case.init_times):
+            for j, lead in enumerate(case.lead_times):
+                o[i, j] = case.truth_at(var, t + lead)
+        out[var] = o
+    return out
+
+
+def _model_a(case, seed=5):
+    rng = np.random.default_rng(seed)
+    obs = _truth_like(case)
+    fc = {}
+    for var, f in case.forecast.items():
+        err = f.astype(np.float64) - obs[var]
+        noise = A_NOISE.get(var, 0.0) * VAR_SCALE.get(var, 3.0) * rng.normal(size=f.shape)
+        fc[var] = (obs[var] + A_SCALE.get(var, 1.0) * err + noise).astype(f.dtype)
+    return dataclasses.replace(case, forecast=fc, paths={})
+
+
+def _model_b(case):
+    obs = _truth_like(case)
+    fc = {v: (obs[v] + 0.9 * (f - obs[v])).astype(f.dtype) for v, f in case.forecast.items()}
+    full = dataclasses.replace(case, forecast=fc, paths={})
+    return case_subset(full, [i for i in range(N_INITS) if i not in B_MISSING])
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory):
+    """Baseline ``base`` (lacks 3 inits), ``model_a`` (all inits), ``model_b`` (lacks 2 inits)
+    and ``persistence``, scored with wxeval.api.score into a results folder."""
+    root = tmp_path_factory.mktemp("scorecard")
+    case = make_case(n_inits=N_INITS, leads_h=(0, 24, 48), seed=3, dtype=np.float64)
+    write_truth(case, root / "truth.zarr")
+    write_climatology(case, root / "clim.zarr")
+    base = case_subset(case, [i for i in range(N_INITS) if i not in BASE_MISSING])
+    cases = {"base": base, "model_a": _model_a(case), "model_b": _model_b(case)}
+    models = {}
+    for name, c in cases.items():
+        models[name] = {"path": write_forecast(c, root / f"{name}.zarr")}
+    models["model_a"]["label"] = "Model A"
+    models["persistence"] = {"kind": "persistence"}
+    cfg = {
+        "truth": {"path": case.paths["truth"]},
+        "climatology": {"path": case.paths["climatology"]},
+        "models": models,
+        "evaluation": {
+            "regions": REGIONS,
+            "lead_times": ["0h", "24h", "48h"],
+            "init_times": {
+                "start": str(case.init_times[0]),
+                "stop": str(case.init_times[-1]),
+                "hours": [0, 12],
+            },
+        },
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    score(root / "config.yaml", list(models), root / "results")
+    return {"root": root, "results": root / "results", "config": root / "config.yaml",
+            "cases": cases, "case": case}
+
+
+def _cell(ds, model, metric, row, region, lead_h):
+    return ds.sel(model=model, metric=metric, row=row, region=region,
+                  lead_time=pd.Timedelta(hours=lead_h))
+
+
+def _common(a_case, b_case):
+    return a_case.init_times.intersection(b_case.init_times)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-made per-init data: relative change and sign conventions per metric
+# ---------------------------------------------------------------------------------------------
+
+
+def _handmade(model: dict, base: dict, n_inits: int = 6) -> Inputs:
+    """Inputs for one surface variable ``v`` (1 region, leads 0 and 24 h) from per-init
+    arrays ``{score: array (lead, init)}``."""
+    inits = pd.date_range("2021-01-01", periods=n_inits, freq="12h")
+    leads = pd.to_timedelta([0, 24], unit="h")
+
+    def ds(arrays):
+        return xr.Dataset(
+            {
+                k: (("init_time", "lead_time", "region"), np.asarray(v, float).T[:, :, None])
+                for k, v in arrays.items()
+            },
+            coords={"init_time": inits, "lead_time": leads, "region": ["global"]},
+        )
+
+    return Inputs(Path("."), "b", ["m"], {"b": {"v": ds(base)}, "m": {"v": ds(model)}},
+                  {"b": {}, "m": {}})
+
+
+BASE = {
+    "mse": [[0, 0, 0, 0, 0, 0], [4.0, 5.0, 6.0, 5.0, 4.0, 6.0]],
+    "mae": [[0, 0, 0, 0, 0, 0], [1.5, 1.8, 2.0, 1.9, 1.6, 2.1]],
+    "acc": [[1, 1, 1, 1, 1, 1], [0.80, 0.82, 0.78, 0.81, 0.79, 0.83]],
+    "bias": [[0, 0, 0, 0, 0, 0], [-0.5, -0.6, -0.4, -0.5, -0.45, -0.55]],
+}
+MODEL = {
+    "mse": [[0.5, 0.4, 0.6, 0.5, 0.4, 0.5], [3.0, 4.5, 4.0, 5.0, 3.0, 4.0]],
+    "mae": [[0.2, 0.1, 0.3, 0.2, 0.1, 0.2], [1.7, 1.9, 2.3, 2.0, 1.8, 2.2]],
+    "acc": [[0.99, 0.98, 0.99, 0.97, 0.99, 0.98], [0.85, 0.84, 0.86, 0.83, 0.87, 0.85]],
+    "bias": [[0.1, 0.1, 0.2, 0.1, 0.1, 0.1], [0.3, 0.25, 0.35, 0.3, 0.28, 0.32]],
+}
+
+
+def test_relative_change_and_sign_per_metric():
+    ds = compare(None, ["m"], "b", inputs=_handmade(MODEL, BASE),
+                 metrics=["rmse", "mae", "acc", "bias", "mse"])
+    at = {"model": "m", "row": "v", "region": "global", "lead_time": pd.Timedelta(hours=24)}
+    cell = ds.sel(at)
+    mse_m, mse_b = np.mean(MODEL["mse"][1]), np.mean(BASE["mse"][1])
+    # rmse: root of the mean MSE (not the mean of per-init roots), lower is better
+    rm, rb = math.sqrt(mse_m), math.sqrt(mse_b)
+    assert cell["value"].sel(metric="rmse") == pytest.approx(rm, rel=1e-12)
+    assert cell["baseline_value"].sel(metric="rmse") == pytest.approx(rb, rel=1e-12)
+    assert cell["relative_change"].sel(metric="rmse") == pytest.approx((rm - rb) / rb * 100)
+    assert cell["improvement"].sel(metric="rmse") == pytest.approx((rb - rm) / rb * 100)
+    assert int(cell["better"].sel(metric="rmse")) == 1
+    assert cell["relative_change"].sel(metric="mse") == pytest.approx((mse_m - mse_b) / mse_b * 100)
+    # mae: the model is worse here
+    m, b = np.mean(MODEL["mae"][1]), np.mean(BASE["mae"][1])
+    assert m > b
+    assert cell["relative_change"].sel(metric="mae") == pytest.approx((m - b) / b * 100)
+    assert int(cell["better"].sel(metric="mae")) == -1
+    assert cell["improvement"].sel(metric="mae") < 0
+    # acc: (m - b) / (1 - b), higher is better
+    m, b = np.mean(MODEL["acc"][1]), np.mean(BASE["acc"][1])
+    assert cell["relative_change"].sel(metric="acc") == pytest.approx((m - b) / (1 - b) * 100)
+    assert cell["improvement"].sel(metric="acc") == pytest.approx((m - b) / (1 - b) * 100)
+    assert int(cell["better"].sel(metric="acc")) == 1
+    # bias: values, no percentage; better = smaller |bias| (0.3 vs -0.5)
+    m, b = np.mean(MODEL["bias"][1]), np.mean(BASE["bias"][1])
+    assert cell["value"].sel(metric="bias") == pytest.approx(m)
+    assert cell["baseline_value"].sel(metric="bias") == pytest.approx(b)
+    assert np.isnan(cell["relative_change"].sel(metric="bias"))
+    assert int(cell["better"].sel(metric="bias")) == 1
+    assert cell["improvement"].sel(metric="bias") == pytest.approx((abs(b) - abs(m)) / abs(b) * 100)
+    # the paired naive test of per-init MSE for rmse, per-init MAE for mae
+    naive = compare(None, ["m"], "b", inputs=_handmade(MODEL, BASE), method="naive",
+                    metrics=["rmse", "mae", "acc", "bias"]).sel(at)
+    for metric, key in (("rmse", "mse"), ("mae", "mae"), ("acc", "acc"), ("bias", "bias")):
+        p = stats.ttest_rel(MODEL[key][1], BASE[key][1]).pvalue
+        assert naive["p_value"].sel(metric=metric) == pytest.approx(p, rel=1e-9)
+        assert int(naive["n"].sel(metric=metric)) == 6
+
+
+def test_zero_baseline_is_na_never_inf():
+    ds = compare(None, ["m"], "b", inputs=_handmade(MODEL, BASE),
+                 metrics=["rmse", "mae", "acc", "bias"])
+    lead0 = ds.sel(model="m", row="v", region="global", lead_time=pd.Timedelta(0))
+    # baseline error 0, baseline acc 1: undefined relative change, shown as n/a
+    assert np.isnan(lead0["relative_change"]).all()
+    assert np.isnan(lead0["improvement"]).all()
+    assert np.isfinite(lead0["value"]).all() and np.isfinite(lead0["baseline_value"]).all()
+    for name, da in ds.data_vars.items():
+        if da.dtype.kind == "f":
+            assert not np.isinf(da.values).any(), name
+    # worse than a perfect baseline is still "worse" (for colour-blind readers of the hover)
+    assert (lead0["better"].sel(metric=["rmse", "mae", "acc", "bias"]) == -1).all()
+    df = to_dataframe(ds)
+    assert df.loc[df["lead_time_hours"] == 0, "relative_change"].isna().all()
+
+
+def test_identical_models_are_not_testable():
+    ds = compare(None, ["m"], "b", inputs=_handmade(BASE, BASE), metrics=["rmse", "acc"])
+    cell = ds.sel(model="m", row="v", region="global", lead_time=pd.Timedelta(hours=24))
+    assert not cell["testable"].any()
+    assert np.isnan(cell["p_value"]).all()
+    assert (cell["significance"] == 0).all()
+    assert (cell["relative_change"] == 0).all()
+
+
+def test_options_are_checked():
+    inputs = _handmade(MODEL, BASE)
+    with pytest.raises(ValueError, match="no per-init score"):
+        compare(None, ["m"], "b", inputs=inputs, metrics=["acc_pooled"])
+    with pytest.raises(ValueError, match="method"):
+        compare(None, ["m"], "b", inputs=inputs, method="ar1")
+    with pytest.raises(ValueError, match="correction"):
+        compare(None, ["m"], "b", inputs=inputs, correction="bonferroni")
+    # WB2's metric names are accepted
+    ds = compare(None, ["m"], "b", inputs=inputs, metrics=["rmse_sqrt_before_time_avg"])
+    assert list(ds["metric"].values) == ["rmse_per_init"]
+
+
+# ---------------------------------------------------------------------------------------------
+# score → compare
+# ---------------------------------------------------------------------------------------------
+
+
+def test_common_init_pairing_with_gaps(realistic):
+    ds = compare(realistic["results"], ["model_a", "model_b"], "base")
+    cases = realistic["cases"]
+    note_a = str(ds["pairing_note"].sel(model="model_a").item())
+    note_b = str(ds["pairing_note"].sel(model="model_b").item())
+    assert "baseline lacks 3 inits of model_a" in note_a
+    assert "13 common inits" in note_a
+    assert "model_b lacks 2 inits of the baseline" in note_b
+    assert "baseline lacks 3 inits of model_b" in note_b
+    assert "11 common inits" in note_b
+    assert "gaps" in note_a  # the common series has holes: said, and taken as consecutive
+    assert ds["n_common_inits"].sel(model="model_a") == N_INITS - 3
+    assert ds["n_dropped_model_inits"].sel(model="model_a") == 3
+    assert ds["n_dropped_baseline_inits"].sel(model="model_b") == 2
+    assert ds["n_common_inits"].sel(model="model_b") == N_INITS - 5
+    # values over the common inits only, both sides
+    for model in ("model_a", "model_b"):
+        common = _common(cases[model], cases["base"])
+        for var, level, region, lead in [("temperature", 850, "global", 24),
+                                         ("2m_temperature", None, "tropics", 48)]:
+            row = var if level is None else f"{var} {level}"
+            a = ref_series(cases[model], var, level, lead, region, "rmse")[common]
+            b = ref_series(cases["base"], var, level, lead, region, "rmse")[common]
+            cell = _cell(ds, model, "rmse", row, region, lead)
+            assert int(cell["n"]) == len(common)
+            assert float(cell["value"]) == pytest.approx(math.sqrt(a.mean()), rel=1e-9)
+            assert float(cell["baseline_value"]) == pytest.approx(math.sqrt(b.mean()), rel=1e-9)
+            rel = (math.sqrt(a.mean()) - math.sqrt(b.mean())) / math.sqrt(b.mean()) * 100
+            assert float(cell["relative_change"]) == pytest.approx(rel, rel=1e-9)
+            if model == "model_b":  # the baseline over model_b's common inits, not all its own
+                full = ref_series(cases["base"], var, level, lead, region, "rmse")
+                assert float(cell["baseline_value"]) != pytest.approx(math.sqrt(full.mean()))
+
+
+@pytest.mark.parametrize("method", ["naive", "ar2"])
+def test_tests_match_independent_computation(realistic, method):
+    ds = compare(realistic["results"], ["model_a"], "base", method=method,
+                 metrics=["rmse", "acc", "mae", "bias"])
+    cases = realistic["cases"]
+    common = _common(cases["model_a"], cases["base"])
+    checked = 0
+    for metric in ("rmse", "acc", "mae", "bias"):
+        for var, level in [("temperature", 500), ("geopotential", 850), ("2m_temperature", None),
+                           ("10m_wind_vector", None)]:
+            if var == "10m_wind_vector" and metric != "rmse":
+                continue
+            row = var if level is None else f"{var} {level}"
+            for lead in (24, 48):
+                a = ref_series(cases["model_a"], var, level, lead, "global", metric)[common]
+                b = ref_series(cases["base"], var, level, lead, "global", metric)[common]
+                cell = _cell(ds, "model_a", metric, row, "global", lead)
+                assert float(cell["p_value"]) == pytest.approx(ref_p(a, b, method), rel=1e-6)
+                if method == "ar2":
+                    k = ref_ar2_p((a - b).to_numpy())[1]
+                    assert float(cell["inflation"]) == pytest.approx(k, rel=1e-9)
+                    assert float(cell["effective_n"]) == pytest.approx(len(a) / k**2, rel=1e-9)
+                else:
+                    assert float(cell["inflation"]) == 1.0
+                checked += 1
+    assert checked == 26
+
+
+def _ref_card_p(ds, cases, model, metric, method):
+    """Independent p-values for every cell of one card (model × metric)."""
+    common = _common(cases[model], cases["base"])
+    p = np.full(ds["p_value"].sel(model=model, metric=metric).shape, np.nan)
+    for ri, (var, level) in enumerate(zip(ds["variable"].values, ds["level"].values,
+                                          strict=True)):
+        level = None if np.isnan(level) else int(level)
+        if var not in cases[model].forecast and var != "10m_wind_vector":
+            continue
+        if var == "10m_wind_vector" and metric not in ("rmse", "mse"):
+            continue
+        for gi, region in enumerate(ds["region"].values):
+            for li, lead in enumerate(ds["lead_time"].values):
+                lead_h = int(lead / np.timedelta64(1, "h"))
+                a = ref_series(cases[model], var, level, lead_h, region, metric)[common]
+                b = ref_series(cases["base"], var, level, lead_h, region, metric)[common]
+                p[ri, gi, li] = ref_p(a, b, method)
+    return p
+
+
+@pytest.mark.parametrize("method", ["naive", "ar2"])
+def test_significance_markers_match_independent_bh(realistic, method):
+    ds = compare(realistic["results"], ["model_a", "model_b"], "base", method=method,
+                 metrics=["rmse", "mae"])
+    cases = realistic["cases"]
+    for model, metric in (("model_a", "rmse"), ("model_a", "mae"), ("model_b", "mae")):
+        p_ref = _ref_card_p(ds, cases, model, metric, method)
+        card = ds.sel(model=model, metric=metric)
+        np.testing.assert_allclose(card["p_value"].values, p_ref, rtol=1e-6, equal_nan=True)
+        finite = np.isfinite(p_ref)
+        assert finite.sum() == int(card["testable"].sum()) > 30
+        expected = np.zeros(p_ref.shape, dtype=int)
+        for alpha in (0.05, 0.01):
+            adjusted = stats.false_discovery_control(p_ref[finite], method="bh")
+            flags = np.zeros(p_ref.shape, dtype=bool)
+            flags[finite] = adjusted <= alpha
+            expected += flags
+            assert (card["significant"].sel(alpha=alpha).values == flags).all()
+        assert (card["significance"].values == expected).all()
+        # the card is not trivially all-significant or all-not
+        if model == "model_a":
+            assert 0 < (expected > 0).sum() < finite.sum()
+    assert "Benjamini-Hochberg" in ds.attrs["multiple_testing_description"]
+    assert ds.attrs["multiple_testing"] == "bh"
+
+
+def test_sidak_and_uncorrected(realistic):
+    cases = realistic["cases"]
+    for correction in ("sidak", "none"):
+        ds = compare(realistic["results"], ["model_a"], "base", method="naive",
+                     metrics=["mae"], correction=correction)
+        p_ref = _ref_card_p(ds, cases, "model_a", "mae", "naive")
+        m = np.isfinite(p_ref).sum()
+        for alpha in (0.05, 0.01):
+            level = 1 - (1 - alpha) ** (1 / m) if correction == "sidak" else alpha
+            want = np.isfinite(p_ref) & (np.nan_to_num(p_ref, nan=1.0) <= level)
+            got = ds["significant"].sel(model="model_a", metric="mae", alpha=alpha).values
+            assert (got == want).all(), (correction, alpha)
+
+
+def test_better_sign_and_colours_realistic(realistic):
+    """model_a: temperature errors × 0.7 (better), 2m temperature × 1.2 (worse)."""
+    ds = compare(realistic["results"], ["model_a"], "base")
+    t = ds.sel(model="model_a", row="temperature 850", region="global")
+    t2 = ds.sel(model="model_a", row="2m_temperature", region="global")
+    for metric in ("rmse", "mae", "acc", "bias"):
+        assert (t["better"].sel(metric=metric) == 1).all(), metric
+        assert (t2["better"].sel(metric=metric) == -1).all(), metric
+        assert (t["improvement"].sel(metric=metric) > 0).all()
+        assert (t2["improvement"].sel(metric=metric) < 0).all()
+    # error scaled by 0.7 -> rmse and mae exactly 30 % lower (bias too: |bias| 30 % smaller)
+    np.testing.assert_allclose(t["relative_change"].sel(metric="rmse"), -30.0, rtol=1e-9)
+    np.testing.assert_allclose(t["relative_change"].sel(metric="mae"), -30.0, rtol=1e-9)
+    np.testing.assert_allclose(t["improvement"].sel(metric="bias"), 30.0, rtol=1e-9)
+    assert t["relative_change"].sel(metric="bias").isnull().all()
+
+
+def test_zero_baseline_realistic_persistence(realistic):
+    """Persistence at lead 0 is the truth itself: error 0, acc 1 -> n/a, never inf."""
+    ds = compare(realistic["results"], ["model_a"], "persistence")
+    lead0 = ds.sel(lead_time=pd.Timedelta(0), model="model_a")
+    assert np.isnan(lead0["relative_change"].sel(metric=["rmse", "mae", "acc"])).all()
+    assert np.isfinite(lead0["value"].sel(metric="rmse")).all()
+    assert (lead0["baseline_value"].sel(metric="rmse") == 0).all()
+    assert not np.isinf(ds["relative_change"]).any()
+    note = str(ds["pairing_note"].sel(model="model_a").item())
+    assert re.search(r"\d+ common inits used|all \d+ inits common", note)
+    ctx = build_context(realistic["results"], ["model_a"], "persistence")
+    card = next(c for c in ctx["data"]["cards"] if c["metric"] == "rmse")
+    lead0_cells = [row[0] for row in card["cells"]["global"]]
+    assert lead0_cells and all(c[2] is None and c[0] is not None for c in lead0_cells)
+
+
+def test_to_dataframe(realistic):
+    ds = compare(realistic["results"], ["model_a", "model_b"], "base")
+    df = to_dataframe(ds)
+    assert len(df) == ds.sizes["model"] * ds.sizes["metric"] * ds.sizes["row"] * \
+        ds.sizes["region"] * ds.sizes["lead_time"]
+    assert list(df.columns[:6]) == ["model", "metric", "variable", "level", "region",
+                                    "lead_time_hours"]
+    assert df["level"].dtype == "Int64"
+    assert df.loc[df["variable"] == "2m_temperature", "level"].isna().all()
+    assert set(df.loc[df["variable"] == "temperature", "level"]) == {500, 850}
+    assert {"significant_0.05", "significant_0.01", "p_value", "effective_n"} <= set(df.columns)
+    # no wind-vector acc, bias or mae
+    wv = df[(df["variable"] == "10m_wind_vector") & (df["metric"] != "rmse")]
+    assert wv["value"].isna().all()
+
+
+def test_unknown_model_is_a_clear_error(realistic):
+    with pytest.raises(FileNotFoundError, match="no results for model 'nope'.*model_a"):
+        load_inputs(realistic["results"], ["nope"], "base")
+    with pytest.raises(ValueError, match="baseline"):
+        load_inputs(realistic["results"], ["base"], "base")
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTML file (static checks; the browser checks are in test_report_browser.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def _embedded_json(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="wx-data">(.*?)</script>', html, re.S)
+    assert m, "no embedded data"
+    return json.loads(m.group(1))
+
+
+def test_report_is_self_contained_and_escaped(realistic, tmp_path):
+    evil = "<script>alert(1)</script>"
+    cfg = yaml.safe_load(realistic["config"].read_text())
+    cfg["models"]["model_a"]["label"] = evil
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    results = realistic["results"]
+    check = results / "check.json"
+    check.write_text(json.dumps([{"severity": "warning", "message": "<b>units</b> & more"}]))
+    try:
+        html = render_report(results, ["model_a", "model_b"], "base", config=tmp_path / "cfg.yaml")
+    finally:
+        check.unlink()
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # escaped in HTML text
+    assert "<b>units</b>" not in html and "&lt;b&gt;units&lt;/b&gt; &amp; more" in html
+    data = _embedded_json(html)
+    assert data["models"][0]["label"] == evil  # intact as data (escaped as \u003c in the page)
+    assert html.count("<script") == 2  # the data block and the page's own script
+    # no external resource of any kind
+    for pattern in (r'\bsrc\s*=\s*["\']?(https?:)?//', r'\bhref\s*=\s*["\']?(https?:)?//',
+                    r"url\(\s*['\"]?(https?:)?//", r"@import", r"<link[^>]+stylesheet",
+                    r"fetch\(", r"XMLHttpRequest", r"\.src\s*="):
+        assert not re.search(pattern, html), pattern
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "default-src 'none'" in csp and "'sha256-" in csp
+    # the provenance block
+    for text in ("Provenance", "Geer (2016)", "Benjamini-Hochberg", "optimistic",
+                 str(results.resolve()), "wxeval 0.1.0", "init"):
+        assert text in html, text
+
+
+def test_report_cards_and_layout(realistic, tmp_path):
+    out = write_report(realistic["results"], ["model_a", "model_b"], "base",
+                       tmp_path / "r" / "card.html", config=realistic["config"])
+    html = out.read_text()
+    data = _embedded_json(html)
+    assert data["models"][0]["label"] == "Model A"  # the config's label
+    assert data["regions"] == REGIONS and data["default_region"] == "global"
+    assert data["lead_days"] == [0.0, 1.0, 2.0]
+    rows = [r["label"] for r in data["rows"]]
+    assert rows[:4] == ["geopotential 500", "geopotential 850", "temperature 500",
+                        "temperature 850"]
+    cards = {(c["model"], c["metric"]): c for c in data["cards"]}
+    assert set(cards) == {(m, k) for m in (0, 1) for k in ("rmse", "acc", "mae", "bias")}
+    n_upper = 2 * len(UPPER)
+    assert len(cards[(0, "rmse")]["rows"]) == n_upper + 1 + 2 + 1  # + t2m, u10, v10, wind vector
+    assert len(cards[(0, "acc")]["rows"]) == n_upper + 1 + 2
+    assert len(cards[(0, "rmse")]["cells"]["tropics"][0]) == 3
+    assert data["curves"]["n_inits"] == N_INITS - 5  # common to base, model_a and model_b
+
+
+def test_cli_scorecard(realistic, tmp_path):
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+
+    out = tmp_path / "cli.html"
+    res = CliRunner().invoke(app, ["scorecard", "--results", str(realistic["results"]),
+                                   "--models", "model_a,model_b", "--baseline", "base",
+                                   "--output", str(out), "--test", "naive"])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and "naive paired t-test" in out.read_text()
