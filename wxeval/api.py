@@ -54,8 +54,14 @@ def score(
     Per-init statistics go to the statistics store (``output.statistics`` in the config, else
     ``<output>/statistics``); a rerun computes only what the store lacks.
     """
+    from wxeval.check import preflight, write_report
+
     cfg = load_config(config) if isinstance(config, str | Path) else config
     plan = make_plan(cfg, list(models))
+    # The cheap part of `wxeval check` (metadata only) before computing anything.
+    check_report = preflight(cfg, list(models), plan_checked=True)
+    if output is not None:
+        results.remove_stale_temporaries(output)
     stats_root = cfg.output.statistics or (str(Path(output) / "statistics") if output else None)
     store = None
     if stats_root is not None:
@@ -113,6 +119,8 @@ def score(
             report.outputs[m.name] = _write_outputs(
                 Path(output), m, plan, cfg, table, stats_root, keys
             )
+    if output is not None:
+        write_report(check_report, Path(output))
     return report
 
 

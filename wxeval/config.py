@@ -188,6 +188,8 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
         text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text (YAML) file") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
     try:

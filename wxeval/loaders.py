@@ -4,23 +4,62 @@ Paths may be local folders, ``gs://bucket/...`` (read anonymously unless the sto
 ``storage_options`` carry credentials: ``token``, a service-account file, ``"google_default"``)
 or any fsspec URL. Opening reads metadata only: no data value is read until a metric is computed.
 Opened stores are cached per process so that dask workers open each store once.
+
+Faults of object storage (``gs://`` through gcsfs). gcsfs itself retries each HTTP request up to
+6 times with exponential back-off (1, 2, 4, 8, 16 s plus jitter) on HTTP 408/429/5xx and on
+aiohttp client errors (dropped connections), and fails at once on 403 and 404. It does not retry a
+request that exceeds aiohttp's *total* timeout (a plain ``TimeoutError``), and its retry count is
+fixed when gcsfs is imported. wxeval therefore adds, and only adds:
+
+* default ``requests_timeout`` = ``aiohttp.ClientTimeout(sock_connect=30, sock_read=60)`` (no
+  total limit): a stalled connection raises ``ServerTimeoutError``, which gcsfs retries, instead
+  of hanging for aiohttp's default 5 minutes and then failing without retry;
+* an aiohttp trace hook that logs (INFO, shown with ``--verbose``) every transient response
+  (408/429/5xx) and every failed connection on the ``wxeval`` logger, with the URL stripped of
+  its query (credentials travel in headers, never in URLs, and are never logged);
+* a retry around *opening* a store (:data:`OPEN_ATTEMPTS`, :data:`RETRY_DELAYS`) for transient
+  errors that gcsfs gave up on (or does not retry), logged on ``wxeval``; permanent errors (403,
+  404, a refused connection, an unknown host) fail at once with the URL named (:class:`LoadError`);
+* reads of data values name the store and variable when they fail: :class:`LoadError` (exit 4) for
+  I/O errors, :class:`CorruptChunkError` (exit 3) when a chunk cannot be decoded.
+
+A chunk *object* that is absent reads as the fill value (NaN): Zarr's semantics, not an error;
+``wxeval check`` (and the pre-flight of ``wxeval score``) report missing chunk files of local
+stores.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from wxeval import schema
 
+log = logging.getLogger("wxeval")
+
+#: Opening a store: attempts in all, and the sleep (s) before each retry (tests shorten these).
+OPEN_ATTEMPTS = 3
+RETRY_DELAYS: tuple[float, ...] = (2.0, 8.0)
+#: aiohttp socket timeouts (s) for gs:// requests; a request that stalls this long is retried.
+CONNECT_TIMEOUT = 30.0
+READ_TIMEOUT = 60.0
+TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+
 
 class LoadError(OSError):
-    """A store cannot be opened; the message names the store and the path."""
+    """A store cannot be opened (or read); the message names the store and the path."""
+
+
+class CorruptChunkError(schema.SchemaError):
+    """A chunk of a store cannot be decoded; the message names the store and the variable."""
 
 
 @dataclass(frozen=True)
@@ -69,30 +108,179 @@ def _is_secret(key: str) -> bool:
 
 
 def storage_options_for(path: str, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """fsspec options for ``path``: ``gs://`` is anonymous unless credentials are given."""
+    """fsspec options for ``path``: ``gs://`` is anonymous unless credentials are given, with
+    socket timeouts and a trace hook that logs transient faults (see the module doc); options
+    the user gives win."""
     opts = dict(options or {})
+    if "://" not in path:
+        return None  # a local folder: zarr refuses (unused) storage options for it
     if path.startswith(("gs://", "gcs://")):
         opts.setdefault("token", "anon")
+        opts.setdefault("requests_timeout", _client_timeout())
+        if "session_kwargs" not in opts:
+            opts["session_kwargs"] = {"trace_configs": [_trace_config()]}
     return opts or None
 
 
+@functools.lru_cache(maxsize=1)
+def _client_timeout():
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
+
+
+@functools.lru_cache(maxsize=1)
+def _trace_config():
+    """One TraceConfig per process (a stable object, so fsspec reuses its cached filesystems)."""
+    import aiohttp
+
+    tc = aiohttp.TraceConfig()
+
+    async def on_end(session, ctx, params) -> None:
+        status = params.response.status
+        if status in TRANSIENT_HTTP:
+            log.info(
+                "transient HTTP %d from %s %s; retrying with back-off",
+                status,
+                params.method,
+                safe_url(params.url),
+            )
+
+    async def on_exception(session, ctx, params) -> None:
+        log.info(
+            "%s %s failed (%s); retrying with back-off",
+            params.method,
+            safe_url(params.url),
+            type(params.exception).__name__,
+        )
+
+    tc.on_request_end.append(on_end)
+    tc.on_request_exception.append(on_exception)
+    return tc
+
+
+def safe_url(url) -> str:
+    """``url`` without query string, fragment or user info (safe to log)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors worth retrying: HTTP 408/429/5xx, timeouts, dropped connections.
+
+    Permanent: 403/404 and other 4xx, missing objects, refused connections, unknown hosts.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _is_permanent(e):
+            return False
+        code = getattr(e, "code", None) if type(e).__name__ == "HttpError" else None
+        code = code if code is not None else getattr(e, "status", None)
+        if isinstance(code, int | str) and str(code).isdigit():
+            return int(code) in TRANSIENT_HTTP
+        name = type(e).__name__
+        if isinstance(e, TimeoutError | ConnectionError) or name in (
+            "FSTimeoutError",
+            "ServerDisconnectedError",
+            "ClientPayloadError",
+            "ClientOSError",
+            "ServerTimeoutError",
+            "ProxyError",
+            "ChunkedEncodingError",
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _is_permanent(e: BaseException) -> bool:
+    name = type(e).__name__
+    if isinstance(e, FileNotFoundError | PermissionError | ConnectionRefusedError):
+        return True
+    if name in ("ClientConnectorDNSError",):
+        return True
+    if name == "ClientConnectorError" and isinstance(
+        getattr(e, "os_error", None), ConnectionRefusedError
+    ):
+        return True
+    return isinstance(e, OSError) and str(e).startswith("Forbidden")
+
+
+def _scrub(text: str, options: Mapping[str, Any] | None) -> str:
+    """Remove credential values (of secret-looking option keys) from ``text``."""
+
+    def secrets(obj, secret=False):
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                yield from secrets(v, secret or _is_secret(str(k)))
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                yield from secrets(v, secret)
+        elif secret and isinstance(obj, str) and len(obj) >= 4 and obj != "anon":
+            yield obj
+
+    for s in sorted(set(secrets(dict(options or {}))), key=len, reverse=True):
+        text = text.replace(s, "<redacted>")
+    return text
+
+
 def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, name: str = "store"):
-    """Open a Zarr store (v2 or v3, consolidated or not) lazily, without dask, as xarray."""
+    """Open a Zarr store (v2 or v3, consolidated or not) lazily, without dask, as xarray.
+
+    Transient errors are retried (:data:`OPEN_ATTEMPTS`, :data:`RETRY_DELAYS`) and logged;
+    anything else fails at once as :class:`LoadError` naming the store and ``path``."""
     opts = storage_options_for(path, storage_options)
     kwargs: dict[str, Any] = dict(
         chunks=None, decode_timedelta=True, storage_options=opts, mask_and_scale=True
     )
-    try:
+    attempt = 1
+    while True:
         try:
-            return xr.open_zarr(path, consolidated=True, **kwargs)
-        except (KeyError, FileNotFoundError, ValueError) as err:
-            if _looks_missing(err) and not _exists(path, opts):
-                raise
-            return xr.open_zarr(path, consolidated=False, **kwargs)
-    except LoadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - turned into one clear message
-        raise LoadError(f"{name}: cannot open Zarr store at {path!r}: {_describe(err)}") from err
+            try:
+                return xr.open_zarr(path, consolidated=True, **kwargs)
+            except (KeyError, FileNotFoundError, ValueError) as err:
+                if _looks_missing(err) and not _exists(path, opts):
+                    raise
+                return xr.open_zarr(path, consolidated=False, **kwargs)
+        except LoadError:
+            raise
+        except Exception as err:  # noqa: BLE001 - turned into one clear message
+            why = _scrub(_describe(err), storage_options)
+            if attempt < OPEN_ATTEMPTS and is_transient(err):
+                delay = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
+                log.warning(
+                    "%s: transient error opening %s (%s); retry %d of %d in %g s",
+                    name,
+                    safe_url(path),
+                    why,
+                    attempt,
+                    OPEN_ATTEMPTS - 1,
+                    delay,
+                )
+                _invalidate(path, opts)
+                time.sleep(delay)
+                attempt += 1
+                continue
+            tried = f" (after {attempt} attempts)" if attempt > 1 else ""
+            raise LoadError(f"{name}: cannot open Zarr store at {path!r}: {why}{tried}") from err
+
+
+def _invalidate(path: str, opts: Mapping[str, Any] | None) -> None:
+    """Forget cached listings (a failed listing must not be remembered across a retry)."""
+    try:
+        import fsspec
+
+        fs, _ = fsspec.core.url_to_fs(path, **(opts or {}))
+        fs.invalidate_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
 
 
 def _looks_missing(err: Exception) -> bool:
@@ -121,7 +309,66 @@ def _describe(err: Exception) -> str:
 def open_store(spec: StoreSpec) -> xr.Dataset:
     """Open ``spec`` lazily and normalise it onto the canonical schema (cached per process)."""
     ds = open_raw(spec.path, storage_options=spec.options, name=spec.name)
-    return schema.normalize(ds, spec.role, name=spec.name, rename=dict(spec.rename))
+    ds = schema.normalize(ds, spec.role, name=spec.name, rename=dict(spec.rename))
+    return _name_read_errors(ds, spec)
+
+
+def _name_read_errors(ds: xr.Dataset, spec: StoreSpec) -> xr.Dataset:
+    """Wrap each data variable so that a failed read names the store and the variable."""
+    from xarray.core import indexing
+
+    out = ds.copy()
+    for var in ds.data_vars:
+        v = ds[var].variable
+        if not isinstance(v._data, indexing.ExplicitlyIndexed):
+            continue
+        wrapped = _NamedReads(v._data, spec.name, spec.path, str(var), spec.storage_options)
+        out[var] = xr.Variable(
+            v.dims, indexing.LazilyIndexedArray(wrapped), v.attrs, v.encoding, fastpath=True
+        )
+    return out
+
+
+def _backend_array():
+    from xarray.backends.common import BackendArray
+
+    return BackendArray
+
+
+class _NamedReads(_backend_array()):
+    """A lazily indexed array whose read errors name the store and the variable."""
+
+    def __init__(self, array, name: str, path: str, variable: str, options: str) -> None:
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self._name, self._path, self._variable, self._options = name, path, variable, options
+
+    def __getitem__(self, key):
+        from xarray.core import indexing
+
+        try:
+            sub = indexing.apply_indexer(self.array, key)
+            if isinstance(sub, indexing.ExplicitlyIndexed):
+                sub = sub.get_duck_array()
+            return np.asarray(sub)
+        except (LoadError, schema.SchemaError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - re-raised with the store and variable named
+            why = _scrub(_describe(err), json.loads(self._options))
+            where = f"{self._name}: reading {self._variable!r} from {self._path!r} failed"
+            if _is_io_error(err):
+                raise LoadError(f"{where}: {why}") from err
+            raise CorruptChunkError(
+                f"{where}: {why} (a corrupted chunk? check the store's files)"
+            ) from err
+
+
+def _is_io_error(err: BaseException) -> bool:
+    if is_transient(err) or isinstance(err, OSError):
+        return True
+    names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
+    return bool(names & {"HttpError", "ClientError", "ClientResponseError"})
 
 
 def clear_cache() -> None:

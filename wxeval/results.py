@@ -109,7 +109,10 @@ def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
     for name in ds.data_vars:
         ds[name].encoding.update({"dtype": "float64"})
     ds[LEAD_TIME].encoding.update({"units": "hours", "dtype": "float64"})
-    _atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    # Serialise in memory, then write with the plain file API: a full disk is an ordinary
+    # ENOSPC error (HDF5 writing straight to a full disk can crash the process).
+    payload = bytes(ds.to_netcdf(engine="h5netcdf"))
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(payload))
 
 
 def write_csv(table: xr.Dataset, path: str | Path) -> None:
@@ -131,6 +134,14 @@ def _attr(value):
     if isinstance(value, str | int | float | np.integer | np.floating):
         return value
     return json.dumps(value, default=str, sort_keys=True)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete temporary files that a killed run left behind in an output folder."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _atomic(path: str | Path, write) -> None:
