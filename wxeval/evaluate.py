@@ -257,16 +257,15 @@ def compute_task(task: Task) -> TaskResult:
         pairs, cslot = np.unique(np.stack([doy_pos, hour_pos], axis=1), axis=0, return_inverse=True)
         cslot = cslot.ravel()
         clim_lev = _level_positions(cda, task.levels, task.climatology.name)
-        clim_fields = _read(
-            cda,
-            {
-                DAYOFYEAR: xr.DataArray(pairs[:, 0], dims="pair"),
-                HOUR: xr.DataArray(pairs[:, 1], dims="pair"),
-                **clim_lev,
-            },
-            ["pair", LEVEL],
-            spatial,
+        # An outer (orthogonal) read of the few days × hours needed, then the (day, hour) pairs
+        # picked in NumPy: pointwise indexing in xarray/zarr builds an index per element.
+        days, day_of_pair = np.unique(pairs[:, 0], return_inverse=True)
+        hours, hour_of_pair = np.unique(pairs[:, 1], return_inverse=True)
+        block = _read(
+            cda, {DAYOFYEAR: days, HOUR: hours, **clim_lev}, [DAYOFYEAR, HOUR, LEVEL], spatial
         )
+        clim_fields = block[day_of_pair.ravel(), hour_of_pair.ravel()]
+        del block
 
     nreg = weights.n_regions
     per_model = {}
@@ -275,7 +274,7 @@ def compute_task(task: Task) -> TaskResult:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, len(STATISTICS)))
-        read_lead = _forecast_reader(part, task, spatial, obs, valid)
+        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
@@ -303,29 +302,17 @@ def compute_task(task: Task) -> TaskResult:
 
 
 def _forecast_reader(
-    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray
+    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot
 ) -> Callable[[int], np.ndarray]:
     lev_sel = _subset_positions(task.levels, part.levels)
     if part.source.kind == "persistence":
         at_init = obs[np.searchsorted(valid, part.init_times)][:, lev_sel]
         return lambda li: at_init
     if part.source.kind == "climatology":
-        clim = open_store(task.climatology)
-        cda = _data_var(clim, task.variable, task.climatology.name)
-        clim_lev = _level_positions(cda, part.levels, task.climatology.name)
-        from wxeval.align import climatology_positions
-
+        # The climatology of the task's valid-time window is already in memory.
         def read_clim(li: int) -> np.ndarray:
-            v = part.init_times + part.lead_times[li]
-            doy_pos, hour_pos = climatology_positions(
-                v, clim[DAYOFYEAR].values, clim[HOUR].values, task.climatology.name
-            )
-            sel = {
-                DAYOFYEAR: xr.DataArray(doy_pos, dims="pair"),
-                HOUR: xr.DataArray(hour_pos, dims="pair"),
-                **clim_lev,
-            }
-            return _read(cda, sel, ["pair", LEVEL], spatial)
+            vslot = np.searchsorted(valid, part.init_times + part.lead_times[li])
+            return clim_fields[cslot[vslot]][:, lev_sel]
 
         return read_clim
     fc = open_store(part.source.store)
@@ -347,7 +334,7 @@ def _forecast_reader(
             cache.update(
                 group=group,
                 members=members,
-                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial, lead_axis=True),
+                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial),
             )
         k = int(np.flatnonzero(cache["members"] == li)[0])
         return cache["data"][:, k]
@@ -414,20 +401,22 @@ def _as_indexer(idx):
     return idx
 
 
-def _read(
-    da: xr.DataArray, indexers: dict, leading: list[str], spatial, lead_axis: bool = False
-) -> np.ndarray:
-    """Read a selection as float32/64 NumPy, dims (leading…, level, *spatial); surface
-    variables get a length-1 level axis (after the lead axis when ``lead_axis``)."""
+def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.ndarray:
+    """Read an orthogonal selection as NumPy with dims (leading…, level, *spatial); variables
+    without levels get a length-1 level axis. Values are read in the store's own dimension
+    order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
     sub = da.isel({k: _as_indexer(v) for k, v in indexers.items()})
-    lead_dims = [d for d in leading if d in sub.dims]
-    order = lead_dims + list(spatial)
+    lead_dims = [d for d in leading if d in sub.dims and d != LEVEL]
+    order = lead_dims + ([LEVEL] if LEVEL in sub.dims else []) + list(spatial)
     extra = [d for d in sub.dims if d not in order]
     if extra:
         raise schema.SchemaError(f"{da.name}: unexpected dimension(s) {extra}")
-    arr = np.asarray(sub.transpose(*order).values)
+    arr = np.asarray(sub.values)
+    axes = [sub.dims.index(d) for d in order]
+    if axes != list(range(len(axes))):
+        arr = np.transpose(arr, axes)
     if LEVEL not in sub.dims:
-        arr = arr[:, :, None] if lead_axis else arr[:, None]
+        arr = np.expand_dims(arr, len(lead_dims))
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float32)
     return arr
@@ -459,7 +448,8 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
         da = da.isel({d: 0 for d in drop})
     if lsm is not None:
         schema.check_same_grid(ds, open_store(truth), lsm.name, truth.name)
-    return np.asarray(da.transpose(LATITUDE, LONGITUDE).values, dtype=np.float64)
+    values = np.asarray(da.values, dtype=np.float64)  # store order, transposed in NumPy
+    return values if da.dims == (LATITUDE, LONGITUDE) else values.T
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,580 @@
+"""Benchmark wxeval against the hardware limit on synthetic WeatherBench 2 stores.
+
+Usage::
+
+    python scripts/benchmark.py                       # the full run (1.5°, ~10-25 min)
+    python scripts/benchmark.py --quick               # smoke test (64x32, a few days, ~1 min)
+    python scripts/benchmark.py --json bench.json --root /tmp/wxeval-bench --naive-limit 900
+
+The job (issue 4): 00/12 UTC inits, leads 0-240 h every 12 h, 10 fields (geopotential,
+temperature, u and v wind at 500 and 850 hPa, 2m_temperature, mean_sea_level_pressure), every
+metric, the 13 standard regions plus the 3 land regions (the truth carries a land_sea_mask).
+
+Stores are written once under ``--root`` (``<root>/<grid>/``) with :mod:`wxeval.synthetic`
+and reused when a marker says they are complete for the same specification: the truth holds
+only the valid times the longest job needs, the climatology only the (dayofyear, hour) pairs
+needed, the first model holds every init of the longest job and the two others one month.
+Chunks are WB2's: one (init, lead) or one time per chunk, all levels, the whole grid.
+All measurements read the stores from the page cache (they were just written or read).
+
+Every measurement runs in its own Python subprocess, so its peak RSS (``ru_maxrss``) is clean;
+wall and CPU times exclude the imports. Measurements:
+
+(a) ``raw read``: every forecast, truth and climatology chunk the job needs, through
+    zarr-python's array API only (``zarr.open_group(store)[var][slices]``), one block per
+    (variable, init) for forecasts and per contiguous run of times for truth/climatology,
+    spread over a ``ThreadPoolExecutor(2)``; the data is decoded and thrown away. This is the
+    practical limit of any evaluator that reads through zarr-python with 2 threads.
+(b) ``wxeval``: :func:`wxeval.api.score` with a fresh output folder (statistics store,
+    netCDF, CSV and JSON written) for one model and one month, one model and each longer
+    ``--months`` range, and three models in one pass (``score(cfg, [m1, m2, m3], ...)``).
+(c) ``naive xarray``: a straightforward xarray + dask implementation of rmse, mae, bias and acc
+    for all 16 regions (``xr.open_zarr`` with the stores' chunks, ``truth.sel(time=valid_time)``,
+    climatology selected by the valid time's dayofyear and hour, weights as xarray,
+    ``.weighted(...).mean``, one ``dask.compute``) on one week of inits only; it is killed after
+    ``--naive-limit`` seconds and reported as "> limit". wxeval is run on the same week, and
+    both tables are compared (max relative difference), so both do the same work.
+(d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
+    extended by one day into the same folder; the rerun's wall time as a fraction of the full
+    run (target < 10 %).
+
+"GB read" counts uncompressed float32 bytes: forecast fields of every model, plus the unique
+truth fields and the unique climatology fields the job needs (each counted once). Throughput
+is GB read / wall time. Ratios: b/a (same bytes; target <= 1.5), c/b per byte (naive seconds per
+GB over wxeval's, on the same week and vs the month), peak RSS of the longest range over one
+month (target <= 1.2), three models over (one model + the extra forecast bytes at the
+one-model throughput) (target < 1.5), and the incremental fraction (target < 0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+VARIABLES = (
+    "geopotential",
+    "temperature",
+    "u_component_of_wind",
+    "v_component_of_wind",
+    "2m_temperature",
+    "mean_sea_level_pressure",
+)
+LEVELS = (500, 850)
+LEAD_HOURS = tuple(range(0, 241, 12))
+INIT_HOURS = (0, 12)
+START = "2020-01-01"
+SEED = 2020
+FORMAT = 1  # bump when the store specification below changes
+NAIVE_METRICS = ("rmse", "mae", "bias", "acc")
+
+
+# ------------------------------------------------------------------------------- job geometry
+
+
+def n_fields() -> int:
+    from wxeval.synthetic import VARIABLES as KNOWN
+
+    return sum(len(LEVELS) if KNOWN[v][2] else 1 for v in VARIABLES)
+
+
+def init_times(days: int, first_day: int = 1) -> np.ndarray:
+    start = pd.Timestamp(START) + pd.Timedelta(days=first_day - 1)
+    return pd.date_range(start, periods=days * len(INIT_HOURS), freq="12h").values
+
+
+def lead_times() -> np.ndarray:
+    return pd.to_timedelta(list(LEAD_HOURS), unit="h").values
+
+
+def valid_times(inits: np.ndarray) -> np.ndarray:
+    return np.unique((inits[:, None] + lead_times()[None, :]).ravel())
+
+
+def clim_pairs(valid: np.ndarray) -> np.ndarray:
+    idx = pd.DatetimeIndex(valid)
+    return np.unique(np.stack([idx.day_of_year, idx.hour], axis=1), axis=0)
+
+
+def job_bytes(days: int, n_models: int, grid: str, first_day: int = 1) -> dict:
+    """Uncompressed float32 bytes a job reads: forecasts, unique truth and climatology fields."""
+    from wxeval.synthetic import Grid
+
+    g = Grid.named(grid)
+    field = 4 * g.nlon * g.nlat * n_fields()
+    inits = init_times(days, first_day)
+    valid = valid_times(inits)
+    fc = n_models * len(inits) * len(LEAD_HOURS) * field
+    truth = len(valid) * field
+    clim = len(clim_pairs(valid)) * field
+    return {"forecast": fc, "truth": truth, "climatology": clim, "total": fc + truth + clim}
+
+
+def month_days(months: int, quick: bool) -> int:
+    if quick:
+        return 4 * months
+    start = pd.Timestamp(START)
+    return int((start + pd.DateOffset(months=months) - start) / pd.Timedelta(days=1))
+
+
+# ------------------------------------------------------------------------------- stores
+
+
+def _spec_ok(path: Path, spec: dict) -> bool:
+    marker = path.with_name(path.name + ".complete.json")
+    return path.exists() and marker.exists() and json.loads(marker.read_text()) == spec
+
+
+def _mark(path: Path, spec: dict) -> None:
+    path.with_name(path.name + ".complete.json").write_text(json.dumps(spec, indent=1))
+
+
+def ensure_stores(root: Path, grid: str, model_days: dict[str, int], log) -> dict[str, Path]:
+    """Write (or reuse) truth, climatology and forecast stores; returns paths by role/model."""
+    from wxeval import synthetic
+
+    folder = root / grid
+    folder.mkdir(parents=True, exist_ok=True)
+    longest = max(model_days.values())
+    valid = valid_times(init_times(longest))
+    pairs = clim_pairs(valid)
+    common = {"format": FORMAT, "grid": grid, "variables": VARIABLES, "levels": LEVELS,
+              "seed": SEED}
+    common = json.loads(json.dumps(common))
+    kw = dict(variables=VARIABLES, levels=LEVELS, grid=grid, seed=SEED)
+    paths = {"truth": folder / "era5.zarr", "climatology": folder / "climatology.zarr"}
+    jobs = [
+        ("truth", {**common, "times": [str(t) for t in valid]},
+         lambda p: synthetic.write_truth(p, valid, **kw)),
+        ("climatology", {**common, "pairs": pairs.tolist(), "hours": list(INIT_HOURS)},
+         lambda p: synthetic.write_climatology(
+             p, dayofyears=np.unique(pairs[:, 0]), hours=INIT_HOURS, **kw)),
+    ]
+    for name, days in model_days.items():
+        paths[name] = folder / f"{name}.zarr"
+        error = synthetic.DEMO_MODELS[name]
+        spec = {**common, "start": START, "days": days, "leads": list(LEAD_HOURS),
+                "error": repr(error)}
+        jobs.append((name, spec, lambda p, d=days, e=error: synthetic.write_forecast(
+            p, init_times(d), list(LEAD_HOURS), error=e, **kw)))
+    for name, spec, write in jobs:
+        path = paths[name]
+        if _spec_ok(path, spec):
+            log(f"reusing {path}")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        t0 = time.perf_counter()
+        write(path)
+        _mark(path, spec)
+        log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+    return paths
+
+
+def make_config(paths: dict[str, Path], models: list[str], days: int, first_day: int = 1):
+    from wxeval.config import validate
+
+    start = pd.Timestamp(START) + pd.Timedelta(days=first_day - 1)
+    stop = start + pd.Timedelta(days=days - 1)
+    return validate({
+        "truth": {"path": str(paths["truth"])},
+        "climatology": {"path": str(paths["climatology"])},
+        "models": {m: {"path": str(paths[m])} for m in models},
+        "evaluation": {
+            "init_times": {"start": start.strftime("%Y-%m-%d"), "stop": stop.strftime("%Y-%m-%d"),
+                           "hours": list(INIT_HOURS)},
+            "lead_times": {"start": "0h", "stop": f"{LEAD_HOURS[-1]}h",
+                           "step": f"{LEAD_HOURS[1] - LEAD_HOURS[0]}h"},
+            "variables": list(VARIABLES),
+            "levels": list(LEVELS),
+            "regions": "all",
+        },
+    }, source="benchmark")
+
+
+# ------------------------------------------------------------------------------- children
+
+
+def _usage(t0: float, c0: float) -> dict:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+            "peak_rss_mb": ru.ru_maxrss / 1024}
+
+
+def child_raw(p: dict) -> dict:
+    """(a) Read every needed chunk through zarr's array API with 2 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+
+    paths, days, models = p["paths"], p["days"], p["models"]
+    inits = init_times(days, p.get("first_day", 1))
+    valid = valid_times(inits)
+    pairs = clim_pairs(valid)
+    t0, c0 = time.perf_counter(), time.process_time()
+    groups = {k: zarr.open_group(v, mode="r") for k, v in paths.items()
+              if k in ("truth", "climatology", *models)}
+
+    def runs(pos: np.ndarray) -> list[slice]:
+        pos = np.sort(pos)
+        cut = np.flatnonzero(np.diff(pos) != 1) + 1
+        return [slice(int(r[0]), int(r[-1]) + 1) for r in np.split(pos, cut)]
+
+    blocks = []  # (array, selection)
+    tg = groups["truth"]
+    tpos = _time_positions(tg, "time", valid)
+    cg = groups["climatology"]
+    doys, hours = cg["dayofyear"][...], cg["hour"][...]
+    for var in VARIABLES:
+        for s in runs(tpos):
+            blocks.append((tg[var], (s,)))
+        for h in np.unique(pairs[:, 1]):
+            hpos = int(np.flatnonzero(hours == h)[0])
+            dpos = np.flatnonzero(np.isin(doys, pairs[pairs[:, 1] == h, 0]))
+            for s in runs(dpos):
+                blocks.append((cg[var], (hpos, s)))
+        for m in models:
+            g = groups[m]
+            ipos = _time_positions(g, "time", inits)
+            nlead = g["prediction_timedelta"].shape[0]
+            for i in ipos:
+                blocks.append((g[var], (int(i), slice(0, nlead))))
+
+    def read(block) -> int:
+        arr, sel = block
+        return arr[sel].nbytes
+
+    with ThreadPoolExecutor(2) as pool:
+        nbytes = sum(pool.map(read, blocks))
+    return {**_usage(t0, c0), "bytes_read": int(nbytes), "blocks": len(blocks)}
+
+
+def _time_positions(group, name: str, wanted: np.ndarray) -> np.ndarray:
+    """Positions of ``wanted`` datetimes on a CF-encoded time axis of a zarr group."""
+    import xarray as xr
+
+    arr = group[name]
+    var = xr.Variable((name,), arr[...], dict(arr.attrs))
+    decoded = xr.conventions.decode_cf_variable(name, var).values
+    pos = pd.Index(decoded).get_indexer(wanted)
+    if (pos < 0).any():
+        raise SystemExit(f"{group.store}: {name} lacks {int((pos < 0).sum())} needed time(s)")
+    return pos
+
+
+def child_wxeval(p: dict) -> dict:
+    """(b)/(d) ``wxeval.api.score`` of one job into ``p["output"]``."""
+    import xarray as xr
+
+    from wxeval.api import score
+
+    paths = {k: Path(v) for k, v in p["paths"].items()}
+    cfg = make_config(paths, p["models"], p["days"], p.get("first_day", 1))
+    if p.get("fresh", True):
+        shutil.rmtree(p["output"], ignore_errors=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = score(cfg, p["models"], p["output"], progress=False)
+    out = {**_usage(t0, c0), "computed_fields": report.computed_fields,
+           "reused_fields": report.reused_fields}
+    if p.get("dump_table"):
+        table: xr.Dataset = report.tables[p["models"][0]]
+        out["table"] = _dump(table[[v for v in VARIABLES]].sel(metric=list(NAIVE_METRICS)))
+    return out
+
+
+def _dump(ds) -> dict:
+    """{var: nested values (metric, region, lead[, level])} after sorting the coordinates."""
+    out = {}
+    for var in VARIABLES:
+        da = ds[var]
+        order = ["metric", "region", "lead_time"] + (["level"] if "level" in da.dims else [])
+        da = da.transpose(*order).sel(metric=list(NAIVE_METRICS)).sortby("region")
+        out[var] = {"regions": [str(r) for r in da["region"].values],
+                    "values": np.asarray(da.values, float).tolist()}
+    return out
+
+
+def child_naive(p: dict) -> dict:
+    """(c) The straightforward xarray + dask implementation (one dask.compute)."""
+    import dask
+    import xarray as xr
+
+    from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS
+
+    paths, model = p["paths"], p["models"][0]
+    inits = init_times(p["days"], p.get("first_day", 1))
+    t0, c0 = time.perf_counter(), time.process_time()
+    fc = xr.open_zarr(paths[model], chunks={}, decode_timedelta=True)
+    truth = xr.open_zarr(paths["truth"], chunks={})
+    clim = xr.open_zarr(paths["climatology"], chunks={})
+    fc = fc.sel(time=inits).rename(time="init_time", prediction_timedelta="lead_time")
+    valid = fc["init_time"] + fc["lead_time"]  # (init_time, lead_time)
+    lat = np.deg2rad(truth["latitude"])
+    bounds = np.concatenate([[-np.pi / 2], (lat.values[:-1] + lat.values[1:]) / 2, [np.pi / 2]])
+    wlat = xr.DataArray(np.sin(bounds[1:]) - np.sin(bounds[:-1]), dims="latitude",
+                        coords={"latitude": truth["latitude"]})
+    wlat = wlat / wlat.mean()
+    lsm = truth["land_sea_mask"].load().clip(0, 1)
+    weights = {}
+    for region in [*STANDARD_REGIONS.values(), *LAND_REGIONS.values()]:
+        lat_ok = xr.zeros_like(truth["latitude"], dtype=bool)
+        for lo, hi in region.lat_bands:
+            lat_ok = lat_ok | ((truth["latitude"] >= lo - 1e-6) & (truth["latitude"] <= hi + 1e-6))
+        lon = truth["longitude"] % 360
+        lon_ok = xr.zeros_like(lon, dtype=bool)
+        for lo, hi in region.lon_bands:
+            lon_ok = lon_ok | ((lon >= lo - 1e-6) & (lon <= hi + 1e-6))
+        w = wlat * (lat_ok & lon_ok)
+        weights[region.name] = w * lsm if region.land else w
+    space = ("longitude", "latitude")
+    results = {}
+    for var in VARIABLES:
+        f = fc[var]
+        o = truth[var].sel(time=valid)
+        c = clim[var].sel(dayofyear=valid.dt.dayofyear, hour=valid.dt.hour)
+        if "level" in f.dims:
+            f, o, c = (x.sel(level=list(LEVELS)) for x in (f, o, c))
+        err, fa, oa = f - o, f - c, o - c
+        for name, w in weights.items():
+            def wmean(x, w=w):
+                return x.weighted(w).mean(space)
+
+            results[(var, "rmse", name)] = np.sqrt(wmean(err**2).mean("init_time"))
+            results[(var, "mae", name)] = wmean(abs(err)).mean("init_time")
+            results[(var, "bias", name)] = wmean(err).mean("init_time")
+            acc = wmean(fa * oa) / np.sqrt(wmean(fa**2) * wmean(oa**2))
+            results[(var, "acc", name)] = acc.mean("init_time")
+    (values,) = dask.compute(results, scheduler="threads", num_workers=2)
+    out = _usage(t0, c0)
+    table = {}
+    for var in VARIABLES:
+        regions = sorted(weights)
+        rows = []
+        for metric in NAIVE_METRICS:
+            rows.append([values[(var, metric, r)].transpose(
+                "lead_time", *(["level"] if "level" in values[(var, metric, r)].dims else [])
+            ).values.tolist() for r in regions])
+        table[var] = {"regions": regions, "values": rows}
+    out["table"] = table
+    return out
+
+
+CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive}
+
+
+# ------------------------------------------------------------------------------- parent
+
+
+def run_child(kind: str, params: dict, limit: float | None, log) -> dict:
+    """Run one measurement in a fresh interpreter; poll its VmHWM in case it must be killed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--child", kind, json.dumps(params), str(result)]
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        start, hwm = time.perf_counter(), 0.0
+        while proc.poll() is None:
+            hwm = max(hwm, _vm_hwm_mb(proc.pid))
+            if limit is not None and time.perf_counter() - start > limit:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+                log(f"  {kind}: killed after {limit:.0f} s")
+                return {"killed": True, "wall": float(limit), "peak_rss_mb": hwm}
+            time.sleep(0.2)
+        if proc.returncode != 0 or not result.exists():
+            raise SystemExit(f"measurement {kind} failed (exit {proc.returncode})")
+        return json.loads(result.read_text())
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def compare_tables(a: dict, b: dict) -> float:
+    """Max relative difference between two dumped tables (same regions, sorted); values below
+    1e-3 of the largest magnitude of their (variable, metric) are compared to that floor, so
+    near-zero biases (float32 rounding noise) do not dominate."""
+    worst = 0.0
+    for var in VARIABLES:
+        ra, rb = a[var]["regions"], b[var]["regions"]
+        if ra != rb:
+            raise SystemExit(f"{var}: region lists differ: {ra} vs {rb}")
+        x, y = np.asarray(a[var]["values"], float), np.asarray(b[var]["values"], float)
+        if x.shape != y.shape:
+            raise SystemExit(f"{var}: table shapes differ: {x.shape} vs {y.shape}")
+        floor = 1e-3 * np.nanmax(np.abs(y).reshape(len(y), -1), axis=1)
+        floor = floor.reshape(-1, *([1] * (y.ndim - 1)))
+        worst = max(worst, float(np.nanmax(np.abs(x - y) / np.maximum(np.abs(y), floor))))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default="/tmp/wxeval-bench", type=Path,
+                    help="where synthetic stores and outputs go (reused when complete)")
+    ap.add_argument("--grid", default="240x121", help="synthetic grid (64x32, 240x121, ...)")
+    ap.add_argument("--months", default="1,3",
+                    help="init ranges for (b), in months from 2020-01-01; the first is the base")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 64x32 and 4 days per 'month' (2 per 'week')")
+    ap.add_argument("--skip-naive", action="store_true", help="skip (c)")
+    ap.add_argument("--skip-three-months", action="store_true",
+                    help="score only the first --months entry in (b)")
+    ap.add_argument("--naive-limit", type=float, default=900.0,
+                    help="seconds after which (c) is killed and reported as '> limit'")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="repeat (a) and one-model one-month (b); the fastest counts")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        kind, params, result = args.child
+        res = CHILDREN[kind](json.loads(params))
+        Path(result).write_text(json.dumps(res))
+        return 0
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    grid = "64x32" if args.quick else args.grid
+    months = [int(m) for m in args.months.split(",")]
+    if args.skip_three_months:
+        months = months[:1]
+    days = {m: month_days(m, args.quick) for m in months}
+    base = days[months[0]]
+    week = 2 if args.quick else 7
+    inc_days = base - 1  # days 1..30 then 1..31 for a 31-day month
+    models = list(__import__("wxeval.synthetic", fromlist=["DEMO_MODELS"]).DEMO_MODELS)[:3]
+    m1 = models[0]
+    model_days = {m1: max(days.values())}
+    model_days.update({m: base for m in models[1:]})
+    t_start = time.perf_counter()
+    paths = ensure_stores(args.root, grid, model_days, log)
+    pstr = {k: str(v) for k, v in paths.items()}
+    out_root = args.root / grid / "outputs"
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+
+    def measure(label, kind, job_days, job_models, repeat=1, limit=None, **extra):
+        params = {"paths": pstr, "days": job_days, "models": job_models, **extra}
+        runs = []
+        for i in range(repeat):
+            log(f"{label} (run {i + 1}/{repeat}) …")
+            runs.append(run_child(kind, params, limit, log))
+            log(f"  {runs[-1]['wall']:.2f} s, {runs[-1]['peak_rss_mb']:.0f} MB")
+        best = min(runs, key=lambda r: r["wall"])
+        nbytes = job_bytes(job_days, len(job_models), grid, extra.get("first_day", 1))
+        row = {"label": label, "kind": kind, "days": job_days, "models": job_models,
+               "inits": job_days * len(INIT_HOURS), "gb": nbytes["total"] / 1e9,
+               "bytes": nbytes, "walls": [r["wall"] for r in runs],
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+               **{k: v for k, v in best.items() if k not in ("table", "peak_rss_mb")}}
+        row["gb_per_s"] = None if best.get("killed") else row["gb"] / best["wall"]
+        rows.append(row)
+        return row, best
+
+    a1, _ = measure(f"(a) raw zarr read, {base} d, 1 model", "raw", base, [m1],
+                    repeat=args.repeat)
+    b1, _ = measure(f"(b) wxeval, {base} d, 1 model", "wxeval", base, [m1],
+                    repeat=args.repeat, output=str(out_root / "b1"))
+    longer = {}
+    for m in months[1:]:
+        measure(f"(a) raw zarr read, {days[m]} d, 1 model", "raw", days[m], [m1])
+        longer[m], _ = measure(f"(b) wxeval, {days[m]} d, 1 model", "wxeval", days[m], [m1],
+                               output=str(out_root / f"b{m}"))
+    b3, _ = measure(f"(b) wxeval, {base} d, {len(models)} models, one pass", "wxeval", base,
+                    models, output=str(out_root / "b3models"))
+    naive = bweek = None
+    max_diff = None
+    if not args.skip_naive:
+        bweek, bw_res = measure(f"(b) wxeval, {week} d, 1 model", "wxeval", week, [m1],
+                                output=str(out_root / "bweek"), dump_table=True)
+        naive, nv_res = measure(f"(c) naive xarray+dask, {week} d, 1 model", "naive", week,
+                                [m1], limit=args.naive_limit)
+        if not nv_res.get("killed"):
+            max_diff = compare_tables(nv_res["table"], bw_res["table"])
+            log(f"  naive vs wxeval tables: max relative difference {max_diff:.2e}")
+    inc_out = str(out_root / "incremental")
+    dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh", "wxeval", inc_days, [m1],
+                       output=inc_out)
+    drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder", "wxeval",
+                        inc_days + 1, [m1], output=inc_out, fresh=False)
+    drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
+    drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
+
+    ratios = {}
+    ratios["b/a (1 model, base range; target <= 1.5)"] = b1["wall"] / a1["wall"]
+    if naive is not None:
+        c_spb = naive["wall"] / naive["gb"]  # a lower bound when killed
+        for key, ref in (("same week", bweek), ("base range", b1)):
+            value = c_spb / (ref["wall"] / ref["gb"])
+            ratios[f"c/b per byte (naive week vs wxeval {key})"] = (
+                f"> {value:.0f}" if naive.get("killed") else value)
+    for m, row in longer.items():
+        ratios[f"peak RSS {m} months / {months[0]} month (target <= 1.2)"] = (
+            row["peak_rss_mb"] / b1["peak_rss_mb"])
+        ratios[f"wall {m} months / {months[0]} month per byte"] = (
+            (row["wall"] / row["gb"]) / (b1["wall"] / b1["gb"]))
+    extra_fc = b3["bytes"]["forecast"] - b1["bytes"]["forecast"]
+    expected = b1["wall"] + extra_fc / 1e9 / b1["gb_per_s"]
+    ratios[f"{len(models)} models / (1 model + extra forecast bytes) (target < 1.5)"] = (
+        b3["wall"] / expected)
+    ratios[f"{len(models)} models / 1 model (wall)"] = b3["wall"] / b1["wall"]
+    ratios["incremental rerun / full run (target < 0.10)"] = drerun["wall"] / dfull["wall"]
+    if max_diff is not None:
+        ratios["naive vs wxeval tables, max relative difference"] = max_diff
+
+    report = {"grid": grid, "quick": args.quick, "root": str(args.root),
+              "fields": n_fields(), "leads": len(LEAD_HOURS), "regions": 16,
+              "cpu_count": os.cpu_count(), "rows": rows, "ratios": ratios,
+              "total_seconds": time.perf_counter() - t_start}
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Grid {report['grid']}, {report['fields']} fields, {report['leads']} leads, "
+             f"{report['regions']} regions, {report['cpu_count']} CPUs"
+             f"{' (quick)' if report['quick'] else ''}.", "",
+             "| measurement | inits | wall s | CPU s | GB read | GB/s | peak RSS MB | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"]:
+        wall = f"> {r['wall']:.0f}" if r.get("killed") else f"{r['wall']:.2f}"
+        gbs = "–" if r["gb_per_s"] is None else f"{r['gb_per_s']:.3f}"
+        cpu = f"{r['cpu']:.1f}" if "cpu" in r else "–"
+        notes = []
+        if len(r["walls"]) > 1:
+            notes.append("runs " + ", ".join(f"{w:.2f}" for w in r["walls"]))
+        if "computed_fields" in r:
+            notes.append(f"computed {r['computed_fields']}, reused {r['reused_fields']}")
+        if r.get("killed"):
+            notes.append("killed at the limit")
+        lines.append(f"| {r['label']} | {r['inits']} | {wall} | {cpu} | {r['gb']:.3f} | {gbs} "
+                     f"| {r['peak_rss_mb']:.0f} | {'; '.join(notes)} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    for k, v in report["ratios"].items():
+        lines.append(f"| {k} | {v if isinstance(v, str) else f'{v:.3g}'} |")
+    lines.append("")
+    lines.append(f"Total benchmark time {report['total_seconds']:.0f} s.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
