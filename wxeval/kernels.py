@@ -20,39 +20,66 @@ import numpy as np
 def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
     """Accumulate one field stored (lon, lat), assuming no NaN (a NaN shows up in acc).
 
-    Inner loops run along latitude without branches, so they vectorise."""
+    One branch-free inner loop along latitude per case, so each value is loaded once and the
+    loop vectorises."""
     na, nb = f.shape[1], f.shape[2]
     for a in range(na):
         s = seg_of_lon[a]
-        for b in range(nb):
-            d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
-            acc[0, 0, s, b] += d * d
-            acc[1, 0, s, b] += d
-            acc[2, 0, s, b] += abs(d)
-        if use_land:
+        if has_clim and use_land:
+            r0, r1, r2 = acc[0, 0, s], acc[1, 0, s], acc[2, 0, s]
+            r3, r4, r5 = acc[3, 0, s], acc[4, 0, s], acc[5, 0, s]
+            l0, l1, l2 = acc[0, 1, s], acc[1, 1, s], acc[2, 1, s]
+            l3, l4, l5 = acc[3, 1, s], acc[4, 1, s], acc[5, 1, s]
+            fr, orow, cr, lr = f[n, a], o[n, a], c[n, a], lsm[a]
             for b in range(nb):
-                lam = lsm[a, b]
-                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
-                acc[0, 1, s, b] += lam * (d * d)
-                acc[1, 1, s, b] += lam * d
-                acc[2, 1, s, b] += lam * abs(d)
-        if has_clim:
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                lam = lr[b]
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                dd = d * d
+                ad = abs(d)
+                fo = fa * oa
+                ff = fa * fa
+                oo = oa * oa
+                r0[b] += dd
+                r1[b] += d
+                r2[b] += ad
+                r3[b] += fo
+                r4[b] += ff
+                r5[b] += oo
+                l0[b] += lam * dd
+                l1[b] += lam * d
+                l2[b] += lam * ad
+                l3[b] += lam * fo
+                l4[b] += lam * ff
+                l5[b] += lam * oo
+        elif has_clim:
             for b in range(nb):
+                fv = np.float64(f[n, a, b])
+                ov = np.float64(o[n, a, b])
                 cv = np.float64(c[n, a, b])
-                fa = np.float64(f[n, a, b]) - cv
-                oa = np.float64(o[n, a, b]) - cv
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                acc[0, 0, s, b] += d * d
+                acc[1, 0, s, b] += d
+                acc[2, 0, s, b] += abs(d)
                 acc[3, 0, s, b] += fa * oa
                 acc[4, 0, s, b] += fa * fa
                 acc[5, 0, s, b] += oa * oa
-            if use_land:
-                for b in range(nb):
-                    lam = lsm[a, b]
-                    cv = np.float64(c[n, a, b])
-                    fa = np.float64(f[n, a, b]) - cv
-                    oa = np.float64(o[n, a, b]) - cv
-                    acc[3, 1, s, b] += lam * (fa * oa)
-                    acc[4, 1, s, b] += lam * (fa * fa)
-                    acc[5, 1, s, b] += lam * (oa * oa)
+        else:
+            for b in range(nb):
+                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
+                lam = lsm[a, b] if use_land else 0.0
+                acc[0, 0, s, b] += d * d
+                acc[1, 0, s, b] += d
+                acc[2, 0, s, b] += abs(d)
+                acc[0, 1, s, b] += lam * (d * d)
+                acc[1, 1, s, b] += lam * d
+                acc[2, 1, s, b] += lam * abs(d)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
@@ -187,29 +214,67 @@ def field_statistics(
     nreg = region_land.shape[0]
     acc = np.zeros((6, 2, nseg, nlat))
     bad = np.zeros((2, 2, nseg, nlat))
+    total = np.zeros((6, 2, nlat))  # acc summed over all segments (full-longitude regions)
+    bad_total = np.zeros((2, 2, nlat))
+    full = np.empty(nreg, dtype=np.bool_)
+    for r in range(nreg):
+        full[r] = True
+        for s in range(nseg):
+            if not region_segs[r, s]:
+                full[r] = False
     for n in range(n_fields):
         acc[:] = 0.0
-        bad[:] = 0.0
         if lon_first:
             _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
         else:
             _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
-        if np.isnan(acc.sum()):
+        _sum_segments(acc, total)
+        has_nan = False
+        for k in range(6):
+            for i in range(nlat):
+                if np.isnan(total[k, 0, i]):
+                    has_nan = True
+        if has_nan:
             acc[:] = 0.0
+            bad[:] = 0.0
             _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad)
+            _sum_segments(acc, total)
+            _sum_segments(bad, bad_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
-                total = 0.0
-                for s in range(nseg):
-                    if region_segs[r, s]:
-                        for i in range(nlat):
-                            total += region_latw[r, i] * acc[k, land, s, i]
-                out[n, k, r] = total
+                out[n, k, r] = _region_sum(acc, total, k, land, r, full[r], region_segs,
+                                           region_latw)
             for k in range(2):
-                total = 0.0
-                for s in range(nseg):
-                    if region_segs[r, s]:
-                        for i in range(nlat):
-                            total += region_latw[r, i] * bad[k, land, s, i]
-                bad_out[n, k, r] = total
+                if has_nan:
+                    bad_out[n, k, r] = _region_sum(bad, bad_total, k, land, r, full[r],
+                                                   region_segs, region_latw)
+                else:
+                    bad_out[n, k, r] = 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _sum_segments(acc, total):  # pragma: no cover - compiled
+    total[:] = 0.0
+    for k in range(acc.shape[0]):
+        for land in range(acc.shape[1]):
+            for s in range(acc.shape[2]):
+                for i in range(acc.shape[3]):
+                    total[k, land, i] += acc[k, land, s, i]
+
+
+@numba.njit(nogil=True, cache=True)
+def _region_sum(acc, total, k, land, r, full, region_segs, region_latw):  # pragma: no cover
+    """Σ_i latw_r[i] Σ_{s in r} acc[k, land, s, i] (the all-segment total for full-longitude
+    regions)."""
+    value = 0.0
+    nlat = acc.shape[3]
+    if full:
+        for i in range(nlat):
+            value += region_latw[r, i] * total[k, land, i]
+        return value
+    for s in range(acc.shape[2]):
+        if region_segs[r, s]:
+            for i in range(nlat):
+                value += region_latw[r, i] * acc[k, land, s, i]
+    return value
