@@ -307,8 +307,17 @@ def _describe(err: Exception) -> str:
 
 @functools.lru_cache(maxsize=64)
 def open_store(spec: StoreSpec) -> xr.Dataset:
-    """Open ``spec`` lazily and normalise it onto the canonical schema (cached per process)."""
+    """Open ``spec`` lazily and normalise it onto the canonical schema (cached per process).
+
+    Zarr v2 arrays are read by :mod:`wxeval.chunks` (direct chunk fetch + numcodecs decode,
+    ~4× faster than zarr-python's per-chunk pipeline) unless ``WXEVAL_ZARR_READS=1``."""
+    import os
+
+    from wxeval import chunks
+
     ds = open_raw(spec.path, storage_options=spec.options, name=spec.name)
+    if os.environ.get("WXEVAL_ZARR_READS", "") != "1":
+        chunks.install(ds, spec.path, storage_options_for(spec.path, spec.options))
     ds = schema.normalize(ds, spec.role, name=spec.name, rename=dict(spec.rename))
     return _name_read_errors(ds, spec)
 

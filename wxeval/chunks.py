@@ -1,0 +1,186 @@
+"""A direct chunk reader for Zarr v2 arrays: fetch chunk objects, decode them with numcodecs.
+
+zarr-python's array API costs about 0.8 ms per chunk here (its async pipeline), which dominates
+for WeatherBench 2 chunks of one init × one lead × a few levels (0.2–1.5 MB): reading through it
+runs at ~0.3 GB/s where fetching the objects and decoding them directly runs at ~1.4 GB/s with
+two threads. This module does only that, for orthogonal selections (integers, slices, integer
+arrays per axis) of Zarr v2 arrays with a numcodecs compressor and filters; everything else
+falls back to zarr-python. Semantics follow the Zarr v2 specification: chunk keys
+``i.j.k`` (or ``i/j/k``), C or F order, edge chunks stored at full size, an absent chunk object
+reads as the fill value. xarray's CF decoding (masking, scaling) still applies on top, as the
+reader replaces only the lowest (raw) array of the lazily indexed chain.
+
+Chunks of one read are fetched together (``fs.cat`` of many keys: concurrent requests on object
+stores), in batches bounded to :data:`FETCH_BYTES` of compressed data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import numcodecs
+import numpy as np
+from xarray.backends.common import BackendArray
+from xarray.core import indexing
+
+log = logging.getLogger("wxeval")
+
+FETCH_BYTES = 256 * 2**20
+
+
+class ChunkReader(BackendArray):
+    """Raw (undecoded-CF) values of one Zarr v2 array, read chunk by chunk with numcodecs."""
+
+    def __init__(self, fallback, url: str, storage_options: dict | None, array_path: str):
+        zarray = fallback._array
+        meta = zarray.metadata
+        self.fallback = fallback
+        self.shape = tuple(zarray.shape)
+        self.dtype = np.dtype(zarray.dtype)
+        self.chunks = tuple(int(c) for c in meta.chunks)
+        self.order = meta.order
+        self.separator = meta.dimension_separator or "."
+        self.fill_value = _fill(meta.fill_value, self.dtype)
+        self.compressor = _codec(meta.compressor)
+        self.filters = [_codec(f) for f in (meta.filters or [])]
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.array_path = array_path.strip("/")
+        self._fs = None
+        self._root = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fs"] = None
+        return state
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import fsspec
+
+            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return self._fs
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem
+        )
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        positions, squeeze = [], []
+        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            if isinstance(k, int | np.integer):
+                positions.append(np.array([int(k) % n]))
+                squeeze.append(axis)
+            elif isinstance(k, slice):
+                positions.append(np.arange(*k.indices(n)))
+            else:
+                positions.append(np.asarray(k, dtype=np.int64) % n)
+        out = np.empty(tuple(len(p) for p in positions), dtype=self.dtype)
+        if out.size:
+            self._fill_from_chunks(out, positions)
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    def _fill_from_chunks(self, out: np.ndarray, positions: list[np.ndarray]) -> None:
+        # Per axis: the chunk ids touched, and for each the (output, within-chunk) positions.
+        per_axis = []
+        for pos, c in zip(positions, self.chunks, strict=True):
+            ids = pos // c
+            groups = []
+            for cid in np.unique(ids):
+                sel = np.flatnonzero(ids == cid)
+                groups.append((int(cid), _as_slice(sel), _as_slice(pos[sel] - cid * c)))
+            per_axis.append(groups)
+        jobs = list(itertools.product(*per_axis))
+        chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
+        batch = max(1, FETCH_BYTES // max(chunk_bytes, 1))
+        for lo in range(0, len(jobs), batch):
+            part = jobs[lo : lo + batch]
+            keys = [self._key(tuple(g[0] for g in job)) for job in part]
+            blobs = self.fs.cat(keys, on_error="return")
+            for job, key in zip(part, keys, strict=True):
+                data = self._decode(blobs.get(key), key)
+                dst = _index(g[1] for g in job)
+                out[dst] = data if data.ndim == 0 else data[_index(g[2] for g in job)]
+
+    def _key(self, ids: tuple[int, ...]) -> str:
+        self.fs  # noqa: B018 - makes sure _root is set
+        name = self.separator.join(str(i) for i in ids)
+        prefix = f"{self._root.rstrip('/')}/{self.array_path}" if self.array_path else self._root
+        return f"{prefix}/{name}"
+
+    def _decode(self, blob: Any, key: str) -> np.ndarray:
+        if blob is None or isinstance(blob, FileNotFoundError):
+            return np.asarray(self.fill_value, dtype=self.dtype)  # absent chunk: fill value
+        if isinstance(blob, BaseException):
+            raise blob
+        data = self.compressor.decode(blob) if self.compressor is not None else blob
+        for f in reversed(self.filters):
+            data = f.decode(data)
+        arr = np.frombuffer(memoryview(data), dtype=self.dtype)
+        if arr.size != int(np.prod(self.chunks)):
+            raise ValueError(f"chunk {key} decodes to {arr.size} values, expected {self.chunks}")
+        return arr.reshape(self.chunks, order=self.order)
+
+
+def _as_slice(idx: np.ndarray):
+    """Consecutive ascending positions as a slice (basic indexing copies are much faster)."""
+    if idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _index(parts) -> tuple:
+    """A NumPy index from per-axis slices or position arrays (orthogonal semantics)."""
+    parts = list(parts)
+    if all(isinstance(p, slice) for p in parts):
+        return tuple(parts)
+    arrays = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts]
+    return np.ix_(*arrays)
+
+
+def _codec(config):
+    if config is None:
+        return None
+    if isinstance(config, numcodecs.abc.Codec):
+        return config
+    if isinstance(config, dict):
+        return numcodecs.get_codec(dict(config))
+    if hasattr(config, "get_config"):
+        return numcodecs.get_codec(config.get_config())
+    raise TypeError(f"unsupported codec {config!r}")
+
+
+def _fill(value, dtype: np.dtype):
+    if value is None:
+        return np.nan if dtype.kind == "f" else 0
+    return value
+
+
+def install(ds, url: str, storage_options: dict | None) -> int:
+    """Swap the zarr-python array under every data variable of ``ds`` for a
+    :class:`ChunkReader` where the array is Zarr v2 with numcodecs codecs; returns how many."""
+    from xarray.backends.zarr import ZarrArrayWrapper
+
+    swapped = 0
+    for name in ds.data_vars:
+        holder = ds[name].variable._data
+        parent = None
+        while hasattr(holder, "array") and not isinstance(holder, ZarrArrayWrapper):
+            parent, holder = holder, holder.array
+        if not isinstance(holder, ZarrArrayWrapper) or parent is None:
+            continue
+        zarray = holder._array
+        try:
+            if zarray.metadata.zarr_format != 2:
+                continue
+            reader = ChunkReader(holder, url, storage_options, zarray.store_path.path)
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            log.debug("direct chunk reads unavailable for %s: %s", name, err)
+            continue
+        parent.array = reader
+        swapped += 1
+    return swapped
