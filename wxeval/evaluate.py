@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay that at import
 import numpy as np
 import pandas as pd
 import xarray as xr
