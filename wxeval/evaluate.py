@@ -40,6 +40,9 @@ from wxeval.schema import (
 
 EPOCH = np.datetime64("1970-01-01T00:00", "ns")
 TRUTH_STEP = np.timedelta64(6, "h")
+#: Longest block of init times per task. Any month-long range contains a whole 16-day block,
+#: so peak memory (the largest tasks) is the same for a month as for a year.
+MAX_BLOCK_DAYS = 16
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def _lead_chunk(m: ModelPlan, var: str) -> int:
 
 
 def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1):
-    """Largest block (in days, power of two ≤ 32) whose estimated memory fits the budget;
+    """Largest block (in days, power of two ≤ MAX_BLOCK_DAYS) whose estimated memory fits;
     split levels into groups when even one day does not fit."""
     nlev = 1 if levels is None else len(levels)
     field_bytes = npoints * 4
@@ -209,7 +212,7 @@ def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1)
     if block is not None:
         return block.astype("timedelta64[ns]"), level_groups
     nl = 1 if levels is None else len(level_groups[0])
-    days = 32
+    days = MAX_BLOCK_DAYS
     while days > 1 and estimate(days, nl) > budget:
         days //= 2
     return np.timedelta64(days, "D").astype("timedelta64[ns]"), level_groups
