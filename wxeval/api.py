@@ -299,8 +299,13 @@ def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str
     return [str(nc), str(csv), str(manifest)]
 
 
-def load_statistics(results_dir: str | Path, model: str) -> xr.Dataset:
+def load_statistics(
+    results_dir: str | Path, model: str, storage_options: dict | None = None
+) -> xr.Dataset:
     """The per-init statistics behind ``<results_dir>/<model>.nc`` (no forecast store is read).
+
+    ``storage_options`` are the fsspec options of a statistics store on an object store (the
+    config's ``output.storage_options``; credentials are never saved with the results).
 
     Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
     region[, level]); see :mod:`wxeval.metrics` for the statistics.
@@ -311,7 +316,7 @@ def load_statistics(results_dir: str | Path, model: str) -> xr.Dataset:
     root = manifest["statistics_store"]
     if root and "://" not in root and not Path(root).is_absolute():
         root = str(Path(results_dir) / root)
-    store = StatisticsStore(root)
+    store = StatisticsStore(root, storage_options)
     inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
     leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
     out = {}
