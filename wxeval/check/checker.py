@@ -1,0 +1,222 @@
+"""The checker: opens each store once, selects inits and leads as ``plan.py`` does, and runs
+the checks of the sibling modules, collecting every problem as a :class:`Finding`."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from wxeval import align, schema
+from wxeval.check.axes import _ForecastAxisChecks
+from wxeval.check.climatology import _ClimatologyChecks
+from wxeval.check.coverage import _CoverageChecks
+from wxeval.check.findings import Finding, _short
+from wxeval.check.grid import _GridChecks
+from wxeval.check.local_files import _LocalFileChecks
+from wxeval.check.redact import _secret_values
+from wxeval.check.sample import _SampleChecks
+from wxeval.check.stores import _Store
+from wxeval.check.units import _UnitChecks
+from wxeval.check.values import _ValueChecks
+from wxeval.config import Config, ConfigError
+from wxeval.loaders import LoadError, StoreSpec, open_raw, open_store
+from wxeval.schema import (
+    DAYOFYEAR,
+    INIT_TIME,
+    LAND_SEA_MASK,
+    LATITUDE,
+    LEAD_TIME,
+    LONGITUDE,
+    VALID_TIME,
+)
+
+
+class _Checker(
+    _ForecastAxisChecks,
+    _GridChecks,
+    _CoverageChecks,
+    _ClimatologyChecks,
+    _UnitChecks,
+    _LocalFileChecks,
+    _SampleChecks,
+    _ValueChecks,
+):
+    def __init__(self, config: Config, names: list[str], *, sample: bool) -> None:
+        self.config = config
+        self.names = names
+        self.sample = sample
+        self.findings: list[Finding] = []
+        self._stores: dict[tuple, _Store] = {}
+        self._grid_pairs: set[tuple[str, str]] = set()
+        self._sampled: set[tuple[str, str, tuple]] = set()
+        self._secrets = _secret_values(config)
+
+    # -- bookkeeping
+
+    def add(self, severity: str, code: str, store: str, variable: str, message: str) -> None:
+        text = " ".join(str(message).split())
+        self.findings.append(Finding(severity, code, store, variable, text))
+
+    def redact(self, f: Finding) -> Finding:
+        msg, store = f.message, f.store
+        for s in self._secrets:
+            msg, store = msg.replace(s, "<redacted>"), store.replace(s, "<redacted>")
+        return Finding(f.severity, f.code, store, f.variable, msg)
+
+    # -- opening
+
+    def open(self, spec: StoreSpec) -> _Store:
+        key = (spec.path, spec.role, spec.rename, spec.storage_options)
+        if key in self._stores:
+            return self._stores[key]
+        st = _Store(spec)
+        self._stores[key] = st
+        try:
+            st.raw = open_raw(spec.path, storage_options=spec.options, name=spec.name)
+        except LoadError as err:
+            self.add("error", "open", spec.name, "", str(err))
+            return st
+        except Exception as err:  # noqa: BLE001 - reported, never raised
+            self.add("error", "open", spec.name, "", f"{spec.name}: cannot open: {_short(err)}")
+            return st
+        if spec.role == "forecast":
+            self._raw_forecast_checks(st)
+        try:
+            st.ds = open_store(spec)
+        except schema.SchemaError as err:
+            code = "duplicate-inits" if "duplicated init" in str(err) else "schema"
+            if code == "duplicate-inits" and any(
+                f.code == code and f.store == spec.name for f in self.findings
+            ):
+                return st
+            self.add("error", code, spec.name, "", str(err))
+        except Exception as err:  # noqa: BLE001
+            self.add("error", "open", spec.name, "", f"{spec.name}: {_short(err)}")
+        return st
+
+
+    # -- the run
+
+    def run(self) -> None:
+        from wxeval.plan import _select_leads, store_spec
+
+        cfg, ev = self.config, self.config.evaluation
+        if not self.names:
+            self.add("error", "config", "", "", "no model to check: name one with --model")
+            return
+        inits_by_model: dict[str, np.ndarray] = {}
+        for name in self.names:
+            try:
+                mcfg = cfg.model(name)
+            except ConfigError as err:
+                self.add("error", "config", "", "", str(err))
+                continue
+            truth_cfg = mcfg.truth or cfg.truth
+            clim_cfg = mcfg.climatology or cfg.climatology
+            truth = self.open(store_spec(truth_cfg, "truth", f"truth of {name} ({truth_cfg.path})"))
+            clim = (
+                self.open(store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})"))
+                if clim_cfg
+                else None
+            )
+            fc = None
+            if mcfg.kind == "zarr":
+                if not mcfg.path:
+                    self.add("error", "config", "", "", f"model {name!r}: missing 'path'")
+                    continue
+                fc = self.open(
+                    StoreSpec.make(
+                        mcfg.path,
+                        "forecast",
+                        f"{name} ({mcfg.path})",
+                        rename=mcfg.rename,
+                        storage_options=mcfg.storage_options,
+                    )
+                )
+                if fc.ds is None:
+                    continue
+            if truth.ds is None or (clim is not None and clim.ds is None):
+                continue
+            if clim is not None:
+                self.check_grid(truth, clim)
+            if fc is not None:
+                self.check_grid(fc, truth)
+
+            # Selection (as plan.py makes it).
+            try:
+                if fc is not None:
+                    inits = align.select_init_times(
+                        fc.ds[INIT_TIME].values,
+                        ev.init_times.start,
+                        ev.init_times.stop,
+                        ev.init_times.hours,
+                    )
+                    leads = _select_leads(ev.lead_times, fc.ds[LEAD_TIME].values)
+                else:
+                    from wxeval.plan import DEFAULT_BASELINE_HOURS
+
+                    inits = align.select_init_times(
+                        truth.ds[VALID_TIME].values,
+                        ev.init_times.start,
+                        ev.init_times.stop,
+                        ev.init_times.hours or list(DEFAULT_BASELINE_HOURS),
+                    )
+                    leads = _select_leads(ev.lead_times, None)
+            except (ValueError, KeyError) as err:
+                self.add("error", "config", "", "", f"model {name!r}: {_short(err)}")
+                continue
+            if inits.size == 0 or leads.size == 0:
+                what = "init time" if inits.size == 0 else "lead time"
+                self.add("error", "plan", "", "", f"model {name!r}: no {what} in the selection")
+                continue
+            if fc is not None:
+                inits_by_model[name] = inits
+            variables = self.variables(name, fc, truth, clim, mcfg.kind)
+            self.check_truth_coverage(name, inits, leads, truth, mcfg.kind)
+            if clim is not None:
+                self.check_clim(inits, leads, clim)
+            for st in filter(None, (fc, truth, clim)):
+                self.check_orphans(st)
+                self.check_units_attrs(st, variables)
+                self.check_chunks(st, variables, inits, leads)
+            if self.sample:
+                self.sample_values(name, fc, truth, clim, variables, inits, leads)
+        self.check_common_inits(inits_by_model)
+        if not self.errors_so_far():
+            self.check_plan()
+
+    def errors_so_far(self) -> bool:
+        return any(f.severity == "error" for f in self.findings)
+
+    def check_plan(self) -> None:
+        """Safety net: whatever ``make_plan`` would still refuse is an error too."""
+        from wxeval.plan import make_plan
+
+        try:
+            make_plan(self.config, self.names)
+        except (ValueError, OSError) as err:
+            code = "config" if isinstance(err, ConfigError) else "plan"
+            if isinstance(err, LoadError):
+                code = "open"
+            self.add("error", code, "", "", _short(err))
+
+    # -- variables
+
+    def variables(self, name, fc, truth, clim, kind) -> list[str]:
+        requested = self.config.evaluation.variables
+        if requested:
+            return list(requested)
+        source = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
+        have = _gridded(source) & _gridded(truth.ds)
+        return sorted(have)
+
+
+def _gridded(ds: xr.Dataset) -> set[str]:
+    return {
+        str(v)
+        for v, da in ds.data_vars.items()
+        if LATITUDE in da.dims
+        and LONGITUDE in da.dims
+        and v != LAND_SEA_MASK
+        and (INIT_TIME in da.dims or VALID_TIME in da.dims or DAYOFYEAR in da.dims)
+    }

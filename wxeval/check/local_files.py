@@ -1,0 +1,120 @@
+"""Files of local stores: chunk folders without array metadata, and chunk files the selection
+needs that are missing."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wxeval.check.stores import _canonical, _local_root, _raw_var, _Store
+from wxeval.schema import INIT_TIME, LEAD_TIME, VALID_TIME
+
+CHUNK_LISTING_LIMIT = 200_000  # do not compare more expected chunk keys than this per variable
+
+
+class _LocalFileChecks:
+    def check_orphans(self, st: _Store) -> None:
+        root = _local_root(st.spec.path)
+        key = (st.name, "orphans", ())
+        if root is None or st.raw is None or key in self._sampled:
+            return
+        self._sampled.add(key)
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if sub.name in st.raw.variables:
+                continue
+            if any((sub / m).exists() for m in (".zarray", ".zgroup", "zarr.json")):
+                continue
+            if any(f.is_file() for f in sub.iterdir()):
+                self.add(
+                    "error",
+                    "missing-metadata",
+                    st.name,
+                    sub.name,
+                    f"{st.name}: folder {sub.name!r} holds chunk files but no array metadata "
+                    "(.zarray): the store is truncated and the variable is invisible",
+                )
+
+    def check_chunks(self, st: _Store, variables, inits, leads) -> None:
+        root = _local_root(st.spec.path)
+        if root is None:
+            return
+        for var in variables:
+            key = (st.name, "chunks", (var,))
+            if key in self._sampled or st.raw is None or _raw_var(st, var) not in st.raw:
+                continue
+            self._sampled.add(key)
+            raw_var = _raw_var(st, var)
+            da = st.raw[raw_var]
+            chunks = da.encoding.get("chunks") or da.encoding.get("preferred_chunks")
+            if isinstance(chunks, dict):
+                chunks = tuple(chunks.get(d, n) for d, n in zip(da.dims, da.shape, strict=True))
+            if not chunks or len(chunks) != da.ndim:
+                continue
+            needed = []
+            for dim, size, c in zip(da.dims, da.shape, chunks, strict=True):
+                pos = self._needed_positions(st, dim, inits, leads)
+                if pos is None:
+                    pos = np.arange(size)
+                needed.append(np.unique(np.asarray(pos) // c))
+            count = math.prod(len(n) for n in needed)
+            if count == 0 or count > CHUNK_LISTING_LIMIT:
+                continue
+            present = _chunk_keys(root / raw_var)
+            if present is None:
+                continue
+            sep = "/" if any("/" in k for k in present) else "."
+            prefix = "c/" if any(k.startswith("c/") for k in present) or (
+                root / raw_var / "zarr.json"
+            ).exists() else ""
+            missing = [
+                idx
+                for idx in itertools.product(*needed)
+                if prefix + sep.join(str(int(i)) for i in idx) not in present
+            ]
+            if missing:
+                shown = ", ".join(prefix + sep.join(map(str, m)) for m in missing[:3])
+                self.add(
+                    "error",
+                    "missing-chunks",
+                    st.name,
+                    var,
+                    f"{st.name}: {var}: {len(missing)} of {count} chunk file(s) needed are "
+                    f"missing ({shown}{', …' if len(missing) > 3 else ''}); Zarr would read "
+                    "them as fill values (NaN): the store is truncated or still being written",
+                )
+
+    def _needed_positions(self, st: _Store, dim: str, inits, leads):
+        raw = st.raw
+        if dim not in raw.coords:
+            return None
+        role = st.spec.role
+        values = raw[dim].values
+        canon = _canonical(st, dim)
+        if role == "forecast" and canon == INIT_TIME:
+            return np.flatnonzero(np.isin(values, inits))
+        if role == "forecast" and canon == LEAD_TIME:
+            try:
+                return np.flatnonzero(np.isin(values.astype("timedelta64[ns]"), leads))
+            except (TypeError, ValueError):
+                return None
+        if role == "truth" and canon == VALID_TIME:
+            valid = np.unique((inits[:, None] + leads[None, :]).ravel())
+            return np.flatnonzero(np.isin(values, valid))
+        return None
+
+
+def _chunk_keys(folder: Path) -> set[str] | None:
+    if not folder.is_dir():
+        return None
+    keys = set()
+    for dirpath, _dirs, files in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder).as_posix()
+        for f in files:
+            if f.startswith(".") or f == "zarr.json":
+                continue
+            keys.add(f if rel == "." else f"{rel}/{f}")
+    return keys
