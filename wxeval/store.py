@@ -100,6 +100,7 @@ class StatisticsStore:
             isinstance(self.fs.protocol, tuple) and "file" in self.fs.protocol
         )
         self._cache: dict[str, xr.Dataset] = {}
+        self._indexes: dict[str, dict | None] = {}
 
     def _path(self, *parts: str) -> str:
         return "/".join([self._root.rstrip("/"), *parts])
@@ -135,12 +136,13 @@ class StatisticsStore:
                 **(attrs or {}),
             }
         )
+        marker = json.dumps(_index_of(stats, region_keys)).encode()
         if self._local:
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".tmp-{name}")
             ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
-            with open(os.path.join(tmp, MARKER), "w") as fh:
-                fh.write("complete\n")
+            with open(os.path.join(tmp, MARKER), "wb") as fh:
+                fh.write(marker)
             os.replace(tmp, final)
             _fsync_dir(folder)
         else:
@@ -151,7 +153,7 @@ class StatisticsStore:
                 zarr_format=2,
                 storage_options=self.storage_options,
             )
-            self.fs.pipe(final + "/" + MARKER, b"complete\n")
+            self.fs.pipe(final + "/" + MARKER, marker)
         return final
 
     # -- reading ------------------------------------------------------------------------------
@@ -172,7 +174,44 @@ class StatisticsStore:
             base = part.rsplit("/", 1)[-1]
             if base.endswith(".zarr") and not base.startswith(".tmp-"):
                 out.append(part)
+        unknown = [p for p in out if p not in self._indexes]
+        if unknown:
+            # Every commit marker carries its part's coordinates: one fetch gives the index.
+            blobs = self.fs.cat([p + "/" + MARKER for p in unknown], on_error="return")
+            for p in unknown:
+                self._indexes[p] = _parse_index(blobs.get(p + "/" + MARKER))
         return sorted(out)
+
+    def index(self, path: str) -> dict:
+        """Coordinates of a part (from its commit marker; older parts: from the part)."""
+        idx = self._indexes.get(path)
+        if idx is None:
+            ds = self.open_part(path)
+            idx = _index_of(ds["stats"], json.loads(ds.attrs["region_keys"]))
+            self._indexes[path] = idx
+        return idx
+
+    def values(self, path: str) -> np.ndarray:
+        """The part's statistics, dims (statistic, init_time, lead_time, region, level)."""
+        if path in self._cache:
+            data = self._cache[path]["stats"]
+            if LEVEL not in data.dims:
+                data = data.expand_dims(LEVEL, axis=-1)
+            return data.transpose("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL).values
+        import zarr
+
+        arr = zarr.open_array(
+            self._url(path) + "/stats",
+            mode="r",
+            storage_options=None if self._local else self.storage_options,
+        )
+        values = np.asarray(arr[...])
+        dims = self.index(path)["dims"]
+        if LEVEL not in dims:
+            values = values[..., None]
+            dims = [*dims, LEVEL]
+        order = ["statistic", INIT_TIME, LEAD_TIME, "region", LEVEL]
+        return np.transpose(values, [dims.index(d) for d in order])
 
     def open_part(self, path: str) -> xr.Dataset:
         if path not in self._cache:
@@ -200,8 +239,7 @@ class StatisticsStore:
         nlev = 1 if levels is None else len(levels)
         have = np.zeros((len(init_times), len(lead_times), nlev, len(region_keys)), bool)
         for p in self.parts(model, variable, key):
-            ds = self.open_part(p)
-            sel = _match(ds, init_times, lead_times, levels, region_keys)
+            sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
             if sel is None:
                 continue
             ii, ll, vv, rr, _ = sel
@@ -226,15 +264,11 @@ class StatisticsStore:
             (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
         )
         for p in self.parts(model, variable, key):
-            ds = self.open_part(p)
-            sel = _match(ds, init_times, lead_times, levels, region_keys)
+            sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
             if sel is None:
                 continue
             ii, ll, vv, rr, src = sel
-            data = ds["stats"]
-            if LEVEL not in data.dims:
-                data = data.expand_dims(LEVEL, axis=-1)
-            values = data.transpose("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL).values
+            values = self.values(p)
             block = values[np.ix_(np.arange(len(STATISTICS)), *src)]
             arr[np.ix_(np.arange(len(STATISTICS)), ii, ll, rr, vv)] = block
         coords = {
@@ -259,17 +293,41 @@ class StatisticsStore:
         )
 
 
-def _match(ds, init_times, lead_times, levels, region_keys):
+def _index_of(stats: xr.DataArray, region_keys: Sequence[str]) -> dict:
+    """The coordinates of a part, as saved in its commit marker."""
+    return {
+        "format": FORMAT_VERSION,
+        "dims": [str(d) for d in stats.dims],
+        "init_time": stats[INIT_TIME].values.astype("datetime64[ns]").astype(np.int64).tolist(),
+        "lead_time": stats[LEAD_TIME].values.astype("timedelta64[ns]").astype(np.int64).tolist(),
+        "level": stats[LEVEL].values.astype(int).tolist() if LEVEL in stats.dims else None,
+        "region_keys": list(region_keys),
+    }
+
+
+def _parse_index(blob) -> dict | None:
+    if not isinstance(blob, bytes | bytearray):
+        return None
+    try:
+        idx = json.loads(blob)
+    except ValueError:
+        return None  # a marker of an older format: the index is read from the part
+    return idx if isinstance(idx, dict) and "init_time" in idx else None
+
+
+def _match(index: dict, init_times, lead_times, levels, region_keys):
     """Index arrays (target positions …, source positions) of the overlap of a part and a
     request, or None when they do not overlap."""
-    part_keys = json.loads(ds.attrs["region_keys"])
-    src_i, dst_i = _overlap(ds[INIT_TIME].values, init_times)
-    src_l, dst_l = _overlap(ds[LEAD_TIME].values, lead_times)
-    src_r, dst_r = _overlap(np.asarray(part_keys), np.asarray(list(region_keys)))
+    part_inits = np.array(index["init_time"], dtype=np.int64).astype("datetime64[ns]")
+    part_leads = np.array(index["lead_time"], dtype=np.int64).astype("timedelta64[ns]")
+    src_i, dst_i = _overlap(part_inits, np.asarray(init_times).astype("datetime64[ns]"))
+    src_l, dst_l = _overlap(part_leads, np.asarray(lead_times).astype("timedelta64[ns]"))
+    src_r, dst_r = _overlap(np.asarray(index["region_keys"]), np.asarray(list(region_keys)))
     if levels is None:
         src_v, dst_v = np.array([0]), np.array([0])
-    elif LEVEL in ds.dims:
-        src_v, dst_v = _overlap(ds[LEVEL].values.astype(int), np.asarray(levels, dtype=int))
+    elif index["level"] is not None:
+        src_v, dst_v = _overlap(np.asarray(index["level"], dtype=int),
+                                np.asarray(levels, dtype=int))
     else:
         return None
     if min(len(src_i), len(src_l), len(src_r), len(src_v)) == 0:
