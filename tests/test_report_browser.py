@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from builders import case_subset, make_case, write_climatology, write_forecast, write_truth
@@ -217,45 +216,18 @@ def test_region_selector_default_and_legend(browser, results, tmp_path):
     v.page.close()
 
 
-def _small_demo(root: Path) -> tuple[Path, Path, list[str]]:
-    """The demo's archive, models and config on fewer inits, leads and regions (~15 s)."""
-    from wxeval import demo, synthetic
-
-    inits = pd.date_range("2020-01-01", "2020-01-10T12", freq="12h")
-    leads = pd.to_timedelta(np.arange(0, 241, 24), unit="h")
-    paths = synthetic.write_archive(
-        root / "archive",
-        grid=demo.DEMO_GRID,
-        init_times=inits,
-        lead_times=leads,
-        variables=demo.DEMO_VARIABLES,
-        levels=demo.DEMO_LEVELS,
-        models=synthetic.DEMO_MODELS,
-        seed=2020,
-        climatology_days="needed",
-        chunks={"time": 10, "prediction_timedelta": 11},
-        layouts={"graphcast_like": synthetic.GRAPHCAST_LAYOUT},
-    )
-    cfg = demo.demo_config(paths)
-    cfg["evaluation"]["init_times"]["stop"] = "2020-01-10T12"
-    cfg["evaluation"]["lead_times"] = {"start": "0h", "stop": "240h", "step": "24h"}
-    cfg["evaluation"]["regions"] = ["global", "tropics", "extra-tropics", "europe"]
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    models = list(cfg["models"])
-    score(root / "config.yaml", models, root / "results")
-    others = [m for m in models if m != demo.BASELINE]
-    html = write_report(root / "results", others, demo.BASELINE, root / "report.html",
-                        config=root / "config.yaml")
-    return html, root / "config.yaml", others
-
-
 @pytest.mark.slow
 def test_demo_report_screenshot(browser, tmp_path):
-    html, _, others = _small_demo(tmp_path)
+    """The report that `wxeval demo` writes, screenshot saved under this test's folder."""
+    from wxeval import demo
+
+    summary = demo.run_demo(tmp_path / "demo", echo=lambda _: None)
+    html = summary["report"]
+    others = ["graphcast_like", "pangu_like", "persistence"]
     v = Visit(browser, html)
     v.check_clean()
     rows = 5 * 2 + 5  # z, t, wind vector, u, v at 500 and 850; msl, t2m, wv10, u10, v10
-    assert v.count('[data-card="0-rmse"] td.cell') == rows * 11
+    assert v.count('[data-card="0-rmse"] td.cell') == rows * len(demo.DEMO_LEADS)
     assert v.count(".card") == len(others) * 4
     shot = tmp_path / "demo-report.png"
     v.page.screenshot(path=str(shot), full_page=True)
