@@ -39,3 +39,18 @@ def test_environment_yml_lists_every_runtime_dependency():
     env = (ROOT / "environment.yml").read_text().lower()
     missing = [n for n in names if n.lower() not in env]
     assert not missing, f"environment.yml lacks {missing}"
+
+
+def test_shipped_wb2_config_is_valid_and_complete():
+    from wxeval.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "wb2-240x121.yaml")
+    expected = {"hres", "ens_mean", "era5_forecasts", "graphcast", "graphcast_hres_init", "pangu",
+                "pangu_hres_init", "fuxi", "neuralgcm", "keisler", "persistence", "climatology"}
+    assert expected <= set(cfg.models)
+    for name, model in cfg.models.items():
+        if model.kind == "zarr":
+            assert model.path.startswith("gs://weatherbench2/datasets/"), name
+            assert "240x121" in model.path, name
+    assert cfg.models["hres"].truth.path.split("/")[-2] == "hres_t0"
+    assert cfg.evaluation.init_times.hours == [0, 12]
