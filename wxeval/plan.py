@@ -182,7 +182,8 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
     return plan, pending
 
 
-def _gridded_vars(ds) -> set[str]:
+def gridded_variables(ds) -> set[str]:
+    """Data variables on the latitude × longitude grid with a time axis (not static fields)."""
     return {
         str(v)
         for v, da in ds.data_vars.items()
@@ -194,8 +195,8 @@ def _gridded_vars(ds) -> set[str]:
 
 
 def _select_variables(requested, fields_from, truth, clim, name, source) -> list[str]:
-    have = _gridded_vars(fields_from)
-    truth_vars = _gridded_vars(truth)
+    have = gridded_variables(fields_from)
+    truth_vars = gridded_variables(truth)
     if requested:
         for v in requested:
             if v not in have:

@@ -4,7 +4,6 @@ the checks of the sibling modules, collecting every problem as a :class:`Finding
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from wxeval import align, schema
 from wxeval.check.axes import _ForecastAxisChecks
@@ -20,13 +19,10 @@ from wxeval.check.units import _UnitChecks
 from wxeval.check.values import _ValueChecks
 from wxeval.config import Config, ConfigError
 from wxeval.loaders import LoadError, StoreSpec, open_raw, open_store
+from wxeval.plan import gridded_variables
 from wxeval.schema import (
-    DAYOFYEAR,
     INIT_TIME,
-    LAND_SEA_MASK,
-    LATITUDE,
     LEAD_TIME,
-    LONGITUDE,
     VALID_TIME,
 )
 
@@ -41,10 +37,13 @@ class _Checker(
     _SampleChecks,
     _ValueChecks,
 ):
-    def __init__(self, config: Config, names: list[str], *, sample: bool) -> None:
+    def __init__(
+        self, config: Config, names: list[str], *, sample: bool, plan_checked: bool = False
+    ) -> None:
         self.config = config
         self.names = names
         self.sample = sample
+        self.plan_checked = plan_checked
         self.findings: list[Finding] = []
         self._stores: dict[tuple, _Store] = {}
         self._grid_pairs: set[tuple[str, str]] = set()
@@ -113,7 +112,8 @@ class _Checker(
                 continue
             truth_cfg = mcfg.truth or cfg.truth
             clim_cfg = mcfg.climatology or cfg.climatology
-            truth = self.open(store_spec(truth_cfg, "truth", f"truth of {name} ({truth_cfg.path})"))
+            # The same store spec as the plan's, so the opened store is shared (not reopened).
+            truth = self.open(store_spec(truth_cfg, "truth", f"truth ({truth_cfg.path})"))
             clim = (
                 self.open(store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})"))
                 if clim_cfg
@@ -182,7 +182,7 @@ class _Checker(
             if self.sample:
                 self.sample_values(name, fc, truth, clim, variables, inits, leads)
         self.check_common_inits(inits_by_model)
-        if not self.errors_so_far():
+        if not self.errors_so_far() and not self.plan_checked:
             self.check_plan()
 
     def errors_so_far(self) -> bool:
@@ -207,16 +207,5 @@ class _Checker(
         if requested:
             return list(requested)
         source = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
-        have = _gridded(source) & _gridded(truth.ds)
+        have = gridded_variables(source) & gridded_variables(truth.ds)
         return sorted(have)
-
-
-def _gridded(ds: xr.Dataset) -> set[str]:
-    return {
-        str(v)
-        for v, da in ds.data_vars.items()
-        if LATITUDE in da.dims
-        and LONGITUDE in da.dims
-        and v != LAND_SEA_MASK
-        and (INIT_TIME in da.dims or VALID_TIME in da.dims or DAYOFYEAR in da.dims)
-    }

@@ -15,9 +15,12 @@ from wxeval.loaders import LoadError
 log = logging.getLogger("wxeval")
 
 
-def run_checks(config: Config, model_names: Iterable[str], *, sample: bool = True) -> CheckReport:
-    """Check ``model_names`` of ``config``; metadata only when ``sample`` is False."""
-    checker = _Checker(config, list(model_names), sample=sample)
+def run_checks(
+    config: Config, model_names: Iterable[str], *, sample: bool = True, plan_checked: bool = False
+) -> CheckReport:
+    """Check ``model_names`` of ``config``; metadata only when ``sample`` is False.
+    ``plan_checked``: the caller already built the plan (do not build it again)."""
+    checker = _Checker(config, list(model_names), sample=sample, plan_checked=plan_checked)
     checker.run()
     return CheckReport(_dedupe(checker.redact(f) for f in checker.findings))
 
@@ -36,7 +39,7 @@ def preflight(
     names = list(model_names)
     if not plan_checked:
         make_plan(config, names)  # plan's own errors, in its own words, first
-    report = run_checks(config, names, sample=False)
+    report = run_checks(config, names, sample=False, plan_checked=True)  # planned just above
     for f in report.findings:
         if f.severity == "warning":
             log.warning("check: %s", f.message)
