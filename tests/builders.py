@@ -275,6 +275,14 @@ def _between(x, lo, hi) -> np.ndarray:
 
 
 #: name -> (latitude predicate, longitude predicate); bounds inclusive, longitudes 0..360.
+#: The names of shared/README.md §3, written out independently of wxeval.
+STANDARD_REGION_NAMES = (
+    "global", "tropics", "extra-tropics", "northern-hemisphere", "southern-hemisphere",
+    "europe", "north-america", "north-atlantic", "north-pacific", "east-asia", "ausnz",
+    "arctic", "antarctic",
+)
+LAND_REGION_NAMES = ("global_land", "extra-tropics_land", "tropics_land")
+
 REF_REGIONS = {
     "global": (_all, _all),
     "tropics": (lambda la: _between(la, -20, 20), _all),

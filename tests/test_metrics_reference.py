@@ -15,6 +15,8 @@ import pytest
 import xarray as xr
 import yaml
 from builders import (
+    LAND_REGION_NAMES,
+    STANDARD_REGION_NAMES,
     SURFACE,
     UPPER,
     case_subset,
@@ -30,22 +32,8 @@ from wxeval.api import load_statistics, score
 from wxeval.metrics import STATISTICS, accumulate_statistics
 
 ALL_METRICS = ("rmse", "rmse_per_init", "mse", "mae", "bias", "acc", "acc_pooled")
-STANDARD = (
-    "global",
-    "tropics",
-    "extra-tropics",
-    "northern-hemisphere",
-    "southern-hemisphere",
-    "europe",
-    "north-america",
-    "north-atlantic",
-    "north-pacific",
-    "east-asia",
-    "ausnz",
-    "arctic",
-    "antarctic",
-)
-LAND = ("global_land", "extra-tropics_land", "tropics_land")
+STANDARD = STANDARD_REGION_NAMES
+LAND = LAND_REGION_NAMES
 CUSTOM = {"wrapbox": {"lat": [-30.0, 50.0], "lon": [300.0, 40.0]}}
 ALL_REGIONS = STANDARD + LAND + tuple(CUSTOM)
 U, V = "10m_u_component_of_wind", "10m_v_component_of_wind"

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from builders import REF_LAND_REGIONS, REF_REGIONS, ref_area_weights, ref_region_mask
+from builders import (
+    LAND_REGION_NAMES,
+    REF_LAND_REGIONS,
+    REF_REGIONS,
+    STANDARD_REGION_NAMES,
+    ref_area_weights,
+    ref_region_mask,
+)
 
 from wxeval.regions import (
     LAND_REGIONS,
@@ -18,22 +25,8 @@ from wxeval.regions import (
     resolve_regions,
 )
 
-STANDARD_NAMES = [
-    "global",
-    "tropics",
-    "extra-tropics",
-    "northern-hemisphere",
-    "southern-hemisphere",
-    "europe",
-    "north-america",
-    "north-atlantic",
-    "north-pacific",
-    "east-asia",
-    "ausnz",
-    "arctic",
-    "antarctic",
-]
-LAND_NAMES = ["global_land", "extra-tropics_land", "tropics_land"]
+STANDARD_NAMES = list(STANDARD_REGION_NAMES)
+LAND_NAMES = list(LAND_REGION_NAMES)
 
 
 def grid(step: float):
