@@ -607,6 +607,13 @@ def test_unknown_region_suggests(stores, tmp_path, how):
     assert_error(res, EXIT_USAGE, "unknown region 'tropic'", "did you mean 'tropics'", output=out)
 
 
+def test_custom_region_with_reversed_bounds(stores, tmp_path):
+    cfg = base_config(stores, **{**FAST, "custom_regions": {"box": {"lat": [50, 10]}}})
+    out = tmp_path / "out"
+    res = run_in_process(*score_args(dump(tmp_path / "cfg.yaml", cfg), out))
+    assert_error(res, EXIT_USAGE, "region 'box'", "latitude bounds", output=out)
+
+
 def test_land_region_without_land_sea_mask(stores, tmp_path):
     # A known region the data cannot support is a data error (exit 3) that says what is needed.
     cfg = base_config(stores, **{**FAST, "regions": ["global_land"]})

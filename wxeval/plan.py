@@ -75,8 +75,10 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             pending[name] = waiting
         truth = open_store(plan.truth)
         has_lsm = has_lsm and (lsm is not None or LAND_SEA_MASK in truth.variables)
-    custom = [custom_region(n, box.lat, box.lon, box.land) for n, box in ev.custom_regions.items()]
     try:
+        custom = [
+            custom_region(n, box.lat, box.lon, box.land) for n, box in ev.custom_regions.items()
+        ]
         regions = resolve_regions(ev.regions, custom, has_land_sea_mask=has_lsm)
     except ValueError as err:
         if "land_sea_mask" in str(err):  # the data lack what the region needs

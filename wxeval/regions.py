@@ -234,11 +234,14 @@ class RegionReducer:
         self.lsm = np.ascontiguousarray(lsm.T if lon_axis == -2 else lsm)  # (A, B)
         self.dense = region_weights(self.regions, latitude, longitude,
                                     land_sea_mask if self.use_land else None)
+        self._weight_sums: np.ndarray | None = None
 
     @property
     def n_regions(self) -> int:
         return len(self.regions)
 
     def weight_sums(self) -> np.ndarray:
-        """Σ W per region."""
-        return self.dense.reshape(len(self.regions), -1).sum(axis=1)
+        """Σ W per region (computed once)."""
+        if self._weight_sums is None:
+            self._weight_sums = self.dense.reshape(len(self.regions), -1).sum(axis=1)
+        return self._weight_sums
