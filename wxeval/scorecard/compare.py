@@ -176,6 +176,19 @@ def _aggregate(metric: str, mean: np.ndarray) -> np.ndarray:
     return mean
 
 
+def _card_coords(names, rows, regions, leads) -> dict:
+    """Coordinates shared by the comparison table and the curves: metric, row (variable/level),
+    region, lead time."""
+    return {
+        "metric": names,
+        "row": [row_label(v, lev) for v, lev in rows],
+        "variable": ("row", [v for v, _ in rows]),
+        "level": ("row", np.array([np.nan if lev is None else lev for _, lev in rows])),
+        "region": regions,
+        LEAD_TIME: leads,
+    }
+
+
 def relative_change(metric: str, model: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Relative change in % (README §6); NaN for bias and wherever it is undefined."""
     m = np.asarray(model, dtype=np.float64)
@@ -492,16 +505,8 @@ def compare(
             "pairing_note": ("model", np.array(notes, dtype=object)),
             "init_step": ("model", np.array(steps, dtype=object)),
         },
-        coords={
-            "model": models,
-            "metric": names,
-            "row": [row_label(v, lev) for v, lev in rows],
-            "variable": ("row", [v for v, _ in rows]),
-            "level": ("row", np.array([np.nan if lev is None else lev for _, lev in rows])),
-            "region": regions,
-            LEAD_TIME: leads,
-            "alpha": list(levels),
-        },
+        coords={"model": models, **_card_coords(names, rows, regions, leads),
+                "alpha": list(levels)},
     )
     ds["relative_change"].attrs.update(
         units="%",
@@ -614,15 +619,7 @@ def curves(
             "upper": (dims, upper),
             "n": (dims, n_used),
         },
-        coords={
-            "series": series,
-            "metric": names,
-            "row": [row_label(v, lev) for v, lev in rows],
-            "variable": ("row", [v for v, _ in rows]),
-            "level": ("row", np.array([np.nan if lev is None else lev for _, lev in rows])),
-            "region": regions,
-            LEAD_TIME: leads,
-        },
+        coords={"series": series, **_card_coords(names, rows, regions, leads)},
     )
     ds.attrs.update(
         n_inits=int(common.size),
