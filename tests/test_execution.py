@@ -252,3 +252,19 @@ def test_progress_bar_and_all_models(two_models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "all" / "a.nc").exists() and (tmp_path / "all" / "b.nc").exists()
     assert "computed" in proc.stdout and "reused 0" in proc.stdout
+
+
+def test_results_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the final file must be 0666 & ~umask."""
+    import stat
+
+    from wxeval.results import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.txt", lambda tmp: open(tmp, "w").write("hello"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o644
+    assert (tmp_path / "x.txt").read_text() == "hello"
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -112,17 +112,17 @@ def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
     # Serialise in memory, then write with the plain file API: a full disk is an ordinary
     # ENOSPC error (HDF5 writing straight to a full disk can crash the process).
     payload = bytes(ds.to_netcdf(engine="h5netcdf"))
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(payload))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
 
 
 def write_csv(table: xr.Dataset, path: str | Path) -> None:
     df = to_tidy(table)
-    _atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.10g"))
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.10g"))
 
 
 def write_json(obj: dict, path: str | Path) -> None:
     text = json.dumps(obj, indent=2, default=str, sort_keys=True)
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_table(path: str | Path) -> xr.Dataset:
@@ -144,8 +144,9 @@ def remove_stale_temporaries(folder: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _atomic(path: str | Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path`` (same folder, so atomic)."""
+def atomic_write(path: str | Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename over ``path`` (same folder, so atomic).
+    The file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -154,6 +155,9 @@ def _atomic(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

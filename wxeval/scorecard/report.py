@@ -30,8 +30,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 import wxeval
+from wxeval.results import atomic_write
 from wxeval.scorecard.compare import (
     CAVEAT,
     DEFAULT_METRICS,
@@ -112,18 +111,7 @@ def write_report(
         alpha=alpha,
     )
     out = Path(output_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
     return out
 
 
