@@ -11,14 +11,15 @@ import zarr
 from wxeval.chunks import ChunkReader, install
 
 
-def _store(tmp_path, *, order="C", separator=".", filters=None, drop_chunk=False, fill=np.nan):
-    path = tmp_path / f"s-{order}-{separator == '/'}-{bool(filters)}-{drop_chunk}.zarr"
+def _store(tmp_path, *, order="C", separator=".", filters=None, drop_chunk=False, fill=np.nan,
+           dtype="f4"):
+    path = tmp_path / f"s-{order}-{separator == '/'}-{bool(filters)}-{drop_chunk}-{dtype}.zarr"
     rng = np.random.default_rng(3)
-    data = rng.normal(size=(5, 7, 3, 10, 6)).astype("f4")
+    data = rng.normal(size=(5, 7, 3, 10, 6)).astype(dtype)
     data[1, 2, 0, 0, 0] = np.nan
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     arr = root.create_array(
-        "x", shape=data.shape, chunks=(2, 3, 3, 10, 6), dtype="f4", order=order,
+        "x", shape=data.shape, chunks=(2, 3, 3, 10, 6), dtype=dtype, order=order,
         compressors=numcodecs.Zstd(level=1), filters=filters, fill_value=fill,
         chunk_key_encoding={"name": "v2", "separator": separator},
         attributes={"_ARRAY_DIMENSIONS": list("abcde")},
@@ -47,7 +48,7 @@ SELECTIONS = [
 
 @pytest.mark.parametrize("variant", [
     {}, {"order": "F"}, {"separator": "/"}, {"filters": [numcodecs.Shuffle(elementsize=4)]},
-    {"drop_chunk": True}, {"drop_chunk": True, "fill": -1.5},
+    {"drop_chunk": True}, {"drop_chunk": True, "fill": -1.5}, {"dtype": ">f4"}, {"dtype": "f8"},
 ])
 def test_reader_equals_zarr(tmp_path, variant):
     path, data = _store(tmp_path, **variant)
