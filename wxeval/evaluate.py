@@ -456,47 +456,11 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
     return values if da.dims == (LATITUDE, LONGITUDE) else values.T
 
 
-# ---------------------------------------------------------------------------------------------
-# Assembly of task results into labelled per-init statistics
-
-
-def assemble(results: Sequence[TaskResult]) -> dict[str, xr.Dataset]:
-    """Labelled per-init statistics per model: one data variable per weather variable with
-    dims (statistic, init_time, lead_time, region[, level])."""
-    pieces: dict[tuple[str, str], list[xr.DataArray]] = defaultdict(list)
-    for res in results:
-        for model, (inits, leads, arr) in res.per_model.items():
-            lev = res.model_levels[model]
-            da = xr.DataArray(
-                arr,
-                dims=(INIT_TIME, LEAD_TIME, LEVEL, "region", "statistic"),
-                coords={
-                    INIT_TIME: inits,
-                    LEAD_TIME: leads,
-                    LEVEL: list(lev) if lev is not None else [0],
-                    "region": list(res.regions),
-                    "statistic": list(STATISTICS),
-                },
-            )
-            if lev is None:
-                da = da.isel({LEVEL: 0}, drop=True)
-            pieces[(model, res.variable)].append(da)
-    out: dict[str, dict[str, xr.DataArray]] = defaultdict(dict)
-    for (model, var), das in pieces.items():
-        combined = xr.combine_by_coords([d.to_dataset(name=var) for d in das])[var]
-        dims = ["statistic", INIT_TIME, LEAD_TIME, "region"] + (
-            [LEVEL] if LEVEL in combined.dims else []
-        )
-        out[model][var] = combined.transpose(*dims)
-    return {m: xr.Dataset(v) for m, v in out.items()}
-
-
 __all__ = [
     "ForecastSource",
     "ModelPlan",
     "Task",
     "TaskResult",
-    "assemble",
     "compute_task",
     "make_tasks",
     "VALID_TIME",
