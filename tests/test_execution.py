@@ -136,19 +136,19 @@ def test_kill_9_during_run_resumes_to_identical_results(tmp_path):
     child = textwrap.dedent(f"""
         import os, signal
         from wxeval import store
-        real = store.StatisticsStore.write_part
+        real = store._part_objects
         count = [0]
-        def dying(self, *a, **k):
+        class Dying(dict):  # killed after writing two of the part's objects
+            def items(self):
+                for i, item in enumerate(dict.items(self)):
+                    if i == 2:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    yield item
+        def dying(*a, **k):
             count[0] += 1
-            if count[0] == 4:
-                import xarray as xr
-                orig = xr.Dataset.to_zarr
-                def half(ds, *args, **kw):
-                    orig(ds, *args, **kw)
-                    os.kill(os.getpid(), signal.SIGKILL)
-                xr.Dataset.to_zarr = half
-            return real(self, *a, **k)
-        store.StatisticsStore.write_part = dying
+            objects = real(*a, **k)
+            return Dying(objects) if count[0] == 4 else objects
+        store._part_objects = dying
         from wxeval.api import score
         score({str(cfg)!r}, ["model"], {str(tmp_path / "resumed")!r}, scheduler="synchronous")
     """)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr  # noqa: F401 - xarray imports it on the first open_zarr; pay that at import
 
 from wxeval import schema
 

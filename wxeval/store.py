@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import fsspec
+import numcodecs
 import numpy as np
 import xarray as xr
 
@@ -44,6 +45,7 @@ from wxeval.schema import INIT_TIME, LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MARKER = ".wxeval-complete"
 FORMAT_VERSION = 1
+PART_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
 _VALUE_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "units",
@@ -99,7 +101,6 @@ class StatisticsStore:
         self._local = self.fs.protocol in ("file", ("file", "local"), "local") or (
             isinstance(self.fs.protocol, tuple) and "file" in self.fs.protocol
         )
-        self._cache: dict[str, xr.Dataset] = {}
         self._indexes: dict[str, dict | None] = {}
 
     def _path(self, *parts: str) -> str:
@@ -124,36 +125,31 @@ class StatisticsStore:
         name = f"b{block:+06d}-{uuid.uuid4().hex[:12]}.zarr"
         folder = self._path(model, variable, key)
         final = self._path(model, variable, key, name)
-        ds = stats.rename("stats").to_dataset()
-        ds.attrs.update(
-            {
-                "wxeval_format": FORMAT_VERSION,
-                "model": model,
-                "variable": variable,
-                "entry_key": key,
-                "block": int(block),
-                "region_keys": json.dumps(list(region_keys)),
-                **(attrs or {}),
-            }
-        )
-        marker = json.dumps(_index_of(stats, region_keys)).encode()
+        index = _index_of(stats, region_keys)
+        attrs = {
+            "_ARRAY_DIMENSIONS": index["dims"],
+            "wxeval_format": FORMAT_VERSION,
+            "model": model,
+            "variable": variable,
+            "entry_key": key,
+            "block": int(block),
+            "index": index,
+            **(attrs or {}),
+        }
+        marker = json.dumps(index).encode()
         if self._local:
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".tmp-{name}")
-            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
-            with open(os.path.join(tmp, MARKER), "wb") as fh:
-                fh.write(marker)
+            os.makedirs(os.path.join(tmp, "stats"), exist_ok=True)
+            for rel, blob in [*_part_objects(stats.values, attrs).items(), (MARKER, marker)]:
+                with open(os.path.join(tmp, rel), "wb") as fh:
+                    fh.write(blob)
             os.replace(tmp, final)
             _fsync_dir(folder)
         else:
-            ds.to_zarr(
-                self._url(final),
-                mode="w",
-                consolidated=True,
-                zarr_format=2,
-                storage_options=self.storage_options,
-            )
-            self.fs.pipe(final + "/" + MARKER, marker)
+            objects = _part_objects(stats.values, attrs)
+            self.fs.pipe({f"{final}/{rel}": blob for rel, blob in objects.items()})
+            self.fs.pipe(final + "/" + MARKER, marker)  # the commit: only after the rest
         return final
 
     # -- reading ------------------------------------------------------------------------------
@@ -180,50 +176,37 @@ class StatisticsStore:
             blobs = self.fs.cat([p + "/" + MARKER for p in unknown], on_error="return")
             for p in unknown:
                 self._indexes[p] = _parse_index(blobs.get(p + "/" + MARKER))
-        return sorted(out)
+        # A marker without a readable index (damaged): the part is ignored and recomputed.
+        return sorted(p for p in out if self._indexes.get(p) is not None)
 
     def index(self, path: str) -> dict:
-        """Coordinates of a part (from its commit marker; older parts: from the part)."""
-        idx = self._indexes.get(path)
-        if idx is None:
-            ds = self.open_part(path)
-            idx = _index_of(ds["stats"], json.loads(ds.attrs["region_keys"]))
-            self._indexes[path] = idx
-        return idx
+        """Coordinates of a complete part (from its commit marker, read by :meth:`parts`)."""
+        return self._indexes[path]
 
-    def values(self, path: str) -> np.ndarray:
-        """The part's statistics, dims (statistic, init_time, lead_time, region, level)."""
-        if path in self._cache:
-            data = self._cache[path]["stats"]
-            if LEVEL not in data.dims:
-                data = data.expand_dims(LEVEL, axis=-1)
-            return data.transpose("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL).values
-        import zarr
+    def values(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
+        """Statistics of parts, dims (statistic, init_time, lead_time, region, level), fetched
+        together (two batched requests on object stores)."""
+        from wxeval.chunks import read_single_chunk_arrays
 
-        arr = zarr.open_array(
-            self._url(path) + "/stats",
-            mode="r",
-            storage_options=None if self._local else self.storage_options,
-        )
-        values = np.asarray(arr[...])
-        dims = self.index(path)["dims"]
-        if LEVEL not in dims:
-            values = values[..., None]
-            dims = [*dims, LEVEL]
-        order = ["statistic", INIT_TIME, LEAD_TIME, "region", LEVEL]
-        return np.transpose(values, [dims.index(d) for d in order])
+        arrays = read_single_chunk_arrays(self.fs, [p + "/stats" for p in paths])
+        out = {}
+        for p in paths:
+            values = arrays[p + "/stats"]
+            if values is None:  # not one chunk: let zarr-python read it
+                import zarr
 
-    def open_part(self, path: str) -> xr.Dataset:
-        if path not in self._cache:
-            ds = xr.open_zarr(
-                self._url(path),
-                consolidated=True,
-                chunks=None,
-                decode_timedelta=True,
-                storage_options=None if self._local else self.storage_options,
-            )
-            self._cache[path] = ds.load()
-        return self._cache[path]
+                values = np.asarray(zarr.open_array(
+                    self._url(p) + "/stats",
+                    mode="r",
+                    storage_options=None if self._local else self.storage_options,
+                )[...])
+            dims = self.index(p)["dims"]
+            if LEVEL not in dims:
+                values = values[..., None]
+                dims = [*dims, LEVEL]
+            order = ["statistic", INIT_TIME, LEAD_TIME, "region", LEVEL]
+            out[p] = np.transpose(values, [dims.index(d) for d in order])
+        return out
 
     def coverage(
         self,
@@ -263,12 +246,14 @@ class StatisticsStore:
         arr = np.full(
             (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
         )
+        matches = {}
         for p in self.parts(model, variable, key):
             sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
-            if sel is None:
-                continue
-            ii, ll, vv, rr, src = sel
-            values = self.values(p)
+            if sel is not None:
+                matches[p] = sel
+        values_of = self.values(list(matches)) if matches else {}
+        for p, (ii, ll, vv, rr, src) in matches.items():
+            values = values_of[p]
             block = values[np.ix_(np.arange(len(STATISTICS)), *src)]
             arr[np.ix_(np.arange(len(STATISTICS)), ii, ll, rr, vv)] = block
         coords = {
@@ -305,13 +290,20 @@ def _index_of(stats: xr.DataArray, region_keys: Sequence[str]) -> dict:
     }
 
 
+def _part_objects(values: np.ndarray, attrs: dict) -> dict[str, bytes]:
+    """A part's objects: a Zarr v2 group with the one-chunk array ``stats``."""
+    from wxeval.chunks import single_chunk_group
+
+    return single_chunk_group("stats", values.astype(np.float64), attrs, PART_COMPRESSOR)
+
+
 def _parse_index(blob) -> dict | None:
     if not isinstance(blob, bytes | bytearray):
         return None
     try:
         idx = json.loads(blob)
     except ValueError:
-        return None  # a marker of an older format: the index is read from the part
+        return None
     return idx if isinstance(idx, dict) and "init_time" in idx else None
 
 

@@ -1,0 +1,84 @@
+"""The statistics store's parts: plain Zarr v2 groups other tools can read, committed by marker."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+from wxeval.metrics import STATISTICS
+from wxeval.store import MARKER, StatisticsStore
+
+
+def _stats(n_inits=3, n_leads=2, levels=(500, 850), seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (len(STATISTICS), n_inits, n_leads, 2, len(levels))
+    values = rng.normal(size=shape)
+    values[1, 0, 1, 0, 0] = np.nan
+    return xr.DataArray(
+        values,
+        dims=("statistic", "init_time", "lead_time", "region", "level"),
+        coords={
+            "statistic": list(STATISTICS),
+            "init_time": pd.date_range("2020-01-01", periods=n_inits, freq="12h").values,
+            "lead_time": (np.arange(n_leads) * 6).astype("timedelta64[h]").astype("m8[ns]"),
+            "region": ["global", "tropics"],
+            "level": list(levels),
+        },
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Object at .wxeval-complete:UserWarning")
+def test_part_is_a_zarr_v2_group_readable_by_zarr_and_xarray(tmp_path):
+    store = StatisticsStore(str(tmp_path / "stats"))
+    da = _stats()
+    path = store.write_part("m", "temperature", "key1", 3, da, ["kg", "kt"])
+    arr = zarr.open_array(path + "/stats", mode="r")
+    np.testing.assert_array_equal(arr[...], da.values)  # NaN included
+    assert arr.metadata.zarr_format == 2
+    ds = xr.open_zarr(path, consolidated=False)
+    assert ds["stats"].dims == da.dims
+    np.testing.assert_array_equal(ds["stats"].values, da.values)
+    index = json.loads((tmp_path / "stats" / "m" / "temperature" / "key1" / path.rsplit("/", 1)[-1]
+                        / MARKER).read_text())
+    assert index["level"] == [500, 850] and index["region_keys"] == ["kg", "kt"]
+    assert ds["stats"].attrs["index"] == index
+    assert ds["stats"].attrs["block"] == 3
+
+
+def test_load_assembles_parts_by_coordinates(tmp_path):
+    store = StatisticsStore(str(tmp_path / "stats"))
+    a, b = _stats(seed=1), _stats(seed=2)
+    b = b.assign_coords(init_time=b.init_time + np.timedelta64(3, "D"))
+    store.write_part("m", "t", "k", 0, a, ["kg", "kt"])
+    store.write_part("m", "t", "k", 1, b.isel(level=[1, 0]), ["kg", "kt"])  # other level order
+    inits = np.concatenate([b.init_time.values[::-1], a.init_time.values[:1]])
+    got = StatisticsStore(str(tmp_path / "stats")).load(
+        "m", "t", "k", inits, a.lead_time.values, (850, 500), ["tropics", "global"], ["kt", "kg"]
+    )
+    assert got.dims == ("statistic", "init_time", "lead_time", "region", "level")
+    want = np.concatenate([b.values[:, ::-1], a.values[:, :1]], axis=1)[:, :, :, ::-1, ::-1]
+    np.testing.assert_array_equal(got.values, want)
+
+
+def test_damaged_marker_makes_the_part_invisible(tmp_path):
+    store = StatisticsStore(str(tmp_path / "stats"))
+    path = store.write_part("m", "t", "k", 0, _stats(), ["kg", "kt"])
+    (tmp_path / "stats" / "m" / "t" / "k" / path.rsplit("/", 1)[-1] / MARKER).write_text("{oops")
+    fresh = StatisticsStore(str(tmp_path / "stats"))
+    assert fresh.parts("m", "t", "k") == []
+    have = fresh.coverage("m", "t", "k", _stats().init_time.values, _stats().lead_time.values,
+                          (500, 850), ["kg", "kt"])
+    assert not have.any()
+
+
+def test_only_float_arrays_are_written():
+    from wxeval.chunks import single_chunk_group
+    from wxeval.store import PART_COMPRESSOR
+
+    with pytest.raises(TypeError, match="floating"):
+        single_chunk_group("x", np.arange(3), {}, PART_COMPRESSOR)
