@@ -216,30 +216,33 @@ class _one_blas_thread:
 # Metrics from statistics (labelled: xarray objects with a ``statistic`` dimension)
 
 
-def _stat(stats: xr.DataArray, name: str) -> xr.DataArray:
-    return stats.sel(statistic=name, drop=True)
-
-
 def per_init_scores(stats: xr.DataArray) -> xr.Dataset:
     """Per-init scores from one variable's statistics (dim ``statistic``).
 
     Returns ``mse``, ``bias``, ``mae``, ``acc`` and the per-init means ``fa_oa``, ``fa2``, ``oa2``
-    (⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩) with the statistic dimension removed.
+    (⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩) with the statistic dimension removed. The arithmetic runs on the
+    unlabelled variables (the operands share every coordinate: no alignment to pay for).
     """
-    w = _stat(stats, "sum_weight")
-    fo, ff, oo = (_stat(stats, k) for k in ("sum_fa_oa", "sum_fa2", "sum_oa2"))
+    pos = {str(s): i for i, s in enumerate(stats["statistic"].values.tolist())}
+    var = stats.variable
+
+    def stat(name: str) -> xr.Variable:
+        return var[{"statistic": pos[name]}]
+
+    w = stat("sum_weight")
+    fo, ff, oo = (stat(k) for k in ("sum_fa_oa", "sum_fa2", "sum_oa2"))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return xr.Dataset(
-            {
-                "mse": _stat(stats, "sum_se") / w,
-                "bias": _stat(stats, "sum_err") / w,
-                "mae": _stat(stats, "sum_ae") / w,
-                "acc": fo / np.sqrt(ff * oo),
-                "fa_oa": fo / w,
-                "fa2": ff / w,
-                "oa2": oo / w,
-            }
-        )
+        data = {
+            "mse": stat("sum_se") / w,
+            "bias": stat("sum_err") / w,
+            "mae": stat("sum_ae") / w,
+            "acc": fo / np.sqrt(ff * oo),
+            "fa_oa": fo / w,
+            "fa2": ff / w,
+            "oa2": oo / w,
+        }
+    coords = {k: c for k, c in stats.coords.items() if "statistic" not in c.dims}
+    return xr.Dataset(data, coords=coords)
 
 
 def metrics_from_scores(
@@ -253,24 +256,28 @@ def metrics_from_scores(
 
     Pass only ``mse`` for vector (wind) scores; metrics that need other scores are skipped.
     """
-    out = {}
+
+    def mean(v: xr.Variable) -> xr.Variable:
+        return v.mean(dim, skipna=skipna)
+
+    sv = {k: scores[k].variable for k in scores.data_vars}
+    out: dict[str, xr.Variable] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for m in metrics:
-            if m == "mse" and "mse" in scores:
-                out[m] = scores["mse"].mean(dim, skipna=skipna)
-            elif m == "rmse" and "mse" in scores:
-                out[m] = np.sqrt(scores["mse"].mean(dim, skipna=skipna))
-            elif m == "rmse_per_init" and "mse" in scores:
-                out[m] = np.sqrt(scores["mse"]).mean(dim, skipna=skipna)
-            elif m in ("bias", "mae", "acc") and m in scores:
-                out[m] = scores[m].mean(dim, skipna=skipna)
-            elif m == "acc_pooled" and "fa_oa" in scores:
-                out[m] = scores["fa_oa"].mean(dim, skipna=skipna) / np.sqrt(
-                    scores["fa2"].mean(dim, skipna=skipna) * scores["oa2"].mean(dim, skipna=skipna)
-                )
+            if m == "mse" and "mse" in sv:
+                out[m] = mean(sv["mse"])
+            elif m == "rmse" and "mse" in sv:
+                out[m] = np.sqrt(mean(sv["mse"]))
+            elif m == "rmse_per_init" and "mse" in sv:
+                out[m] = mean(np.sqrt(sv["mse"]))
+            elif m in ("bias", "mae", "acc") and m in sv:
+                out[m] = mean(sv[m])
+            elif m == "acc_pooled" and "fa_oa" in sv:
+                out[m] = mean(sv["fa_oa"]) / np.sqrt(mean(sv["fa2"]) * mean(sv["oa2"]))
     if not out:
         raise ValueError(f"none of the metrics {metrics} can be computed from {list(scores)}")
     names = list(out)
-    return xr.concat([out[k] for k in names], dim="metric", coords="minimal").assign_coords(
-        metric=names
-    )
+    dims = out[names[0]].dims
+    data = np.stack([out[k].transpose(*dims).values for k in names])
+    coords = {k: c for k, c in scores.coords.items() if dim not in c.dims}
+    return xr.DataArray(data, dims=("metric", *dims), coords={**coords, "metric": names})
