@@ -222,6 +222,25 @@ def test_changed_setting_invalidates_only_its_entries(tmp_path):
     assert np.isfinite(stats["temperature"].values).all()
 
 
+def test_nightly_runs_compact_their_parts_and_keep_every_number(tmp_path, monkeypatch):
+    from wxeval import store
+
+    monkeypatch.setattr(store, "COMPACT_AFTER", 3)
+    case = make_case(dtype=np.float64, n_inits=8, variables=("temperature",))
+    write_all(case, tmp_path)
+    stamps = [t.isoformat() for t in pd.DatetimeIndex(case.init_times)]
+    for night in range(1, 5):  # inits 1-2, then 1-4, 1-6, 1-8: one new part per night
+        cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"],
+                           init_times={"start": stamps[0], "stop": stamps[2 * night - 1]})
+        report = score(cfg, ["model"], tmp_path / "out")
+        assert report.computed_fields == 2 * len(case.lead_times) * len(case.levels)
+        parts = list((tmp_path / "out" / "statistics").rglob("*.zarr"))
+        assert len(parts) == (night if night < 3 else night - 2), night  # 3 parts -> 1
+    _matches_numpy(case, report.tables["model"])
+    fresh = score(cfg, ["model"], tmp_path / "fresh")
+    _tables_equal(report.tables["model"], fresh.tables["model"])
+
+
 def test_scheduled_job_scripts_are_valid():
     root = os.path.join(os.path.dirname(__file__), "..", "scripts")
     for name in ("nightly.sh", "slurm_nightly.sbatch"):

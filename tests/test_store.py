@@ -82,3 +82,78 @@ def test_only_float_arrays_are_written():
 
     with pytest.raises(TypeError, match="floating"):
         single_chunk_group("x", np.arange(3), {}, PART_COMPRESSOR)
+
+
+def _daily_parts(store, n_parts, seed=0):
+    """n_parts parts of one init each (consecutive days), like nightly runs; returns all
+    values as one (statistic, init, lead, region, level) array and the inits."""
+    parts = []
+    for i in range(n_parts):
+        da = _stats(n_inits=1, seed=seed + i)
+        da = da.assign_coords(init_time=da.init_time + np.timedelta64(i, "D"))
+        store.write_part("m", "t", "k", i, da, ["kg", "kt"])
+        parts.append(da)
+    full = xr.concat(parts, dim="init_time")
+    return full.values, full.init_time.values
+
+
+def test_compaction_merges_parts_and_keeps_every_number(tmp_path):
+    root = str(tmp_path / "stats")
+    store = StatisticsStore(root)
+    want, inits = _daily_parts(store, 6)
+    other = _stats(n_inits=2, n_leads=3, seed=99)  # another lead layout: merged separately
+    other = other.assign_coords(init_time=other.init_time + np.timedelta64(30, "D"))
+    store.write_part("m", "t", "k", 50, other, ["kg", "kt"])
+    leads = _stats().lead_time.values
+    assert len(store.parts("m", "t", "k")) == 7
+    assert store.compact("m", "t", "k", min_parts=7) == 0  # no group is that large
+    assert store.compact("m", "t", "k", min_parts=4) == 6
+    fresh = StatisticsStore(root)
+    names = [p.rsplit("/", 1)[-1] for p in fresh.parts("m", "t", "k")]
+    assert len(names) == 2 and sum(n.startswith("c") for n in names) == 1
+    got = fresh.load("m", "t", "k", inits, leads, (500, 850), ["global", "tropics"], ["kg", "kt"])
+    np.testing.assert_array_equal(got.values, want)
+    got = fresh.load("m", "t", "k", other.init_time.values, other.lead_time.values, (500, 850),
+                     ["global", "tropics"], ["kg", "kt"])
+    np.testing.assert_array_equal(got.values, other.values)
+    assert fresh.coverage("m", "t", "k", inits, leads, (500, 850), ["kg", "kt"]).all()
+    leftovers = [p for p in (tmp_path / "stats" / "m" / "t" / "k").iterdir()
+                 if p.name.startswith("b+00000")]
+    assert leftovers == []  # merged-away parts are deleted
+
+
+def test_reader_with_a_stale_listing_reads_the_merged_part(tmp_path):
+    root = str(tmp_path / "stats")
+    want, inits = _daily_parts(StatisticsStore(root), 5)
+    reader = StatisticsStore(root)
+    assert len(reader.parts("m", "t", "k")) == 5  # listed before another job compacts
+    assert StatisticsStore(root).compact("m", "t", "k", min_parts=2) == 5
+    real_parts = reader.parts
+    calls = []
+
+    def stale_then_fresh(*args):
+        calls.append(1)
+        if len(calls) == 1:  # the first listing still names the deleted parts
+            return sorted(p for p in reader._indexes if "/b" in p)
+        return real_parts(*args)
+
+    reader.parts = stale_then_fresh
+    got = reader.load("m", "t", "k", inits, _stats().lead_time.values, (500, 850),
+                      ["global", "tropics"], ["kg", "kt"])
+    assert len(calls) == 2
+    np.testing.assert_array_equal(got.values, want)
+
+
+def test_overlapping_parts_later_one_wins_after_compaction(tmp_path):
+    root = str(tmp_path / "stats")
+    store = StatisticsStore(root)
+    a = _stats(seed=1)
+    b = _stats(seed=2)  # same inits, different numbers (a store rewritten in place)
+    store.write_part("m", "t", "k", 0, a, ["kg", "kt"])
+    store.write_part("m", "t", "k", 1, b, ["kg", "kt"])
+    args = ("m", "t", "k", a.init_time.values, a.lead_time.values, (500, 850),
+            ["global", "tropics"], ["kg", "kt"])
+    before = StatisticsStore(root).load(*args).values
+    np.testing.assert_array_equal(before, b.values)
+    StatisticsStore(root).compact("m", "t", "k", min_parts=2)
+    np.testing.assert_array_equal(StatisticsStore(root).load(*args).values, b.values)

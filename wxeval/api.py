@@ -59,8 +59,6 @@ def score(
 
     cfg = load_config(config) if isinstance(config, str | Path) else config
     plan = make_plan(cfg, list(models))
-    # The cheap part of `wxeval check` (metadata only) before computing anything.
-    check_report = preflight(cfg, list(models), plan_checked=True)
     if output is not None:
         results.remove_stale_temporaries(output)
     stats_root = cfg.output.statistics or (str(Path(output) / "statistics") if output else None)
@@ -83,6 +81,21 @@ def score(
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
+    # The cheap part of `wxeval check` (metadata only) before computing anything; chunk files
+    # are listed for the inits still to compute only.
+    todo: dict[str, list] = {}
+    for task in tasks:
+        for p in task.parts:
+            todo.setdefault(p.model, []).append(p.init_times)
+    check_report = preflight(
+        cfg,
+        list(models),
+        plan_checked=True,
+        chunk_inits={
+            m.name: np.unique(np.concatenate(todo[m.name])) if m.name in todo else m.init_times[:0]
+            for m in plan.models
+        },
+    )
     memory: list = []
 
     def on_result(task: Task, res) -> None:
@@ -122,6 +135,12 @@ def score(
             )
     if output is not None:
         write_report(check_report, Path(output))
+    if store is not None:
+        for m in plan.models:
+            for var in m.variables:
+                removed = store.compact(m.name, var, keys[(m.name, var)])
+                if removed:
+                    log.info("statistics of %s %s: %d parts merged into one", m.name, var, removed)
     return report
 
 

@@ -131,7 +131,8 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
     two batched ``fs.cat`` calls (metadata, then chunks) and decoded with numcodecs.
 
     Returns ``{path: values}``; ``None`` for an array this cannot read (several chunks, an
-    unknown codec), which the caller then reads with zarr-python.
+    unknown codec), which the caller then reads with zarr-python. A missing metadata or chunk
+    object raises FileNotFoundError (such arrays are always written whole).
     """
     import json
 
@@ -155,14 +156,12 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
             continue
         sep = meta.get("dimension_separator") or "."
         key = f"{p}/" + sep.join("0" * len(shape)) if shape else f"{p}/0"
-        todo[p] = (key, shape, np.dtype(meta["dtype"]), meta.get("order", "C"), codecs,
-                   meta.get("fill_value"))
+        todo[p] = (key, shape, np.dtype(meta["dtype"]), meta.get("order", "C"), codecs)
     blobs = fs.cat([t[0] for t in todo.values()], on_error="return") if todo else {}
-    for p, (key, shape, dtype, order, (compressor, filters), fill) in todo.items():
+    for p, (key, shape, dtype, order, (compressor, filters)) in todo.items():
         blob = blobs.get(key)
         if blob is None or isinstance(blob, FileNotFoundError):
-            out[p] = np.full(shape, _fill(fill, dtype), dtype=dtype)
-            continue
+            raise FileNotFoundError(f"{key}: chunk missing (these arrays are written whole)")
         if isinstance(blob, BaseException):
             raise blob
         data = compressor.decode(blob) if compressor is not None else blob

@@ -45,6 +45,8 @@ from wxeval.schema import INIT_TIME, LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MARKER = ".wxeval-complete"
 FORMAT_VERSION = 1
+#: Parts of one entry (same leads, levels, regions) merged into one by a run: see ``compact``.
+COMPACT_AFTER = 16
 PART_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
@@ -120,9 +122,12 @@ class StatisticsStore:
         stats: xr.DataArray,
         region_keys: Sequence[str],
         attrs: dict | None = None,
+        *,
+        prefix: str = "b",
     ) -> str:
-        """Save one computed part atomically; returns its path."""
-        name = f"b{block:+06d}-{uuid.uuid4().hex[:12]}.zarr"
+        """Save one computed part atomically; returns its path. ``prefix`` ``c`` marks a part
+        made by :meth:`compact`."""
+        name = f"{prefix}{block:+06d}-{uuid.uuid4().hex[:12]}.zarr"
         folder = self._path(model, variable, key)
         final = self._path(model, variable, key, name)
         index = _index_of(stats, region_keys)
@@ -246,12 +251,21 @@ class StatisticsStore:
         arr = np.full(
             (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
         )
-        matches = {}
-        for p in self.parts(model, variable, key):
-            sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
-            if sel is not None:
-                matches[p] = sel
-        values_of = self.values(list(matches)) if matches else {}
+        for attempt in (1, 2):
+            matches = {}
+            for p in self.parts(model, variable, key):
+                sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
+                if sel is not None:
+                    matches[p] = sel
+            try:
+                values_of = self.values(list(matches)) if matches else {}
+                break
+            except FileNotFoundError:
+                # Another job compacted this entry after our listing: its merged part holds
+                # the same numbers; list again.
+                if attempt == 2:
+                    raise
+                self.fs.invalidate_cache()
         for p, (ii, ll, vv, rr, src) in matches.items():
             values = values_of[p]
             block = values[np.ix_(np.arange(len(STATISTICS)), *src)]
@@ -276,6 +290,78 @@ class StatisticsStore:
             coords=coords,
             name=variable,
         )
+
+
+    # -- compaction ---------------------------------------------------------------------------
+
+    def compact(self, model: str, variable: str, key: str, min_parts: int | None = None) -> int:
+        """Merge the parts of one entry that share their leads, levels and regions into one part
+        (inits concatenated; where parts overlap the later one wins, as in :meth:`load`), so
+        that a year of nightly runs reads a few parts, not hundreds. Groups of fewer than
+        ``min_parts`` (default :data:`COMPACT_AFTER`) parts are left alone.
+
+        Safe with concurrent jobs: the merged part is committed before any merged-away part
+        is deleted (marker first), readers that listed a deleted part list again, and a
+        compaction that loses a race to another one gives up without harm.
+        Returns the number of parts removed.
+        """
+        min_parts = COMPACT_AFTER if min_parts is None else min_parts
+        groups: dict[str, list[str]] = {}
+        for p in self.parts(model, variable, key):
+            idx = self.index(p)
+            layout = json.dumps([idx["dims"], idx["lead_time"], idx["level"], idx["region_keys"]])
+            groups.setdefault(layout, []).append(p)
+        removed = 0
+        for paths in groups.values():
+            if len(paths) < max(2, min_parts):
+                continue
+            try:
+                values_of = self.values(paths)
+            except FileNotFoundError:
+                continue  # another job is compacting this entry
+            first = self.index(paths[0])
+            inits = np.unique(np.concatenate([self.index(p)["init_time"] for p in paths]))
+            merged = np.full(values_of[paths[0]].shape[:1] + (len(inits),)
+                             + values_of[paths[0]].shape[2:], np.nan)
+            for p in paths:  # name order: later parts overwrite earlier ones
+                pos = np.searchsorted(inits, self.index(p)["init_time"])
+                merged[:, pos] = values_of[p]
+            stats = _as_stats(merged, inits, first)
+            block = min(int(p.rsplit("/", 1)[-1][1:7]) for p in paths)
+            self.write_part(model, variable, key, block, stats, first["region_keys"],
+                            attrs={"merged_parts": len(paths)}, prefix="c")
+            for p in paths:
+                removed += self._remove_part(p)
+        return removed
+
+    def _remove_part(self, path: str) -> int:
+        """Delete a part, its commit marker first (so it stops counting at once)."""
+        try:
+            self.fs.rm(path + "/" + MARKER)
+        except FileNotFoundError:
+            return 0  # already removed (by a concurrent compaction)
+        self._indexes.pop(path, None)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        return 1
+
+
+def _as_stats(values: np.ndarray, inits: np.ndarray, index: dict) -> xr.DataArray:
+    """Statistics (statistic, init_time, lead_time, region, level) as the DataArray a part
+    stores (level dropped when the index has none)."""
+    da = xr.DataArray(
+        values,
+        dims=("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL),
+        coords={
+            "statistic": list(STATISTICS),
+            INIT_TIME: np.asarray(inits, dtype=np.int64).astype("datetime64[ns]"),
+            LEAD_TIME: np.asarray(index["lead_time"], dtype=np.int64).astype("timedelta64[ns]"),
+            LEVEL: index["level"] if index["level"] is not None else [0],
+        },
+    )
+    return da.isel(level=0, drop=True) if index["level"] is None else da
 
 
 def _index_of(stats: xr.DataArray, region_keys: Sequence[str]) -> dict:
