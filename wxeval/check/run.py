@@ -16,30 +16,46 @@ log = logging.getLogger("wxeval")
 
 
 def run_checks(
-    config: Config, model_names: Iterable[str], *, sample: bool = True, plan_checked: bool = False
+    config: Config,
+    model_names: Iterable[str],
+    *,
+    sample: bool = True,
+    plan_checked: bool = False,
+    chunk_inits: dict | None = None,
 ) -> CheckReport:
     """Check ``model_names`` of ``config``; metadata only when ``sample`` is False.
-    ``plan_checked``: the caller already built the plan (do not build it again)."""
-    checker = _Checker(config, list(model_names), sample=sample, plan_checked=plan_checked)
+    ``plan_checked``: the caller already built the plan (do not build it again).
+    ``chunk_inits``: per model, the inits whose chunk files to list (default: all selected)."""
+    checker = _Checker(
+        config, list(model_names), sample=sample, plan_checked=plan_checked,
+        chunk_inits=chunk_inits,
+    )
     checker.run()
     return CheckReport(_dedupe(checker.redact(f) for f in checker.findings))
 
 
 def preflight(
-    config: Config, model_names: Iterable[str], *, plan_checked: bool = False
+    config: Config,
+    model_names: Iterable[str],
+    *,
+    plan_checked: bool = False,
+    chunk_inits: dict | None = None,
 ) -> CheckReport:
     """The cheap (metadata-only) check ``wxeval score`` runs first.
 
     Raises the first error with :mod:`wxeval.plan`'s exception types (ConfigError,
     SelectionError, SchemaError, AlignmentError, LoadError) so that the CLI maps it to the same
     exit code; logs warnings on the ``wxeval`` logger; returns the report otherwise.
+    ``chunk_inits`` (per model) limits the listing of chunk files to the inits still to
+    compute: inits already in the statistics store were read whole when they were scored.
     """
     from wxeval.plan import make_plan
 
     names = list(model_names)
     if not plan_checked:
         make_plan(config, names)  # plan's own errors, in its own words, first
-    report = run_checks(config, names, sample=False, plan_checked=True)  # planned just above
+    # planned just above
+    report = run_checks(config, names, sample=False, plan_checked=True, chunk_inits=chunk_inits)
     for f in report.findings:
         if f.severity == "warning":
             log.warning("check: %s", f.message)
