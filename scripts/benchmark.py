@@ -72,6 +72,17 @@ VARIABLES = (
     "mean_sea_level_pressure",
 )
 LEVELS = (500, 850)
+#: ``--fields``: the default set above (10 fields), or WeatherBench 2's 1.5° headline set of
+#: issue 4's reference job (5 upper-air variables on its 13 levels + 4 surface: 69 fields).
+FIELD_SETS = {
+    "small": (VARIABLES, LEVELS),
+    "wb2": (
+        ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind",
+         "specific_humidity", "2m_temperature", "mean_sea_level_pressure",
+         "10m_u_component_of_wind", "10m_v_component_of_wind"),
+        (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000),
+    ),
+}
 LEAD_HOURS = tuple(range(0, 241, 12))
 INIT_HOURS = (0, 12)
 START = "2020-01-01"
@@ -81,6 +92,12 @@ NAIVE_METRICS = ("rmse", "mae", "bias", "acc")
 
 
 # ------------------------------------------------------------------------------- job geometry
+
+
+def use_fields(name: str) -> None:
+    """Select the field set (module-wide, in the parent and in every child)."""
+    global VARIABLES, LEVELS
+    VARIABLES, LEVELS = FIELD_SETS[name]
 
 
 def n_fields() -> int:
@@ -140,11 +157,14 @@ def _mark(path: Path, spec: dict) -> None:
     path.with_name(path.name + ".complete.json").write_text(json.dumps(spec, indent=1))
 
 
-def ensure_stores(root: Path, grid: str, model_days: dict[str, int], log) -> dict[str, Path]:
-    """Write (or reuse) truth, climatology and forecast stores; returns paths by role/model."""
+def ensure_stores(
+    root: Path, grid: str, model_days: dict[str, int], log, folder: str | None = None
+) -> dict[str, Path]:
+    """Write (or reuse) truth, climatology and forecast stores under ``root/folder`` (default
+    ``root/grid``); returns paths by role/model."""
     from wxeval import synthetic
 
-    folder = root / grid
+    folder = root / (folder or grid)
     folder.mkdir(parents=True, exist_ok=True)
     longest = max(model_days.values())
     valid = valid_times(init_times(longest))
@@ -440,12 +460,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds after which (c) is killed and reported as '> limit'")
     ap.add_argument("--repeat", type=int, default=2,
                     help="repeat (a) and one-model one-month (b); the fastest counts")
+    ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
+                    help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
+                         "job (stores under <root>/<grid>-wb2)")
+    ap.add_argument("--only", default="a,b,c,d",
+                    help="comma-separated measurements to run (default a,b,c,d; 'd' alone "
+                         "writes only the one model it needs)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         kind, params, result = args.child
-        res = CHILDREN[kind](json.loads(params))
+        params = json.loads(params)
+        use_fields(params.get("fields", "small"))
+        res = CHILDREN[kind](params)
         Path(result).write_text(json.dumps(res))
         return 0
 
@@ -453,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     grid = "64x32" if args.quick else args.grid
+    use_fields(args.fields)
+    only = set(args.only.split(","))
     months = [int(m) for m in args.months.split(",")]
     if args.skip_three_months:
         months = months[:1]
@@ -462,18 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     inc_days = base - 1  # days 1..30 then 1..31 for a 31-day month
     models = list(__import__("wxeval.synthetic", fromlist=["DEMO_MODELS"]).DEMO_MODELS)[:3]
     m1 = models[0]
-    model_days = {m1: max(days.values())}
-    model_days.update({m: base for m in models[1:]})
+    if only <= {"d"}:
+        model_days = {m1: base}
+    else:
+        model_days = {m1: max(days.values())}
+        model_days.update({m: base for m in models[1:]})
     t_start = time.perf_counter()
-    paths = ensure_stores(args.root, grid, model_days, log)
+    folder = grid if args.fields == "small" else f"{grid}-{args.fields}"
+    paths = ensure_stores(args.root, grid, model_days, log, folder=folder)
     pstr = {k: str(v) for k, v in paths.items()}
-    out_root = args.root / grid / "outputs"
+    out_root = args.root / folder / "outputs"
     out_root.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict] = []
 
     def measure(label, kind, job_days, job_models, repeat=1, limit=None, **extra):
-        params = {"paths": pstr, "days": job_days, "models": job_models, **extra}
+        params = {"paths": pstr, "days": job_days, "models": job_models, "fields": args.fields,
+                  **extra}
         runs = []
         for i in range(repeat):
             log(f"{label} (run {i + 1}/{repeat}) …")
@@ -490,20 +525,24 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         return row, best
 
-    a1, _ = measure(f"(a) raw zarr read, {base} d, 1 model", "raw", base, [m1],
-                    repeat=args.repeat)
-    b1, _ = measure(f"(b) wxeval, {base} d, 1 model", "wxeval", base, [m1],
-                    repeat=args.repeat, output=str(out_root / "b1"))
+    a1 = b1 = b3 = None
     longer = {}
-    for m in months[1:]:
-        measure(f"(a) raw zarr read, {days[m]} d, 1 model", "raw", days[m], [m1])
-        longer[m], _ = measure(f"(b) wxeval, {days[m]} d, 1 model", "wxeval", days[m], [m1],
-                               output=str(out_root / f"b{m}"))
-    b3, _ = measure(f"(b) wxeval, {base} d, {len(models)} models, one pass", "wxeval", base,
-                    models, output=str(out_root / "b3models"))
+    if "a" in only:
+        a1, _ = measure(f"(a) raw zarr read, {base} d, 1 model", "raw", base, [m1],
+                        repeat=args.repeat)
+    if "b" in only:
+        b1, _ = measure(f"(b) wxeval, {base} d, 1 model", "wxeval", base, [m1],
+                        repeat=args.repeat, output=str(out_root / "b1"))
+        for m in months[1:]:
+            if "a" in only:
+                measure(f"(a) raw zarr read, {days[m]} d, 1 model", "raw", days[m], [m1])
+            longer[m], _ = measure(f"(b) wxeval, {days[m]} d, 1 model", "wxeval", days[m],
+                                   [m1], output=str(out_root / f"b{m}"))
+        b3, _ = measure(f"(b) wxeval, {base} d, {len(models)} models, one pass", "wxeval",
+                        base, models, output=str(out_root / "b3models"))
     naive = bweek = None
     max_diff = None
-    if not args.skip_naive:
+    if "c" in only and not args.skip_naive:
         bweek, bw_res = measure(f"(b) wxeval, {week} d, 1 model", "wxeval", week, [m1],
                                 output=str(out_root / "bweek"), dump_table=True)
         naive, nv_res = measure(f"(c) naive xarray+dask, {week} d, 1 model", "naive", week,
@@ -511,19 +550,24 @@ def main(argv: list[str] | None = None) -> int:
         if not nv_res.get("killed"):
             max_diff = compare_tables(nv_res["table"], bw_res["table"])
             log(f"  naive vs wxeval tables: max relative difference {max_diff:.2e}")
-    inc_out = str(out_root / "incremental")
-    dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh", "wxeval", inc_days, [m1],
-                       output=inc_out)
-    drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder", "wxeval",
-                        inc_days + 1, [m1], output=inc_out, fresh=False)
-    drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
-    drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
+    dfull = drerun = None
+    if "d" in only:
+        inc_out = str(out_root / "incremental")
+        dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh", "wxeval", inc_days, [m1],
+                           output=inc_out)
+        drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder", "wxeval",
+                            inc_days + 1, [m1], output=inc_out, fresh=False)
+        drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
+        drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
 
     ratios = {}
-    ratios["b/a (1 model, base range; target <= 1.5)"] = b1["wall"] / a1["wall"]
+    if a1 is not None and b1 is not None:
+        ratios["b/a (1 model, base range; target <= 1.5)"] = b1["wall"] / a1["wall"]
     if naive is not None:
         c_spb = naive["wall"] / naive["gb"]  # a lower bound when killed
         for key, ref in (("same week", bweek), ("base range", b1)):
+            if ref is None:
+                continue
             value = c_spb / (ref["wall"] / ref["gb"])
             ratios[f"c/b per byte (naive week vs wxeval {key})"] = (
                 f"> {value:.0f}" if naive.get("killed") else value)
@@ -532,18 +576,20 @@ def main(argv: list[str] | None = None) -> int:
             row["peak_rss_mb"] / b1["peak_rss_mb"])
         ratios[f"wall {m} months / {months[0]} month per byte"] = (
             (row["wall"] / row["gb"]) / (b1["wall"] / b1["gb"]))
-    extra_fc = b3["bytes"]["forecast"] - b1["bytes"]["forecast"]
-    expected = b1["wall"] + extra_fc / 1e9 / b1["gb_per_s"]
-    ratios[f"{len(models)} models / (1 model + extra forecast bytes) (target < 1.5)"] = (
-        b3["wall"] / expected)
-    ratios[f"{len(models)} models / 1 model (wall)"] = b3["wall"] / b1["wall"]
-    ratios["incremental rerun / full run (target < 0.10)"] = drerun["wall"] / dfull["wall"]
-    ratios["incremental rerun / full run, whole processes (start-up and imports included)"] = (
-        drerun["process_wall"] / dfull["process_wall"])
+    if b3 is not None:
+        extra_fc = b3["bytes"]["forecast"] - b1["bytes"]["forecast"]
+        expected = b1["wall"] + extra_fc / 1e9 / b1["gb_per_s"]
+        ratios[f"{len(models)} models / (1 model + extra forecast bytes) (target < 1.5)"] = (
+            b3["wall"] / expected)
+        ratios[f"{len(models)} models / 1 model (wall)"] = b3["wall"] / b1["wall"]
+    if drerun is not None:
+        ratios["incremental rerun / full run (target < 0.10)"] = drerun["wall"] / dfull["wall"]
+        ratios["incremental rerun / full run, whole processes (start-up and imports included)"] = (
+            drerun["process_wall"] / dfull["process_wall"])
     if max_diff is not None:
         ratios["naive vs wxeval tables, max relative difference"] = max_diff
 
-    report = {"grid": grid, "quick": args.quick, "root": str(args.root),
+    report = {"grid": grid, "field_set": args.fields, "quick": args.quick, "root": str(args.root),
               "fields": n_fields(), "leads": len(LEAD_HOURS), "regions": 16,
               "cpu_count": os.cpu_count(), "rows": rows, "ratios": ratios,
               "total_seconds": time.perf_counter() - t_start}
