@@ -307,6 +307,13 @@ def _describe(err: Exception) -> str:
 
 
 @functools.lru_cache(maxsize=64)
+def open_raw_store(spec: StoreSpec) -> xr.Dataset:
+    """:func:`open_raw` of ``spec``, cached per process: the plan and the checks share one
+    opening (:func:`open_store` then swaps in the chunk reader, reading the same values)."""
+    return open_raw(spec.path, storage_options=spec.options, name=spec.name)
+
+
+@functools.lru_cache(maxsize=64)
 def open_store(spec: StoreSpec) -> xr.Dataset:
     """Open ``spec`` lazily and normalise it onto the canonical schema (cached per process).
 
@@ -316,7 +323,7 @@ def open_store(spec: StoreSpec) -> xr.Dataset:
 
     from wxeval import chunks
 
-    ds = open_raw(spec.path, storage_options=spec.options, name=spec.name)
+    ds = open_raw_store(spec)
     if os.environ.get("WXEVAL_ZARR_READS", "") != "1":
         chunks.install(ds, spec.path, storage_options_for(spec.path, spec.options))
     ds = schema.normalize(ds, spec.role, name=spec.name, rename=dict(spec.rename))
@@ -384,3 +391,4 @@ def _is_io_error(err: BaseException) -> bool:
 def clear_cache() -> None:
     """Forget opened stores (e.g. after a store was rewritten in place)."""
     open_store.cache_clear()
+    open_raw_store.cache_clear()

@@ -116,25 +116,52 @@ def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
 
 
 def write_csv(table: xr.Dataset, path: str | Path) -> None:
-    """The tidy table as CSV, numbers with 10 significant digits, NaN as an empty field."""
-    import csv
-    import io
-
-    df = to_tidy(table)
-    columns = []
-    for col in CSV_HEADER:  # the csv module on preformatted text: ~4x faster than DataFrame.to_csv
-        values = df[col].tolist()
-        if col in ("lead_time_hours", "value"):
-            values = ["" if x != x else f"{x:.10g}" for x in values]
-        elif col == LEVEL:
-            values = ["" if x is pd.NA else str(x) for x in values]
-        columns.append(values)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(zip(*columns, strict=True))
-    text = buf.getvalue()
+    """The tidy table (:func:`to_tidy`'s rows and order) as CSV: numbers with 10 significant
+    digits, NaN and absent levels as empty fields."""
+    text = "".join(_csv_chunks(table))
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _csv_chunks(table: xr.Dataset):
+    """CSV text built per variable from the arrays (pandas would take ~5x longer for the
+    ~10^5 rows of a full table): rows sorted by variable, level, region, lead, metric."""
+    yield ",".join(CSV_HEADER) + "\n"
+    for name in sorted(str(v) for v in table.data_vars):
+        da = table[name]
+        levels = [""]
+        if LEVEL in da.dims:
+            da = da.isel({LEVEL: np.argsort(da[LEVEL].values, kind="stable")})
+            levels = [str(int(x)) for x in da[LEVEL].values]
+        else:
+            da = da.expand_dims({LEVEL: 1}, axis=-1)
+        regions = [str(r) for r in da["region"].values]
+        metrics = [str(m) for m in da["metric"].values]
+        r_order, m_order = np.argsort(regions, kind="stable"), np.argsort(metrics, kind="stable")
+        hours = da[LEAD_TIME].values / np.timedelta64(1, "h")
+        h_order = np.argsort(hours, kind="stable")
+        da = da.isel(region=r_order, metric=m_order, lead_time=h_order)
+        values = da.transpose(LEVEL, "region", LEAD_TIME, "metric").values
+        cells = ["" if x != x else f"{x:.10g}" for x in values.ravel().tolist()]
+        metric_cells = [_csv_field(metrics[i]) for i in m_order]
+        var_cell = _csv_field(name)
+        lines = []
+        k = 0
+        for level in levels:
+            for ri in r_order:
+                region = _csv_field(regions[ri])
+                for h in hours[h_order].tolist():
+                    prefix = f"{var_cell},{level},{region},{h:.10g},"
+                    for metric in metric_cells:
+                        lines.append(prefix + metric + "," + cells[k])
+                        k += 1
+        yield "\n".join(lines) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    """One CSV field, quoted as the csv module's minimal quoting would."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def write_json(obj: dict, path: str | Path) -> None:

@@ -268,8 +268,8 @@ class StatisticsStore:
                 self.fs.invalidate_cache()
         for p, (ii, ll, vv, rr, src) in matches.items():
             values = values_of[p]
-            block = values[np.ix_(np.arange(len(STATISTICS)), *src)]
-            arr[np.ix_(np.arange(len(STATISTICS)), ii, ll, rr, vv)] = block
+            block = values[_orthogonal((slice(None), *src), values.shape)]
+            arr[_orthogonal((slice(None), ii, ll, rr, vv), arr.shape)] = block
         coords = {
             "statistic": list(STATISTICS),
             INIT_TIME: init_times,
@@ -411,6 +411,23 @@ def _match(index: dict, init_times, lead_times, levels, region_keys):
     if min(len(src_i), len(src_l), len(src_r), len(src_v)) == 0:
         return None
     return dst_i, dst_l, dst_v, dst_r, (src_i, src_l, src_r, src_v)
+
+
+def _orthogonal(index: tuple, shape: tuple[int, ...]) -> tuple:
+    """An orthogonal NumPy index (into an array of ``shape``) from per-axis slices or position
+    arrays. Runs of consecutive positions become slices: when every axis is a slice, basic
+    indexing applies (~10x faster than ``np.ix_`` on these arrays)."""
+    parts = []
+    for p in index:
+        if isinstance(p, np.ndarray) and p.size and np.all(np.diff(p) == 1):
+            p = slice(int(p[0]), int(p[-1]) + 1)
+        parts.append(p)
+    if all(isinstance(p, slice) for p in parts):
+        return tuple(parts)
+    return np.ix_(*[
+        np.arange(*p.indices(n)) if isinstance(p, slice) else p
+        for p, n in zip(parts, shape, strict=True)
+    ])
 
 
 def _overlap(have: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

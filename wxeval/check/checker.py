@@ -18,7 +18,7 @@ from wxeval.check.stores import _Store
 from wxeval.check.units import _UnitChecks
 from wxeval.check.values import _ValueChecks
 from wxeval.config import Config, ConfigError
-from wxeval.loaders import LoadError, StoreSpec, open_raw, open_store
+from wxeval.loaders import LoadError, StoreSpec, open_raw_store, open_store
 from wxeval.plan import gridded_variables
 from wxeval.schema import (
     INIT_TIME,
@@ -78,7 +78,7 @@ class _Checker(
         st = _Store(spec)
         self._stores[key] = st
         try:
-            st.raw = open_raw(spec.path, storage_options=spec.options, name=spec.name)
+            st.raw = open_raw_store(spec)
         except LoadError as err:
             self.add("error", "open", spec.name, "", str(err))
             return st
