@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-limit", type=float, default=900.0,
                     help="seconds after which (c) is killed and reported as '> limit'")
     ap.add_argument("--repeat", type=int, default=2,
-                    help="repeat (a) and one-model one-month (b); the fastest counts")
+                    help="repeat (a), one-model one-month (b) and both runs of (d); the "
+                         "fastest counts")
     ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
                     help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
                          "job (stores under <root>/<grid>-wb2)")
@@ -506,12 +507,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
 
-    def measure(label, kind, job_days, job_models, repeat=1, limit=None, **extra):
+    def measure(label, kind, job_days, job_models, repeat=1, limit=None, prepare=None,
+                **extra):
         params = {"paths": pstr, "days": job_days, "models": job_models, "fields": args.fields,
                   **extra}
         runs = []
         for i in range(repeat):
             log(f"{label} (run {i + 1}/{repeat}) …")
+            if prepare is not None:
+                prepare()
             runs.append(run_child(kind, params, limit, log))
             log(f"  {runs[-1]['wall']:.2f} s, {runs[-1]['peak_rss_mb']:.0f} MB")
         best = min(runs, key=lambda r: r["wall"])
@@ -553,10 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     dfull = drerun = None
     if "d" in only:
         inc_out = str(out_root / "incremental")
+        snapshot = out_root / "incremental-before-rerun"
         dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh", "wxeval", inc_days, [m1],
-                           output=inc_out)
+                           repeat=args.repeat, output=inc_out)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(inc_out, snapshot)
+
+        def restore() -> None:  # every rerun starts from the same 30-day state
+            shutil.rmtree(inc_out, ignore_errors=True)
+            shutil.copytree(snapshot, inc_out)
         drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder", "wxeval",
-                            inc_days + 1, [m1], output=inc_out, fresh=False)
+                            inc_days + 1, [m1], repeat=args.repeat, output=inc_out,
+                            fresh=False, prepare=restore)
         drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
         drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
 

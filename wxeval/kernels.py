@@ -278,3 +278,18 @@ def _region_sum(acc, total, k, land, r, full, region_segs, region_latw):  # prag
             for i in range(nlat):
                 value += region_latw[r, i] * acc[k, land, s, i]
     return value
+
+
+def _load_numba_support() -> None:
+    """numba imports its NumPy support (``numba.np.*``, scipy.linalg for BLAS: ~0.25 s) at the
+    first compiled call of a process, cached or not; do it when this module is imported, with
+    the other imports, rather than inside the first task (where one worker thread stalls)."""
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+    except Exception:  # noqa: BLE001 - an internal API: without it, the first call pays instead
+        pass
+
+
+_load_numba_support()
