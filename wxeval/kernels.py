@@ -86,8 +86,9 @@ def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
 def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
     """Accumulate one field stored (lat, lon), assuming no NaN (a NaN shows up in acc).
 
-    Longitude runs of one segment are reduced into scalars (reassociation allowed for these
-    float64 sums only; NaN still propagates)."""
+    Each longitude run of one segment is reduced into scalars in a single pass per case, so
+    every value is loaded once (reassociation allowed for these float64 sums only, so the loop
+    vectorises; NaN still propagates)."""
     na, nb = f.shape[1], f.shape[2]
     b0 = 0
     while b0 < nb:
@@ -96,59 +97,84 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
         while b1 < nb and seg_of_lon[b1] == s:
             b1 += 1
         for a in range(na):
-            se = 0.0
-            er = 0.0
-            ae = 0.0
-            for b in range(b0, b1):
-                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
-                se += d * d
-                er += d
-                ae += abs(d)
-            acc[0, 0, s, a] += se
-            acc[1, 0, s, a] += er
-            acc[2, 0, s, a] += ae
-            if use_land:
-                se = 0.0
-                er = 0.0
-                ae = 0.0
-                for b in range(b0, b1):
-                    lam = lsm[a, b]
-                    d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
-                    se += lam * (d * d)
-                    er += lam * d
-                    ae += lam * abs(d)
-                acc[0, 1, s, a] += se
-                acc[1, 1, s, a] += er
-                acc[2, 1, s, a] += ae
+            fr, orow = f[n, a], o[n, a]
             if has_clim:
-                fo = 0.0
-                ff = 0.0
-                oo = 0.0
-                for b in range(b0, b1):
-                    cv = np.float64(c[n, a, b])
-                    fa = np.float64(f[n, a, b]) - cv
-                    oa = np.float64(o[n, a, b]) - cv
-                    fo += fa * oa
-                    ff += fa * fa
-                    oo += oa * oa
-                acc[3, 0, s, a] += fo
-                acc[4, 0, s, a] += ff
-                acc[5, 0, s, a] += oo
+                cr = c[n, a]
+                r0 = r1 = r2 = r3 = r4 = r5 = 0.0
                 if use_land:
-                    fo = 0.0
-                    ff = 0.0
-                    oo = 0.0
+                    lr = lsm[a]
+                    l0 = l1 = l2 = l3 = l4 = l5 = 0.0
                     for b in range(b0, b1):
-                        lam = lsm[a, b]
-                        cv = np.float64(c[n, a, b])
-                        fa = np.float64(f[n, a, b]) - cv
-                        oa = np.float64(o[n, a, b]) - cv
-                        fo += lam * (fa * oa)
-                        ff += lam * (fa * fa)
-                        oo += lam * (oa * oa)
-                    acc[3, 1, s, a] += fo
-                    acc[4, 1, s, a] += ff
-                    acc[5, 1, s, a] += oo
+                        fv = np.float64(fr[b])
+                        ov = np.float64(orow[b])
+                        cv = np.float64(cr[b])
+                        lam = lr[b]
+                        d = fv - ov
+                        fa = fv - cv
+                        oa = ov - cv
+                        dd = d * d
+                        ad = abs(d)
+                        fo = fa * oa
+                        ff = fa * fa
+                        oo = oa * oa
+                        r0 += dd
+                        r1 += d
+                        r2 += ad
+                        r3 += fo
+                        r4 += ff
+                        r5 += oo
+                        l0 += lam * dd
+                        l1 += lam * d
+                        l2 += lam * ad
+                        l3 += lam * fo
+                        l4 += lam * ff
+                        l5 += lam * oo
+                    acc[0, 1, s, a] += l0
+                    acc[1, 1, s, a] += l1
+                    acc[2, 1, s, a] += l2
+                    acc[3, 1, s, a] += l3
+                    acc[4, 1, s, a] += l4
+                    acc[5, 1, s, a] += l5
+                else:
+                    for b in range(b0, b1):
+                        fv = np.float64(fr[b])
+                        ov = np.float64(orow[b])
+                        cv = np.float64(cr[b])
+                        d = fv - ov
+                        fa = fv - cv
+                        oa = ov - cv
+                        r0 += d * d
+                        r1 += d
+                        r2 += abs(d)
+                        r3 += fa * oa
+                        r4 += fa * fa
+                        r5 += oa * oa
+                acc[0, 0, s, a] += r0
+                acc[1, 0, s, a] += r1
+                acc[2, 0, s, a] += r2
+                acc[3, 0, s, a] += r3
+                acc[4, 0, s, a] += r4
+                acc[5, 0, s, a] += r5
+            else:
+                r0 = r1 = r2 = 0.0
+                l0 = l1 = l2 = 0.0
+                for b in range(b0, b1):
+                    d = np.float64(fr[b]) - np.float64(orow[b])
+                    lam = lsm[a, b] if use_land else 0.0
+                    dd = d * d
+                    ad = abs(d)
+                    r0 += dd
+                    r1 += d
+                    r2 += ad
+                    l0 += lam * dd
+                    l1 += lam * d
+                    l2 += lam * ad
+                acc[0, 0, s, a] += r0
+                acc[1, 0, s, a] += r1
+                acc[2, 0, s, a] += r2
+                acc[0, 1, s, a] += l0
+                acc[1, 1, s, a] += l1
+                acc[2, 1, s, a] += l2
         b0 = b1
 
 
