@@ -34,6 +34,8 @@ wall and CPU times exclude the imports. Measurements:
     ``.weighted(...).mean``, one ``dask.compute``) on one week of inits only; it is killed after
     ``--naive-limit`` seconds and reported as "> limit". wxeval is run on the same week, and
     both tables are compared (max relative difference), so both do the same work.
+(k) ``kernel``: the compiled kernel alone on 64 fields in memory, in both storage orders
+    (GB/s of forecast per thread).
 (d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
     extended by one day into the same folder; the rerun's wall time as a fraction of the full
     run (target < 10 %), and the same fraction for the whole processes (interpreter start-up
@@ -389,7 +391,39 @@ def child_naive(p: dict) -> dict:
     return out
 
 
-CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive}
+def child_kernel(p: dict) -> dict:
+    """(k) The compiled kernel alone on fields in memory, for both storage orders: forecast
+    GB/s per thread (64 float32 fields of the job's grid, 16 regions with land, climatology)."""
+    from wxeval.metrics import accumulate_statistics
+    from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS, RegionReducer
+    from wxeval.synthetic import Grid
+
+    g = Grid.named(p["grid"])
+    lat = np.linspace(-90, 90, g.nlat)
+    lon = np.arange(g.nlon) * 360.0 / g.nlon
+    regions = [*STANDARD_REGIONS.values(), *LAND_REGIONS.values()]
+    rng = np.random.default_rng(0)
+    lsm = rng.random((g.nlat, g.nlon))
+    out = {}
+    for name, lon_axis, shape in (("lon_first", -2, (64, g.nlon, g.nlat)),
+                                  ("lat_first", -1, (64, g.nlat, g.nlon))):
+        reducer = RegionReducer(regions, lat, lon, lsm, lon_axis=lon_axis)
+        f, o, c = (rng.normal(size=shape).astype(np.float32) for _ in range(3))
+        accumulate_statistics(f[:1], o[:1], c[:1], reducer)  # load the compiled code
+        args = (f, o, c, reducer)
+        best = min(_timed(accumulate_statistics, *args) for _ in range(5))
+        out[f"{name}_gb_per_s"] = f.nbytes / 1e9 / best
+    return out
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
+            "kernel": child_kernel}
 
 
 # ------------------------------------------------------------------------------- parent
@@ -464,9 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
                     help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
                          "job (stores under <root>/<grid>-wb2)")
-    ap.add_argument("--only", default="a,b,c,d",
-                    help="comma-separated measurements to run (default a,b,c,d; 'd' alone "
-                         "writes only the one model it needs)")
+    ap.add_argument("--only", default="a,b,c,d,k",
+                    help="comma-separated measurements to run (default a,b,c,d,k; 'd' or 'k' "
+                         "alone write only the stores they need)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -493,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     inc_days = base - 1  # days 1..30 then 1..31 for a 31-day month
     models = list(__import__("wxeval.synthetic", fromlist=["DEMO_MODELS"]).DEMO_MODELS)[:3]
     m1 = models[0]
-    if only <= {"d"}:
+    if only <= {"d", "k"}:
         model_days = {m1: base}
     else:
         model_days = {m1: max(days.values())}
@@ -572,7 +606,19 @@ def main(argv: list[str] | None = None) -> int:
         drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
         drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
 
+    kernel = None
+    if "k" in only:
+        log("(k) compiled kernel alone, both storage orders …")
+        kernel = run_child("kernel", {"grid": grid, "fields": args.fields}, None, log)
+        log(f"  lon-first {kernel['lon_first_gb_per_s']:.2f} GB/s, "
+            f"lat-first {kernel['lat_first_gb_per_s']:.2f} GB/s per thread")
+
     ratios = {}
+    if kernel is not None:
+        ratios["kernel GB/s per thread, (longitude, latitude) order (WB2)"] = (
+            kernel["lon_first_gb_per_s"])
+        ratios["kernel GB/s per thread, (latitude, longitude) order"] = (
+            kernel["lat_first_gb_per_s"])
     if a1 is not None and b1 is not None:
         ratios["b/a (1 model, base range; target <= 1.5)"] = b1["wall"] / a1["wall"]
     if naive is not None:
