@@ -44,6 +44,8 @@ TRUTH_STEP = np.timedelta64(6, "h")
 #: Longest block of init times per task. Any month-long range contains a whole 16-day block,
 #: so peak memory (the largest tasks) is the same for a month as for a year.
 MAX_BLOCK_DAYS = 16
+#: Forecast bytes read at once by a task (several lead chunks when inits are few).
+READ_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -326,9 +328,12 @@ def _forecast_reader(
     lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
     flev = _level_positions(fda, part.levels, part.source.store.name)
 
-    # Leads stored together in one chunk are read together (once), then served lead by lead.
+    # Leads stored together in one chunk are read together (once), then served lead by lead;
+    # consecutive lead chunks are read together up to READ_BYTES (few inits: few reads).
     lead_chunk = _chunk_size(fda, LEAD_TIME)
-    group_of = lpos // lead_chunk
+    nlev = 1 if part.levels is None else len(part.levels)
+    per_lead = len(ipos) * nlev * fda.dtype.itemsize * math.prod(fda.sizes[d] for d in spatial)
+    group_of = _read_groups(lpos // lead_chunk, per_lead)
     cache: dict[str, object] = {"group": None, "data": None, "members": None}
 
     def read(li: int) -> np.ndarray:
@@ -345,6 +350,22 @@ def _forecast_reader(
         return cache["data"][:, k]
 
     return read
+
+
+def _read_groups(chunk_of_lead: np.ndarray, per_lead: int) -> np.ndarray:
+    """Group id per lead: whole lead chunks, consecutive ones merged while the group's leads
+    hold at most :data:`READ_BYTES` (a chunk is never split)."""
+    group_of = np.empty(len(chunk_of_lead), dtype=np.int64)
+    group, size, previous = -1, 0, None
+    for i, chunk in enumerate(chunk_of_lead.tolist()):
+        if chunk != previous:
+            members = int(np.count_nonzero(chunk_of_lead == chunk))
+            if group < 0 or (size + members) * per_lead > READ_BYTES:
+                group, size = group + 1, 0
+            size += members
+            previous = chunk
+        group_of[i] = group
+    return group_of
 
 
 def _chunk_size(da: xr.DataArray, dim: str) -> int:
