@@ -287,3 +287,25 @@ def test_results_get_ordinary_file_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o644
     assert (tmp_path / "x.txt").read_text() == "hello"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_read_groups_merge_whole_lead_chunks_up_to_the_budget(monkeypatch):
+    monkeypatch.setattr(evaluate, "READ_BYTES", 100)
+    chunk_of_lead = np.array([0, 0, 1, 1, 2, 2, 3])
+    # 20 bytes per lead: chunks of 2 leads (40 B) merge in pairs (80 B), never split.
+    assert evaluate._read_groups(chunk_of_lead, 20).tolist() == [0, 0, 0, 0, 1, 1, 1]
+    # A chunk larger than the budget is read alone, whole.
+    assert evaluate._read_groups(chunk_of_lead, 60).tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert evaluate._read_groups(np.zeros(5, int), 60).tolist() == [0] * 5
+
+
+def test_read_size_does_not_change_the_numbers(tmp_path, monkeypatch):
+    case = make_case(dtype=np.float64, n_inits=4, variables=("temperature",))
+    write_all(case, tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"])
+    monkeypatch.setattr(evaluate, "READ_BYTES", 1)  # one lead chunk per read
+    small = score(cfg, ["model"], None)
+    monkeypatch.setattr(evaluate, "READ_BYTES", 2**40)  # every lead at once
+    large = score(cfg, ["model"], None)
+    _tables_equal(small.tables["model"], large.tables["model"], rtol=0)
+    _matches_numpy(case, large.tables["model"])
