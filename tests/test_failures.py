@@ -350,3 +350,38 @@ def test_credentials_never_in_results_logs_or_errors(world, tmp_path, caplog):
     res = run_in_process("check", "-c", path, "--all", "-o", tmp_path / "o3")
     assert res.code == EXIT_DATA and SECRET not in res.stdout
     assert SECRET not in (tmp_path / "o3" / "check.json").read_text()
+
+
+def test_truncated_truth_is_caught_for_a_model_sharing_it_with_a_scored_one(tmp_path):
+    """Model a is already scored; a truth chunk that only model b needs disappears: scoring
+    a and b together must refuse (the pre-flight lists b's chunks, not only a's)."""
+    from builders import make_case, write_climatology, write_forecast, write_truth
+
+    from wxeval.api import score
+    from wxeval.loaders import clear_cache
+    from wxeval.schema import SchemaError
+
+    case = make_case(variables=("2m_temperature",), n_inits=4, leads_h=(0, 6, 12))
+    write_truth(case, tmp_path / "one.zarr")
+    ds = xr.open_zarr(tmp_path / "one.zarr").load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    chunks = (1, len(case.longitude), len(case.latitude))  # one chunk file per time
+    ds.to_zarr(tmp_path / "truth.zarr", zarr_format=2, consolidated=True,
+               encoding={"2m_temperature": {"chunks": chunks}})
+    write_climatology(case, tmp_path / "clim.zarr")
+    write_forecast(case, tmp_path / "a.zarr")
+    write_forecast(case, tmp_path / "b.zarr")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": str(tmp_path / "truth.zarr")},
+        "climatology": {"path": str(tmp_path / "clim.zarr")},
+        "models": {m: {"path": str(tmp_path / f"{m}.zarr")} for m in ("a", "b")},
+    }))
+    assert score(cfg, ["a"], tmp_path / "out").computed_fields > 0
+    pos = list(pd.DatetimeIndex(case.truth_times)).index(pd.Timestamp(case.init_times[1]))
+    os.remove(tmp_path / "truth.zarr" / "2m_temperature" / f"{pos}.0.0")
+    clear_cache()
+    with pytest.raises(SchemaError, match=r"chunk file\(s\) needed are missing"):
+        score(cfg, ["a", "b"], tmp_path / "out")
+    assert not (tmp_path / "out" / "b.nc").exists()

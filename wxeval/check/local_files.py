@@ -43,10 +43,8 @@ class _LocalFileChecks:
         if root is None:
             return
         for var in variables:
-            key = (st.name, "chunks", (var,))
-            if key in self._sampled or st.raw is None or _raw_var(st, var) not in st.raw:
+            if st.raw is None or _raw_var(st, var) not in st.raw:
                 continue
-            self._sampled.add(key)
             raw_var = _raw_var(st, var)
             da = st.raw[raw_var]
             chunks = da.encoding.get("chunks") or da.encoding.get("preferred_chunks")
@@ -63,7 +61,16 @@ class _LocalFileChecks:
             count = math.prod(len(n) for n in needed)
             if count == 0 or count > CHUNK_LISTING_LIMIT:
                 continue
-            present = _chunk_keys(root / raw_var)
+            # Once per store, variable and set of needed chunks: models sharing a truth store
+            # but needing different valid times each get theirs checked.
+            key = (st.name, "chunks", var, tuple(n.tobytes() for n in needed))
+            if key in self._sampled:
+                continue
+            self._sampled.add(key)
+            listings = self.__dict__.setdefault("_chunk_listings", {})
+            if (root, raw_var) not in listings:  # one listing per folder and run
+                listings[(root, raw_var)] = _chunk_keys(root / raw_var)
+            present = listings[(root, raw_var)]
             if present is None:
                 continue
             sep = "/" if any("/" in k for k in present) else "."
