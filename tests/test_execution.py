@@ -309,3 +309,20 @@ def test_read_size_does_not_change_the_numbers(tmp_path, monkeypatch):
     large = score(cfg, ["model"], None)
     _tables_equal(small.tables["model"], large.tables["model"], rtol=0)
     _matches_numpy(case, large.tables["model"])
+
+
+def test_a_failed_merge_of_parts_does_not_fail_the_run(tmp_path, monkeypatch, caplog):
+    from wxeval import store
+
+    def refuse(self, *a, **k):
+        raise PermissionError("403 Forbidden: no delete permission on this bucket")
+
+    monkeypatch.setattr(store.StatisticsStore, "compact", refuse)
+    case = make_case(dtype=np.float64, n_inits=2, variables=("temperature",))
+    write_all(case, tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"])
+    with caplog.at_level("WARNING", logger="wxeval"):
+        report = score(cfg, ["model"], tmp_path / "out")
+    assert (tmp_path / "out" / "model.nc").exists()
+    assert "parts not merged" in caplog.text and "403" in caplog.text
+    _matches_numpy(case, report.tables["model"])

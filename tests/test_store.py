@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -157,3 +158,78 @@ def test_overlapping_parts_later_one_wins_after_compaction(tmp_path):
     np.testing.assert_array_equal(before, b.values)
     StatisticsStore(root).compact("m", "t", "k", min_parts=2)
     np.testing.assert_array_equal(StatisticsStore(root).load(*args).values, b.values)
+
+
+def test_merged_parts_are_capped_and_never_merged_again(tmp_path, monkeypatch):
+    from wxeval import store as store_mod
+
+    per_part = store_mod._part_bytes({"init_time": [0], "lead_time": [0, 1], "level": [1, 2],
+                                      "region_keys": ["a", "b"]})
+    monkeypatch.setattr(store_mod, "MERGED_PART_BYTES", 3 * per_part)
+    root = str(tmp_path / "stats")
+    want, inits = _daily_parts(StatisticsStore(root), 7)
+    assert StatisticsStore(root).compact("m", "t", "k", min_parts=2) == 6
+    names = sorted(p.rsplit("/", 1)[-1][:1] for p in StatisticsStore(root).parts("m", "t", "k"))
+    assert names == ["b", "c", "c"]  # days 1-3 and 4-6 merged (the cap), day 7 left alone
+    # parts of 3 days are "large" (> half the cap): a new compaction leaves them alone
+    assert StatisticsStore(root).compact("m", "t", "k", min_parts=2) == 0
+    got = StatisticsStore(root).load("m", "t", "k", inits, _stats().lead_time.values, (500, 850),
+                                     ["global", "tropics"], ["kg", "kt"])
+    np.testing.assert_array_equal(got.values, want)
+
+
+def test_parts_a_failed_merge_could_not_delete_are_not_merged_twice(tmp_path, monkeypatch):
+    root = str(tmp_path / "stats")
+    want, inits = _daily_parts(StatisticsStore(root), 4)
+    failing = StatisticsStore(root)
+
+    def no_permission(path):
+        raise PermissionError(f"403: cannot delete {path}")
+
+    monkeypatch.setattr(failing, "_remove_part", no_permission)
+    with pytest.raises(PermissionError):
+        failing.compact("m", "t", "k", min_parts=2)
+    assert len(StatisticsStore(root).parts("m", "t", "k")) == 5  # 4 sources + the merged part
+    # Next run: the four sources are covered by the merged part: deleted, not merged again.
+    assert StatisticsStore(root).compact("m", "t", "k", min_parts=2) == 4
+    names = [p.rsplit("/", 1)[-1] for p in StatisticsStore(root).parts("m", "t", "k")]
+    assert len(names) == 1 and names[0].startswith("c")
+    got = StatisticsStore(root).load("m", "t", "k", inits, _stats().lead_time.values, (500, 850),
+                                     ["global", "tropics"], ["kg", "kt"])
+    np.testing.assert_array_equal(got.values, want)
+
+
+def test_reader_survives_several_stale_listings(tmp_path):
+    root = str(tmp_path / "stats")
+    want, inits = _daily_parts(StatisticsStore(root), 5)
+    reader = StatisticsStore(root)
+    reader.parts("m", "t", "k")
+    assert StatisticsStore(root).compact("m", "t", "k", min_parts=2) == 5
+    real_parts, calls = reader.parts, []
+
+    def stale_three_times(*args):
+        calls.append(1)
+        if len(calls) <= 3:
+            return sorted(p for p in reader._indexes if "/b" in p)
+        return real_parts(*args)
+
+    reader.parts = stale_three_times
+    got = reader.load("m", "t", "k", inits, _stats().lead_time.values, (500, 850),
+                      ["global", "tropics"], ["kg", "kt"])
+    assert len(calls) == 4
+    np.testing.assert_array_equal(got.values, want)
+
+
+def test_remove_tmp_clears_unmarked_parts_only(tmp_path):
+    from wxeval.store import remove_tmp
+
+    root = tmp_path / "stats"
+    store = StatisticsStore(str(root))
+    kept = store.write_part("x.zarr", "t", "k", 0, _stats(), ["kg", "kt"])  # model "x.zarr"
+    cut_short = root / "x.zarr" / "t" / "k" / "b+00001-deadbeef.zarr"  # a deletion cut short
+    (cut_short / "stats").mkdir(parents=True)
+    (root / "x.zarr" / "t" / "k" / ".tmp-b+00002-x.zarr").mkdir()
+    remove_tmp(str(root))
+    assert not cut_short.exists()
+    assert not (root / "x.zarr" / "t" / "k" / ".tmp-b+00002-x.zarr").exists()
+    assert os.path.exists(kept) and (root / "x.zarr").is_dir()

@@ -136,12 +136,22 @@ def score(
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
-        for m in plan.models:
-            for var in m.variables:
-                removed = store.compact(m.name, var, keys[(m.name, var)])
-                if removed:
-                    log.info("statistics of %s %s: %d parts merged into one", m.name, var, removed)
+        _compact(store, plan, keys)
     return report
+
+
+def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
+    """Merge small statistics parts (results are already written: a failure here, e.g. no
+    permission to delete on a bucket, is logged and leaves the parts as they are)."""
+    for m in plan.models:
+        for var in m.variables:
+            try:
+                removed = store.compact(m.name, var, keys[(m.name, var)])
+            except Exception as err:  # noqa: BLE001 - best effort, never fails the run
+                log.warning("statistics of %s %s: parts not merged (%s)", m.name, var, err)
+                return
+            if removed:
+                log.info("statistics of %s %s: %d parts merged", m.name, var, removed)
 
 
 def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:

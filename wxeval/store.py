@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ MARKER = ".wxeval-complete"
 FORMAT_VERSION = 1
 #: Parts of one entry (same leads, levels, regions) merged into one by a run: see ``compact``.
 COMPACT_AFTER = 16
+#: Largest merged part (uncompressed statistics); larger parts are never merged again.
+MERGED_PART_BYTES = 64 * 2**20
+#: Listings a reader tries while another job deletes the parts it has merged.
+LIST_ATTEMPTS = 5
 PART_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
@@ -251,7 +256,7 @@ class StatisticsStore:
         arr = np.full(
             (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
         )
-        for attempt in (1, 2):
+        for attempt in range(1, LIST_ATTEMPTS + 1):
             matches = {}
             for p in self.parts(model, variable, key):
                 sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
@@ -261,11 +266,12 @@ class StatisticsStore:
                 values_of = self.values(list(matches)) if matches else {}
                 break
             except FileNotFoundError:
-                # Another job compacted this entry after our listing: its merged part holds
-                # the same numbers; list again.
-                if attempt == 2:
+                # Another job is merging this entry's parts (it deletes them one by one, after
+                # committing the merged part, which holds the same numbers): list again.
+                if attempt == LIST_ATTEMPTS:
                     raise
                 self.fs.invalidate_cache()
+                time.sleep(0.2 * attempt)
         for p, (ii, ll, vv, rr, src) in matches.items():
             values = values_of[p]
             block = values[_orthogonal((slice(None), *src), values.shape)]
@@ -309,30 +315,53 @@ class StatisticsStore:
         groups: dict[str, list[str]] = {}
         for p in self.parts(model, variable, key):
             idx = self.index(p)
+            if _part_bytes(idx) > MERGED_PART_BYTES // 2:
+                continue  # already large (a merged part): left as it is
             layout = json.dumps([idx["dims"], idx["lead_time"], idx["level"], idx["region_keys"]])
             groups.setdefault(layout, []).append(p)
         removed = 0
-        for paths in groups.values():
-            if len(paths) < max(2, min_parts):
-                continue
-            try:
-                values_of = self.values(paths)
-            except FileNotFoundError:
-                continue  # another job is compacting this entry
-            first = self.index(paths[0])
-            inits = np.unique(np.concatenate([self.index(p)["init_time"] for p in paths]))
-            merged = np.full(values_of[paths[0]].shape[:1] + (len(inits),)
-                             + values_of[paths[0]].shape[2:], np.nan)
-            for p in paths:  # name order: later parts overwrite earlier ones
-                pos = np.searchsorted(inits, self.index(p)["init_time"])
-                merged[:, pos] = values_of[p]
-            stats = _as_stats(merged, inits, first)
-            block = min(int(p.rsplit("/", 1)[-1][1:7]) for p in paths)
-            self.write_part(model, variable, key, block, stats, first["region_keys"],
-                            attrs={"merged_parts": len(paths)}, prefix="c")
-            for p in paths:
+        for members in groups.values():
+            # Parts whose inits a merged part already holds (a merge whose deletions failed,
+            # e.g. no delete permission): delete them again, never merge them twice.
+            redundant = _covered(members, self.index)
+            for p in redundant:
                 removed += self._remove_part(p)
+            members = [p for p in members if p not in redundant]
+            if len(members) < max(2, min_parts):
+                continue
+            # Consecutive parts (name order) up to MERGED_PART_BYTES per merged part, so merged
+            # parts stay small enough to rewrite and decompress (a year: a few per variable).
+            batches, batch, size = [], [], 0
+            for p in members:
+                nbytes = _part_bytes(self.index(p))
+                if batch and size + nbytes > MERGED_PART_BYTES:
+                    batches.append(batch)
+                    batch, size = [], 0
+                batch.append(p)
+                size += nbytes
+            batches.append(batch)
+            for paths in batches:
+                if len(paths) >= 2:
+                    removed += self._merge(model, variable, key, paths)
         return removed
+
+    def _merge(self, model: str, variable: str, key: str, paths: list[str]) -> int:
+        try:
+            values_of = self.values(paths)
+        except FileNotFoundError:
+            return 0  # another job is merging these parts
+        first = self.index(paths[0])
+        inits = np.unique(np.concatenate([self.index(p)["init_time"] for p in paths]))
+        shape = values_of[paths[0]].shape
+        merged = np.full(shape[:1] + (len(inits),) + shape[2:], np.nan)
+        for p in paths:  # name order: later parts overwrite earlier ones
+            pos = np.searchsorted(inits, self.index(p)["init_time"])
+            merged[:, pos] = values_of[p]
+        stats = _as_stats(merged, inits, first)
+        block = min(int(p.rsplit("/", 1)[-1][1:7]) for p in paths)
+        self.write_part(model, variable, key, block, stats, first["region_keys"],
+                        attrs={"merged_parts": len(paths)}, prefix="c")
+        return sum(self._remove_part(p) for p in paths)
 
     def _remove_part(self, path: str) -> int:
         """Delete a part, its commit marker first (so it stops counting at once)."""
@@ -346,6 +375,23 @@ class StatisticsStore:
         except FileNotFoundError:
             pass
         return 1
+
+
+def _covered(paths: list[str], index_of) -> set[str]:
+    """Parts (of one layout) all of whose inits a later-named merged (``c…``) part holds."""
+    merged = [p for p in paths if p.rsplit("/", 1)[-1].startswith("c")]
+    inits = {p: set(index_of(p)["init_time"]) for p in paths}
+    return {
+        p for p in paths
+        if any(q != p and q > p and inits[p] <= inits[q] for q in merged)
+    }
+
+
+def _part_bytes(index: dict) -> int:
+    """Uncompressed size of a part's statistics, from its index."""
+    nlev = 1 if index["level"] is None else len(index["level"])
+    return (len(STATISTICS) * len(index["init_time"]) * len(index["lead_time"])
+            * len(index["region_keys"]) * nlev * 8)
 
 
 def _as_stats(values: np.ndarray, inits: np.ndarray, index: dict) -> xr.DataArray:
@@ -451,11 +497,17 @@ def _fsync_dir(path: str) -> None:
 
 
 def remove_tmp(root: str) -> None:
-    """Delete leftovers of interrupted local writes (parts without a commit marker)."""
+    """Delete leftovers of interrupted local writes and deletions: parts without a commit
+    marker (locally a part is renamed into place with its marker, so a part folder without
+    one is a temporary name or a deletion cut short)."""
     for dirpath, dirnames, _ in os.walk(root):
         for d in list(dirnames):
-            if d.startswith(".tmp-"):
-                shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+            path = os.path.join(dirpath, d)
+            is_part = len(os.path.relpath(path, root).split(os.sep)) == 4  # model/var/key/part
+            if d.startswith(".tmp-") or (
+                is_part and d.endswith(".zarr") and not os.path.exists(os.path.join(path, MARKER))
+            ):
+                shutil.rmtree(path, ignore_errors=True)
                 dirnames.remove(d)
 
 
