@@ -55,10 +55,16 @@ def test_csv_rows_order_format_and_quoting(tmp_path):
 
 
 def test_csv_matches_the_tidy_dataframe(tmp_path):
-    import io
-
     table = _table()
+    edge = table["2m_temperature"].values
+    edge[0, 0, :] = [np.inf, -np.inf, -0.0]
+    edge[1, 0, :] = [5e-324, -1.2345678901234e-300, 1e300]
+    table = table.assign_coords(region=["Südamerika", 'odd "box", east', "line\nbreak"])
     write_csv(table, tmp_path / "t.csv")
-    buf = io.StringIO()
-    to_tidy(table).to_csv(buf, index=False, float_format="%.10g")
-    assert (tmp_path / "t.csv").read_text() == buf.getvalue()
+    to_tidy(table).to_csv(tmp_path / "pandas.csv", index=False, float_format="%.10g")
+    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_csv_of_an_empty_table_is_its_header(tmp_path):
+    write_csv(xr.Dataset(), tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == ",".join(CSV_HEADER) + "\n"

@@ -118,8 +118,8 @@ def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
 def write_csv(table: xr.Dataset, path: str | Path) -> None:
     """The tidy table (:func:`to_tidy`'s rows and order) as CSV: numbers with 10 significant
     digits, NaN and absent levels as empty fields."""
-    text = "".join(_csv_chunks(table))
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    data = "".join(_csv_chunks(table)).encode("utf-8")  # as pandas, whatever the locale
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _csv_chunks(table: xr.Dataset):
@@ -154,12 +154,13 @@ def _csv_chunks(table: xr.Dataset):
                     for metric in metric_cells:
                         lines.append(prefix + metric + "," + cells[k])
                         k += 1
-        yield "\n".join(lines) + "\n"
+        if lines:
+            yield "\n".join(lines) + "\n"
 
 
 def _csv_field(text: str) -> str:
-    """One CSV field, quoted as the csv module's minimal quoting would."""
-    if any(c in text for c in ',"\r\n'):
+    """One CSV field, quoted as pandas' ``to_csv`` (minimal quoting, "\n" line ends) would."""
+    if any(c in text for c in ',"\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
 
