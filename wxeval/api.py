@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 import wxeval
+import wxeval.kernels  # noqa: F401 - numba and its NumPy support: loaded with the API, not in a task
 from wxeval import results
 from wxeval.cluster import run_tasks
 from wxeval.config import Config, load_config, parse_memory

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-import wxeval.kernels  # noqa: F401 - numba and the compiled kernels, loaded with this module
 from wxeval import schema
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
