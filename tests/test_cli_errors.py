@@ -623,6 +623,18 @@ def test_land_region_without_land_sea_mask(stores, tmp_path):
     assert_error(res, EXIT_DATA, "'global_land'", "land_sea_mask", output=out)
 
 
+def test_land_sea_mask_in_percent(stores, tmp_path):
+    # A land fraction stored in percent would give land points weight 1 after clipping: refused.
+    percent = dataclasses.replace(
+        stores.case, land_sea_mask=stores.case.land_sea_mask * 100, paths={}
+    )
+    cfg = base_config(stores, **{**FAST, "regions": ["global_land"]})
+    cfg["truth"]["path"] = write_truth(percent, tmp_path / "truth_percent.zarr")
+    out = tmp_path / "out"
+    res = run_in_process(*score_args(dump(tmp_path / "cfg.yaml", cfg), out))
+    assert_error(res, EXIT_DATA, "land_sea_mask spans [0, 100]", "in [0, 1]", output=out)
+
+
 # --------------------------------------------------------------------------------------------
 # --debug
 # --------------------------------------------------------------------------------------------

@@ -474,6 +474,12 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
     if lsm is not None:
         schema.check_same_grid(ds, open_store(truth), lsm.name, truth.name)
     values = np.asarray(da.values, dtype=np.float64)  # store order, transposed in NumPy
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+        raise schema.SchemaError(
+            f"{source.name}: {LAND_SEA_MASK} spans [{finite.min():g}, {finite.max():g}], expected "
+            "a land fraction in [0, 1] (a mask in percent must be divided by 100)"
+        )
     return values if da.dims == (LATITUDE, LONGITUDE) else values.T
 
 
