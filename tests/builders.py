@@ -108,7 +108,11 @@ def _spatial(arr: np.ndarray, lat: np.ndarray, lon: np.ndarray, layout: dict):
     return np.swapaxes(arr, -1, -2), lat_v, lon_v
 
 
-def write_forecast(case: Case, path: Path, layout: dict | None = None, variables=None) -> str:
+def write_forecast(
+    case: Case, path: Path, layout: dict | None = None, variables=None, lead_chunk=None
+) -> str:
+    """The forecast store; ``lead_chunk``: leads per chunk (one init per chunk), else zarr's
+    default chunking."""
     layout = layout or {}
     lat_name = layout.get("lat_name", "latitude")
     lon_name = layout.get("lon_name", "longitude")
@@ -134,7 +138,10 @@ def write_forecast(case: Case, path: Path, layout: dict | None = None, variables
             lon_name: lon_v,
         },
     )
-    ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
+    encoding = None
+    if lead_chunk is not None:
+        encoding = {v: {"chunks": (1, lead_chunk) + ds[v].shape[2:]} for v in data}
+    ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
     case.paths.setdefault("forecast", str(path))
     return str(path)
 

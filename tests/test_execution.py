@@ -302,27 +302,24 @@ def test_read_groups_merge_whole_lead_chunks_up_to_the_budget(monkeypatch):
 def test_read_size_does_not_change_the_numbers(tmp_path, monkeypatch):
     case = make_case(dtype=np.float64, n_inits=4, variables=("temperature",))
     write_all(case, tmp_path)
-    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"])
+    write_forecast(case, tmp_path / "one_lead_per_chunk.zarr", lead_chunk=1)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"],
+                       models={"model": {"path": str(tmp_path / "one_lead_per_chunk.zarr")}})
+    reads = []
+    original = evaluate._read
+
+    def counting(da, indexers, leading, spatial, **kw):
+        if "init_time" in indexers:
+            reads.append(len(np.atleast_1d(indexers["lead_time"])))
+        return original(da, indexers, leading, spatial, **kw)
+
+    monkeypatch.setattr(evaluate, "_read", counting)
     monkeypatch.setattr(evaluate, "READ_BYTES", 1)  # one lead chunk per read
-    small = score(cfg, ["model"], None)
+    small = score(cfg, ["model"], None, scheduler="synchronous")
+    assert reads and set(reads) == {1}  # every read holds one lead
+    reads.clear()
     monkeypatch.setattr(evaluate, "READ_BYTES", 2**40)  # every lead at once
-    large = score(cfg, ["model"], None)
+    large = score(cfg, ["model"], None, scheduler="synchronous")
+    assert set(reads) == {len(case.lead_times)}
     _tables_equal(small.tables["model"], large.tables["model"], rtol=0)
     _matches_numpy(case, large.tables["model"])
-
-
-def test_a_failed_merge_of_parts_does_not_fail_the_run(tmp_path, monkeypatch, caplog):
-    from wxeval import store
-
-    def refuse(self, *a, **k):
-        raise PermissionError("403 Forbidden: no delete permission on this bucket")
-
-    monkeypatch.setattr(store.StatisticsStore, "compact", refuse)
-    case = make_case(dtype=np.float64, n_inits=2, variables=("temperature",))
-    write_all(case, tmp_path)
-    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"])
-    with caplog.at_level("WARNING", logger="wxeval"):
-        report = score(cfg, ["model"], tmp_path / "out")
-    assert (tmp_path / "out" / "model.nc").exists()
-    assert "parts not merged" in caplog.text and "403" in caplog.text
-    _matches_numpy(case, report.tables["model"])
