@@ -221,6 +221,102 @@ def test_skipna_drops_nan_points_from_sums_and_weight(where):
 
 
 # --------------------------------------------------------------------------------------------
+# The compiled kernel (the path scoring takes: fields on a grid, a RegionReducer) against the
+# same NumPy sums, in both storage orders; reference weights from builders' own masks.
+
+GRID_LAT = np.linspace(-90.0, 90.0, 13)
+GRID_LON = np.arange(24) * 15.0
+#: (name, latitude band, longitude bands, land): custom boxes, and their reference masks.
+GRID_REGIONS = (
+    ("all", (-90, 90), ((0, 360),), False),
+    ("band", (-20, 40), ((0, 360),), False),
+    ("box", (30, 60), ((45, 120),), False),
+    ("land", (-90, 90), ((0, 360),), True),
+)
+
+
+def _grid_inputs(seed: int, lon_first: bool):
+    """Fields (N, A, B) in the storage order, a RegionReducer, dense (lat, lon)-flattened fields
+    and reference weights (R, S) built with builders' area weights and box masks."""
+    from builders import ref_box_mask
+
+    from wxeval.regions import RegionReducer, custom_region
+
+    rng = np.random.default_rng(seed)
+    nlat, nlon, n = len(GRID_LAT), len(GRID_LON), 5
+    lsm = np.clip(rng.uniform(-0.5, 1.5, size=(nlat, nlon)), 0, 1)
+    c = 280 + 5 * rng.normal(size=(n, nlat, nlon))
+    o = c + 3 * rng.normal(size=(n, nlat, nlon))
+    f = o + 0.5 + 2 * rng.normal(size=(n, nlat, nlon))
+    area = ref_area_weights(GRID_LAT)[:, None]
+    w = np.array([
+        (area * ref_box_mask(GRID_LAT, GRID_LON, lat, lons) * (lsm if land else 1.0)).ravel()
+        for _, lat, lons, land in GRID_REGIONS
+    ])
+    regions = [custom_region(name, lat, lons[0], land=land)
+               for name, lat, lons, land in GRID_REGIONS]
+    reducer = RegionReducer(regions, GRID_LAT, GRID_LON, lsm, lon_axis=-2 if lon_first else -1)
+    return f, o, c, reducer, w
+
+
+def _stored(x, lon_first):
+    return np.ascontiguousarray(x.transpose(0, 2, 1) if lon_first else x)
+
+
+def _flat(x):
+    return x.reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("lon_first", [True, False], ids=["lon-lat", "lat-lon"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_kernel_matches_numpy_sums(lon_first, dtype):
+    f, o, c, reducer, w = _grid_inputs(5, lon_first)
+    f, o, c = (x.astype(dtype).astype(np.float64) for x in (f, o, c))
+    got = accumulate_statistics(*(_stored(x.astype(dtype), lon_first) for x in (f, o, c)),
+                                reducer)
+    expected, scale = _ref_stats(_flat(f), _flat(o), _flat(c), w), _ref_scale(
+        _flat(f), _flat(o), _flat(c), w)
+    np.testing.assert_array_less(np.abs(got - expected), 1e-12 * scale + 1e-300)
+    got = accumulate_statistics(_stored(f, lon_first), _stored(o, lon_first), None, reducer)
+    np.testing.assert_array_less(np.abs(got[..., :4] - expected[..., :4]),
+                                 1e-12 * scale[..., :4] + 1e-300)
+    assert np.isnan(got[..., 4:]).all()
+
+
+@pytest.mark.parametrize("lon_first", [True, False], ids=["lon-lat", "lat-lon"])
+@pytest.mark.parametrize("where", ["forecast", "truth", "climatology"])
+def test_compiled_kernel_nan_semantics(lon_first, where):
+    """A NaN at a point of region "box" only: box's sums NaN (error sums unless it is in the
+    climatology, and the ACC sums it enters), other regions as without the point; with skipna
+    the point leaves sums and weight."""
+    f, o, c, reducer, w = _grid_inputs(6, lon_first)
+    ia, io = 9, 5  # latitude 45, longitude 75: inside "box" (and "all", "land" if land there)
+    p = ia * len(GRID_LON) + io
+    arrays = {"forecast": f, "truth": o, "climatology": c}
+    arrays[where][2, ia, io] = np.nan
+    args = [_stored(x, lon_first) for x in (f, o, c)]
+    got = accumulate_statistics(*args, reducer)
+    keep = np.arange(w.shape[1]) != p
+    ref = _ref_stats(_flat(f)[:, keep], _flat(o)[:, keep], _flat(c)[:, keep], w[:, keep])
+    hit = {"forecast": ERROR_STATS + ("sum_fa_oa", "sum_fa2"),
+           "truth": ERROR_STATS + ("sum_fa_oa", "sum_oa2"),
+           "climatology": ("sum_fa_oa", "sum_fa2", "sum_oa2")}[where]
+    box = 2
+    for name in hit:
+        assert np.isnan(got[2, box, IDX[name]]), name
+    clean = [k for k in range(len(GRID_REGIONS)) if w[k, p] == 0]
+    assert box not in clean and clean  # "band" does not reach latitude 45
+    np.testing.assert_allclose(got[2][clean], ref[2][clean], rtol=1e-12)
+    others = [i for i in range(f.shape[0]) if i != 2]
+    np.testing.assert_allclose(got[others], _ref_stats(
+        _flat(f)[others], _flat(o)[others], _flat(c)[others], w), rtol=1e-12)
+    if where != "climatology":
+        skipped = accumulate_statistics(*args, reducer, skipna=True)
+        assert np.isfinite(skipped).all()
+        np.testing.assert_allclose(skipped[2], ref[2], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
 # End to end through score()
 
 
