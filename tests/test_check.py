@@ -249,6 +249,12 @@ def test_time_axis_of_valid_times_is_detected(world, tmp_path):
     assert "valid times" in only(found, "error", "init-vs-valid").message
 
 
+def test_time_axis_of_valid_times_is_detected_with_a_zero_lead(world, tmp_path):
+    # The default leads start at 0 h, where init and valid time coincide: still detected.
+    found = findings(world, tmp_path, models={"model": {"path": world.paths["valid_time"]}})
+    assert "valid times" in only(found, "error", "init-vs-valid").message
+
+
 def test_model_missing_inits_warns_with_counts(world, tmp_path):
     models = {"model": {"path": world.paths["good"]}, "other": {"path": world.paths[
         "fewer_inits"]}}

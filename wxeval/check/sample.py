@@ -107,7 +107,21 @@ class _SampleChecks:
                 f"flipped vs {direct:.3g} as stored): latitude coordinate does not match the "
                 "data order",
             )
-        if lead > np.timedelta64(0, "ns") and init in truth.ds[VALID_TIME].values:
+        # Valid times on the time axis: judged at the longest sampled lead (most forecasts
+        # have a 0 h lead, where init and valid time coincide).
+        lead = max(s_leads)
+        if (
+            lead > np.timedelta64(0, "ns")
+            and init + lead in valid_have
+            and init in truth.ds[VALID_TIME].values
+        ):
+            f = fvals.sel({INIT_TIME: init, LEAD_TIME: lead})
+            o = obs.sel({VALID_TIME: init + lead})
+            if f.shape != o.shape:
+                return
+            f = f.transpose(*o.dims)
+            direct = _rms(f.values - o.values)
+            spread = _rms(o.values - np.nanmean(o.values))
             o0 = truth.ds[var].sel({VALID_TIME: init})
             levels = [int(x) for x in f[LEVEL].values] if LEVEL in f.dims else None
             if levels is not None and LEVEL in o0.dims:
