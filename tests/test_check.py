@@ -380,3 +380,44 @@ def test_demo_layout_graphcast_like_is_clean(world, tmp_path):
     found = findings(world, tmp_path, models={"model": {"path": path}})
     assert not [f for f in found if f.severity == "error"], [f.line() for f in found]
     assert any(f.code == "latitude-order" and f.severity == "info" for f in found)
+
+
+def _rechunked(src: str, dst: Path, one_per: tuple[str, ...]) -> str:
+    ds = xr.open_zarr(src).load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    enc = {
+        n: {"chunks": tuple(1 if d in one_per else k
+                            for d, k in zip(da.dims, da.shape, strict=True))}
+        for n, da in ds.data_vars.items()
+    }
+    ds.to_zarr(dst, mode="w", zarr_format=2, consolidated=True, encoding=enc)
+    return str(dst)
+
+
+@pytest.mark.parametrize("unneeded", [True, False])
+def test_missing_chunk_files_only_count_where_needed(tmp_path, unneeded):
+    """A climatology chunked per day and a truth chunked per level: a lost chunk the selection
+    does not read (day 300 for January inits; level 850 when scoring 500 hPa) is no error; a
+    lost chunk it reads is."""
+    case = make_case(nlat=5, nlon=8, n_inits=4, leads_h=(0, 6, 12))
+    write_all(case, tmp_path)
+    clim = _rechunked(case.paths["climatology"], tmp_path / "clim_days.zarr",
+                      ("dayofyear", "hour"))
+    truth = _rechunked(case.paths["truth"], tmp_path / "truth_levels.zarr", ("time", "level"))
+    day = case.init_times[0].day_of_year
+    lost_day = 299 if unneeded else day - 1  # position of dayofyear 300, or of the inits' day
+    (tmp_path / "clim_days.zarr" / "temperature" / f"0.{lost_day}.0.0.0").unlink()
+    (tmp_path / "truth_levels.zarr" / "temperature" / f"0.{1 if unneeded else 0}.0.0").unlink()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": truth}, "climatology": {"path": clim},
+        "models": {"model": {"path": case.paths["forecast"]}},
+        "evaluation": {"levels": [500], "variables": ["temperature"]},
+    }))
+    found = run_checks(load_config(cfg), ["model"], sample=False).findings
+    missing = [f for f in found if f.code == "missing-chunks"]
+    if unneeded:
+        assert not missing, "\n".join(f.line() for f in missing)
+    else:
+        assert {f.store.split(" ")[0] for f in missing} == {"truth", "climatology"}, missing

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wxeval.align import climatology_labels
 from wxeval.check.stores import _canonical, _local_root, _raw_var, _Store
-from wxeval.schema import INIT_TIME, LEAD_TIME, VALID_TIME
+from wxeval.schema import DAYOFYEAR, HOUR, INIT_TIME, LEAD_TIME, LEVEL, VALID_TIME
 
 CHUNK_LISTING_LIMIT = 200_000  # do not compare more expected chunk keys than this per variable
 
@@ -111,6 +112,12 @@ class _LocalFileChecks:
         if role == "truth" and canon == VALID_TIME:
             valid = np.unique((inits[:, None] + leads[None, :]).ravel())
             return np.flatnonzero(np.isin(values, valid))
+        if role == "climatology" and canon in (DAYOFYEAR, HOUR):
+            doy, hour = climatology_labels(np.unique((inits[:, None] + leads[None, :]).ravel()))
+            return np.flatnonzero(np.isin(values, doy if canon == DAYOFYEAR else hour))
+        selected = self.config.evaluation.levels
+        if canon == LEVEL and selected:
+            return np.flatnonzero(np.isin(values, selected))
         return None
 
 
