@@ -421,3 +421,28 @@ def test_missing_chunk_files_only_count_where_needed(tmp_path, unneeded):
         assert not missing, "\n".join(f.line() for f in missing)
     else:
         assert {f.store.split(" ")[0] for f in missing} == {"truth", "climatology"}, missing
+
+
+def test_sharded_zarr_v3_store_is_complete(tmp_path):
+    """Chunk objects are named as zarr names them (shards, c/ prefix): a complete sharded
+    store is clean, and one lost shard is reported."""
+    case = make_case(nlat=5, nlon=8, n_inits=4, leads_h=(0, 6, 12))
+    write_all(case, tmp_path)
+    ds = xr.open_zarr(case.paths["forecast"]).load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    enc = {n: {"chunks": (1, 1, *da.shape[2:]), "shards": (2, 3, *da.shape[2:])}
+           for n, da in ds.data_vars.items()}
+    ds.to_zarr(tmp_path / "sharded.zarr", zarr_format=3, consolidated=False, encoding=enc)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": case.paths["truth"]}, "climatology": {"path": case.paths["climatology"]},
+        "models": {"model": {"path": str(tmp_path / "sharded.zarr")}},
+    }))
+    found = run_checks(load_config(cfg), ["model"], sample=False).findings
+    assert not [f for f in found if f.code == "missing-chunks"], [f.line() for f in found]
+    shard = tmp_path / "sharded.zarr" / "temperature" / "c" / "1" / "0"
+    assert shard.is_dir() or shard.is_file()
+    shutil.rmtree(shard) if shard.is_dir() else shard.unlink()
+    found = run_checks(load_config(cfg), ["model"], sample=False).findings
+    assert "c/1/0" in only(found, "error", "missing-chunks").message

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from wxeval.align import climatology_labels
 from wxeval.check.stores import _canonical, _local_root, _raw_var, _Store
@@ -48,10 +49,13 @@ class _LocalFileChecks:
                 continue
             raw_var = _raw_var(st, var)
             da = st.raw[raw_var]
-            chunks = da.encoding.get("chunks") or da.encoding.get("preferred_chunks")
-            if isinstance(chunks, dict):
-                chunks = tuple(chunks.get(d, n) for d, n in zip(da.dims, da.shape, strict=True))
-            if not chunks or len(chunks) != da.ndim:
+            try:  # zarr knows the stored objects: shards if any, and how their keys are spelt
+                arr = zarr.open_array(str(root / raw_var), mode="r")
+                chunks = tuple(arr.shards or arr.chunks)
+                encode = arr.metadata.encode_chunk_key
+            except Exception:  # noqa: BLE001 - not an array zarr can open: nothing to list
+                continue
+            if len(chunks) != da.ndim:
                 continue
             needed = []
             for dim, size, c in zip(da.dims, da.shape, chunks, strict=True):
@@ -74,17 +78,13 @@ class _LocalFileChecks:
             present = listings[(root, raw_var)]
             if present is None:
                 continue
-            sep = "/" if any("/" in k for k in present) else "."
-            prefix = "c/" if any(k.startswith("c/") for k in present) or (
-                root / raw_var / "zarr.json"
-            ).exists() else ""
             missing = [
-                idx
-                for idx in itertools.product(*needed)
-                if prefix + sep.join(str(int(i)) for i in idx) not in present
+                k
+                for k in (encode(tuple(int(i) for i in idx)) for idx in itertools.product(*needed))
+                if k not in present
             ]
             if missing:
-                shown = ", ".join(prefix + sep.join(map(str, m)) for m in missing[:3])
+                shown = ", ".join(missing[:3])
                 self.add(
                     "error",
                     "missing-chunks",
