@@ -32,7 +32,7 @@ from builders import (
 from scipy import linalg, stats
 
 from wxeval.api import score
-from wxeval.scorecard.compare import Inputs, compare, load_inputs, to_dataframe
+from wxeval.scorecard.compare import Inputs, compare, curves, load_inputs, to_dataframe
 from wxeval.scorecard.report import build_context, render_report, write_report
 
 REGIONS = ["global", "tropics"]
@@ -555,3 +555,36 @@ def test_cli_scorecard(realistic, tmp_path):
                                    "--output", str(out), "--test", "naive"])
     assert res.exit_code == 0, res.output
     assert out.is_file() and "naive paired t-test" in out.read_text()
+
+
+def _shifted(inputs: Inputs, name: str, days: int = 0, region: str | None = None) -> Inputs:
+    """``inputs`` with series ``name`` moved by ``days`` or renamed to ``region``."""
+    scores = {k: dict(v) for k, v in inputs.scores.items()}
+    ds = scores[name]["v"]
+    ds = ds.assign_coords(init_time=ds["init_time"] + pd.Timedelta(days=days))
+    if region is not None:
+        ds = ds.assign_coords(region=[region])
+    scores[name]["v"] = ds
+    return dataclasses.replace(inputs, scores=scores)
+
+
+def test_no_common_init_or_cell_is_a_clear_error():
+    inputs = _shifted(_handmade(MODEL, BASE), "m", days=30)
+    with pytest.raises(ValueError, match="m and the baseline b share no init time"):
+        compare(None, ["m"], "b", inputs=inputs)
+    inputs = _shifted(_handmade(MODEL, BASE), "m", region="tropics")
+    with pytest.raises(ValueError, match=r"no \(variable, level, region, lead\) in common"):
+        compare(None, ["m"], "b", inputs=inputs)
+
+
+def test_curves_without_an_init_common_to_all_series():
+    # m shares the first 3 inits with b, n the last 3: each pair compares, no curve does.
+    base = _handmade(MODEL, BASE, n_inits=6)
+    scores = {"b": base.scores["b"], "m": {"v": base.scores["m"]["v"].isel(init_time=slice(0, 3))},
+              "n": {"v": base.scores["m"]["v"].isel(init_time=slice(3, 6))}}
+    inputs = Inputs(Path("."), "b", ["m", "n"], scores, {"b": {}, "m": {}, "n": {}})
+    ds = compare(None, ["m", "n"], "b", inputs=inputs)
+    assert list(ds["n_common_inits"].values) == [3, 3]
+    cv = curves(inputs, metrics=["rmse"])
+    assert cv.attrs["n_inits"] == 0 and cv.attrs["init_first"] == ""
+    assert np.isnan(cv["value"].values).all() and (cv["n"].values == 0).all()

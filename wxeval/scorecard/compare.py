@@ -432,6 +432,9 @@ def compare(
         drop_b.append(pair["dropped_baseline"])
         steps.append(pair["step"])
         common = pair["common"]
+        if common.size == 0:
+            raise ValueError(f"{model} and the baseline {baseline} share no init time: "
+                             f"{pair['note']}")
         for var, mscores in inputs.scores[model].items():
             if var not in base_scores:
                 continue
@@ -461,6 +464,13 @@ def compare(
                     fields["inflation"][at] = res.inflation[j]
                     n_pairs[at] = res.n[j]
                     n_missing[at] = common.size - res.n[j]
+        if n_pairs[mi].sum() == 0:
+            raise ValueError(
+                f"{model} and the baseline {baseline} have no (variable, level, region, lead) "
+                "in common with a value: variables "
+                f"{sorted(inputs.scores[model])} vs {sorted(base_scores)}; compare scores of the "
+                "same variables, regions and lead times"
+            )
     # Cells where neither has data are "no data", not "missing pairs".
     no_data = ~np.isfinite(fields["value"]) & ~np.isfinite(fields["baseline_value"])
     n_missing[no_data & (n_pairs == 0)] = 0
@@ -588,6 +598,8 @@ def curves(
     value, lower, upper = (np.full(shape, np.nan) for _ in range(3))
     n_used = np.zeros(shape, dtype=np.int64)
     for si, name in enumerate(series):
+        if common.size == 0:  # no init common to every series: no curves (the attrs say so)
+            break
         for var, scores in inputs.scores[name].items():
             for ki, metric in enumerate(names):
                 s = _per_init_series(scores, metric)
