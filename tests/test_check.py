@@ -312,12 +312,15 @@ def test_preflight_raises_plan_exception_types(world, tmp_path):
 
 
 def test_secrets_are_redacted_from_findings(world, tmp_path):
-    path = config(world, tmp_path, models={"model": {"path": str(world.root / "nope.zarr"),
-                                                     "storage_options": {"token": "SECRET123"}}})
+    # The token is in the store's name too: the "cannot open" message names it, redacted.
+    path = config(world, tmp_path,
+                  models={"model": {"path": str(world.root / "nope-SECRET123.zarr"),
+                                    "storage_options": {"token": "SECRET123"}}})
     res = run_check(path, "--output", str(tmp_path / "o"))
     assert res.exit_code == 3
     assert "SECRET123" not in res.stdout
     assert "SECRET123" not in (tmp_path / "o" / "check.json").read_text()
+    assert "nope-<redacted>.zarr" in res.stdout
 
 
 # -- the rules themselves ----------------------------------------------------------------------

@@ -343,13 +343,17 @@ def test_credentials_never_in_results_logs_or_errors(world, tmp_path, caplog):
     with xr.open_dataset(out / "model.nc", engine="h5netcdf") as ds:
         assert SECRET not in json.dumps({k: str(v) for k, v in ds.attrs.items()})
     # In an error: a store that does not exist, configured with the token.
-    data["models"]["model"]["path"] = str(tmp_path / "missing.zarr")
+    # The store's name holds the token too, so that every message naming the path would
+    # show it unless redacted (a local path alone never puts the token in a message).
+    data["models"]["model"]["path"] = str(tmp_path / f"missing-{SECRET}.zarr")
     path.write_text(yaml.safe_dump(data))
     res = run_in_process("score", "-c", path, "-o", tmp_path / "o2", "-m", "model")
     assert res.code == EXIT_IO and SECRET not in res.stderr + res.stdout, res.stderr
+    assert "missing-<redacted>.zarr" in res.stderr + res.stdout, res.stderr
     res = run_in_process("check", "-c", path, "--all", "-o", tmp_path / "o3")
     assert res.code == EXIT_DATA and SECRET not in res.stdout
     assert SECRET not in (tmp_path / "o3" / "check.json").read_text()
+    assert "missing-<redacted>.zarr" in (tmp_path / "o3" / "check.json").read_text()
 
 
 def test_truncated_truth_is_caught_for_a_model_sharing_it_with_a_scored_one(tmp_path):

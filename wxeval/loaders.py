@@ -270,7 +270,8 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
                 attempt += 1
                 continue
             tried = f" (after {attempt} attempts)" if attempt > 1 else ""
-            raise LoadError(f"{name}: cannot open Zarr store at {path!r}: {why}{tried}") from err
+            message = f"{name}: cannot open Zarr store at {path!r}: {why}{tried}"
+            raise LoadError(_scrub(message, storage_options)) from err
 
 
 def _invalidate(path: str, opts: Mapping[str, Any] | None) -> None:
@@ -372,13 +373,14 @@ class _NamedReads(_backend_array()):
         except (LoadError, schema.SchemaError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - re-raised with the store and variable named
-            why = _scrub(_describe(err), json.loads(self._options))
+            options = json.loads(self._options)
+            why = _describe(err)
             where = f"{self._name}: reading {self._variable!r} from {self._path!r} failed"
             if _is_io_error(err):
-                raise LoadError(f"{where}: {why}") from err
-            raise CorruptChunkError(
-                f"{where}: {why} (a corrupted chunk? check the store's files)"
-            ) from err
+                raise LoadError(_scrub(f"{where}: {why}", options)) from err
+            raise CorruptChunkError(_scrub(
+                f"{where}: {why} (a corrupted chunk? check the store's files)", options
+            )) from err
 
 
 def _is_io_error(err: BaseException) -> bool:
