@@ -31,6 +31,7 @@ from builders import (
 )
 from scipy import linalg, stats
 
+import wxeval
 from wxeval.api import score
 from wxeval.scorecard.compare import Inputs, compare, curves, load_inputs, to_dataframe
 from wxeval.scorecard.report import build_context, render_report, write_report
@@ -520,7 +521,7 @@ def test_report_is_self_contained_and_escaped(realistic, tmp_path):
     assert "default-src 'none'" in csp and "'sha256-" in csp
     # the provenance block
     for text in ("Provenance", "Geer (2016)", "Benjamini-Hochberg", "optimistic",
-                 str(results.resolve()), "wxeval 0.1.0", "init"):
+                 str(results.resolve()), f"wxeval {wxeval.__version__}", "init"):
         assert text in html, text
 
 

@@ -117,13 +117,8 @@ class ChunkReader(BackendArray):
             return np.asarray(self.fill_value, dtype=self.dtype)  # absent chunk: fill value
         if isinstance(blob, BaseException):
             raise blob
-        data = self.compressor.decode(blob) if self.compressor is not None else blob
-        for f in reversed(self.filters):
-            data = f.decode(data)
-        arr = np.frombuffer(memoryview(data), dtype=self.dtype)
-        if arr.size != int(np.prod(self.chunks)):
-            raise ValueError(f"chunk {key} decodes to {arr.size} values, expected {self.chunks}")
-        return arr.reshape(self.chunks, order=self.order)
+        return _decode_chunk(blob, self.compressor, self.filters, self.dtype, self.chunks,
+                             self.order, key)
 
 
 def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | None]:
@@ -164,14 +159,19 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
             raise FileNotFoundError(f"{key}: chunk missing (these arrays are written whole)")
         if isinstance(blob, BaseException):
             raise blob
-        data = compressor.decode(blob) if compressor is not None else blob
-        for f in reversed(filters):
-            data = f.decode(data)
-        arr = np.frombuffer(memoryview(data), dtype=dtype)
-        if arr.size != int(np.prod(shape)):
-            raise ValueError(f"chunk {key} decodes to {arr.size} values, expected {shape}")
-        out[p] = arr.reshape(shape, order=order)
+        out[p] = _decode_chunk(blob, compressor, filters, dtype, shape, order, key)
     return out
+
+
+def _decode_chunk(blob, compressor, filters, dtype, shape, order, key) -> np.ndarray:
+    """One stored chunk object → array of ``shape``: compressor, then filters in reverse."""
+    data = compressor.decode(blob) if compressor is not None else blob
+    for f in reversed(filters):
+        data = f.decode(data)
+    arr = np.frombuffer(memoryview(data), dtype=dtype)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"chunk {key} decodes to {arr.size} values, expected {tuple(shape)}")
+    return arr.reshape(shape, order=order)
 
 
 def single_chunk_group(

@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from wxeval import schema
+from wxeval.chunks import _as_slice
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
 from wxeval.regions import Region, RegionReducer
@@ -420,9 +421,8 @@ def _subset_positions(levels: tuple[int, ...] | None, subset: tuple[int, ...] | 
 
 def _as_indexer(idx):
     """Consecutive integer positions become a slice (a cheaper contiguous read)."""
-    if isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.size > 0:
-        if idx.size == 1 or np.all(np.diff(idx) == 1):
-            return slice(int(idx[0]), int(idx[-1]) + 1)
+    if isinstance(idx, np.ndarray) and idx.ndim == 1:
+        return _as_slice(idx)
     return idx
 
 

@@ -54,7 +54,7 @@ def summarize(
         da = metrics_from_scores(scores, wanted, dim=INIT_TIME, skipna=skipna)
         order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in da.dims else [])
         da = da.transpose(*order)
-        da.attrs["units"] = _units(name)
+        da.attrs["units"] = units_of(name)
         da.attrs["units_note"] = (
             "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
             "acc_pooled dimensionless"
@@ -75,7 +75,8 @@ METRIC_DOC = (
 )
 
 
-def _units(name: str) -> str:
+def units_of(name: str) -> str:
+    """Units of a variable's scores (wind vectors in m s**-1); "" when unknown."""
     if name in WIND_VECTORS.values():
         return "m s**-1"
     return EXPECTED_UNITS.get(name, "")
@@ -189,6 +190,17 @@ def remove_stale_temporaries(folder: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import: ``os.umask`` can only be read by setting it,
+    which other threads creating files at that moment would see."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Write through ``write(tmp_path)`` then rename over ``path`` (same folder, so atomic).
     The file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
@@ -200,9 +212,7 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

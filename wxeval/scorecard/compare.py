@@ -49,7 +49,7 @@ import pandas as pd
 import xarray as xr
 
 from wxeval.metrics import ERROR_METRICS, canonical_metric
-from wxeval.schema import EXPECTED_UNITS, INIT_TIME, LEAD_TIME, LEVEL, WIND_VECTORS
+from wxeval.schema import INIT_TIME, LEAD_TIME, LEVEL
 from wxeval.scorecard import significance as sig
 
 __all__ = [
@@ -312,12 +312,6 @@ def _union(seqs) -> list:
                 seen.add(x)
                 out.append(x)
     return out
-
-
-def units_of(variable: str) -> str:
-    if variable in WIND_VECTORS.values():
-        return "m s**-1"
-    return EXPECTED_UNITS.get(variable, "")
 
 
 # ---------------------------------------------------------------------------------------------

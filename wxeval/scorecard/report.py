@@ -38,15 +38,15 @@ import numpy as np
 import xarray as xr
 
 import wxeval
-from wxeval.results import atomic_write
+from wxeval.results import atomic_write, units_of
 from wxeval.scorecard.compare import (
     CAVEAT,
     DEFAULT_METRICS,
     Inputs,
+    _check_options,
     compare,
     curves,
     load_inputs,
-    units_of,
 )
 
 __all__ = ["BINS", "HEADLINE_ROWS", "build_context", "render_report", "write_report"]
@@ -181,6 +181,7 @@ def build_context(
     """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
     cfg, cfg_path = _config(config)
     metrics = tuple(metrics) if metrics else DEFAULT_METRICS
+    _check_options(metrics, method, correction, alpha)  # before reading any statistics
     inputs = load_inputs(results_dir, models, baseline)
     ds = compare(
         results_dir,
