@@ -389,3 +389,27 @@ def test_truncated_truth_is_caught_for_a_model_sharing_it_with_a_scored_one(tmp_
     with pytest.raises(SchemaError, match=r"chunk file\(s\) needed are missing"):
         score(cfg, ["a", "b"], tmp_path / "out")
     assert not (tmp_path / "out" / "b.nc").exists()
+
+
+def test_forecast_with_an_extra_dimension_names_the_store(tmp_path):
+    """An ensemble store (a ``number`` dimension) is refused with the store and dimension named."""
+    from builders import make_case, write_all
+
+    from wxeval.api import score
+    from wxeval.schema import SchemaError
+
+    case = make_case(variables=("2m_temperature",), n_inits=2, leads_h=(0, 6))
+    write_all(case, tmp_path)
+    ds = xr.open_zarr(case.paths["forecast"]).load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds["2m_temperature"] = ds["2m_temperature"].expand_dims(number=[0, 1]).copy()
+    ds.to_zarr(tmp_path / "ens.zarr", zarr_format=2, consolidated=True)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": case.paths["truth"]}, "climatology": {"path": case.paths["climatology"]},
+        "models": {"model": {"path": str(tmp_path / "ens.zarr")}},
+    }))
+    with pytest.raises(SchemaError, match=r"ens\.zarr\): 2m_temperature: unexpected dimension"):
+        score(cfg, ["model"], tmp_path / "out")
+    assert not (tmp_path / "out" / "model.nc").exists()

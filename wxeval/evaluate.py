@@ -249,7 +249,8 @@ def compute_task(task: Task) -> TaskResult:
     valid = np.unique(np.concatenate([n.ravel() for n in need]))
     tpos = _positions(truth[VALID_TIME].values, valid, task.truth.name, "valid_time")
     truth_lev = _level_positions(tda, task.levels, task.truth.name)
-    obs = _read(tda, {VALID_TIME: tpos, **truth_lev}, [VALID_TIME, LEVEL], spatial)
+    obs = _read(tda, {VALID_TIME: tpos, **truth_lev}, [VALID_TIME, LEVEL], spatial,
+                store=task.truth.name)
 
     clim_fields = None
     cslot = None
@@ -269,7 +270,8 @@ def compute_task(task: Task) -> TaskResult:
         days, day_of_pair = np.unique(pairs[:, 0], return_inverse=True)
         hours, hour_of_pair = np.unique(pairs[:, 1], return_inverse=True)
         block = _read(
-            cda, {DAYOFYEAR: days, HOUR: hours, **clim_lev}, [DAYOFYEAR, HOUR, LEVEL], spatial
+            cda, {DAYOFYEAR: days, HOUR: hours, **clim_lev}, [DAYOFYEAR, HOUR, LEVEL], spatial,
+            store=task.climatology.name,
         )
         clim_fields = block[day_of_pair.ravel(), hour_of_pair.ravel()]
         del block
@@ -344,7 +346,8 @@ def _forecast_reader(
             cache.update(
                 group=group,
                 members=members,
-                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial),
+                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial,
+                           store=part.source.store.name),
             )
         k = int(np.flatnonzero(cache["members"] == li)[0])
         return cache["data"][:, k]
@@ -426,7 +429,9 @@ def _as_indexer(idx):
     return idx
 
 
-def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.ndarray:
+def _read(
+    da: xr.DataArray, indexers: dict, leading: list[str], spatial, store: str = "store"
+) -> np.ndarray:
     """Read an orthogonal selection as NumPy with dims (leading…, level, *spatial); variables
     without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
@@ -435,7 +440,10 @@ def _read(da: xr.DataArray, indexers: dict, leading: list[str], spatial) -> np.n
     order = lead_dims + ([LEVEL] if LEVEL in sub.dims else []) + list(spatial)
     extra = [d for d in sub.dims if d not in order]
     if extra:
-        raise schema.SchemaError(f"{da.name}: unexpected dimension(s) {extra}")
+        raise schema.SchemaError(
+            f"{store}: {da.name}: unexpected dimension(s) {extra} (fields are scored on time, "
+            "lead, level, latitude and longitude: select or average the others first)"
+        )
     arr = np.asarray(sub.values)
     axes = [sub.dims.index(d) for d in order]
     if axes != list(range(len(axes))):
