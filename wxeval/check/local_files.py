@@ -42,7 +42,7 @@ class _LocalFileChecks:
 
     def check_chunks(self, st: _Store, variables, inits, leads) -> None:
         root = _local_root(st.spec.path)
-        if root is None:
+        if root is None or len(inits) == 0:  # nothing to read: nothing to list
             return
         for var in variables:
             if st.raw is None or _raw_var(st, var) not in st.raw:
@@ -50,7 +50,10 @@ class _LocalFileChecks:
             raw_var = _raw_var(st, var)
             da = st.raw[raw_var]
             try:  # zarr knows the stored objects: shards if any, and how their keys are spelt
-                arr = zarr.open_array(str(root / raw_var), mode="r")
+                groups = self.__dict__.setdefault("_zarr_groups", {})
+                if root not in groups:  # one opening (its consolidated metadata) per store
+                    groups[root] = zarr.open_group(str(root), mode="r")
+                arr = groups[root][raw_var]
                 chunks = tuple(arr.shards or arr.chunks)
                 encode = arr.metadata.encode_chunk_key
             except Exception:  # noqa: BLE001 - not an array zarr can open: nothing to list
