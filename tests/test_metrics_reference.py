@@ -537,7 +537,7 @@ def test_variables_levels_regions_metrics_subsets(scored64, tmp_path):
 
 def test_netcdf_layout(scored64):
     case, report, out, _ = scored64
-    ds = xr.open_dataset(out / "model.nc", engine="h5netcdf")
+    ds = xr.open_dataset(out / "model.nc")
     try:
         ds = ds.load()
     finally:
@@ -563,6 +563,15 @@ def test_netcdf_layout(scored64):
     for var in UPPER + SURFACE + (U,):
         xr.testing.assert_allclose(ds[var], table[var].transpose(*ds[var].dims), rtol=0, atol=0)
     check_table(case, ds, ["temperature", "2m_temperature"], ["global", "europe"], rtol=1e-10)
+    # Classic netCDF, readable without xarray (lead times in hours).
+    from scipy.io import netcdf_file
+
+    with netcdf_file(out / "model.nc", "r", mmap=False) as nc:
+        assert nc.variables["lead_time"].units in (b"hours", "hours")
+        np.testing.assert_array_equal(
+            nc.variables["lead_time"][:], case.lead_times.values / np.timedelta64(1, "h")
+        )
+        assert nc.variables["geopotential"].dimensions == ("metric", "region", "lead_time", "level")
 
 
 def _netcdf_values(ds: xr.Dataset) -> dict:
@@ -584,7 +593,7 @@ def test_csv_layout_and_values(scored64):
     with open(out / "model.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["variable", "level", "region", "lead_time_hours", "metric", "value"]
-    with xr.open_dataset(out / "model.nc", engine="h5netcdf") as ds:
+    with xr.open_dataset(out / "model.nc") as ds:
         nc = _netcdf_values(ds.load())
     seen = set()
     for var, level, region, hours, metric, value in rows[1:]:
@@ -659,7 +668,7 @@ def test_resume_extends_init_range(scored64, tmp_path):
     check_table(case, second.tables["model"], ["temperature", "2m_temperature"],
                 ["global", "europe"], rtol=1e-10)
     # And the written files now describe all six inits.
-    ds = xr.open_dataset(tmp_path / "out" / "model.nc", engine="h5netcdf").load()
+    ds = xr.open_dataset(tmp_path / "out" / "model.nc").load()
     check_table(case, ds, ["2m_temperature"], ["europe"], rtol=1e-10)
     third = score(cfg, ["model"], tmp_path / "out")
     assert third.computed_fields == 0
