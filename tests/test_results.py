@@ -59,10 +59,12 @@ def test_csv_matches_the_tidy_dataframe(tmp_path):
     edge = table["2m_temperature"].values
     edge[0, 0, :] = [np.inf, -np.inf, -0.0]
     edge[1, 0, :] = [5e-324, -1.2345678901234e-300, 1e300]
-    table = table.assign_coords(region=["Südamerika", 'odd "box", east', "line\nbreak"])
-    write_csv(table, tmp_path / "t.csv")
-    to_tidy(table).to_csv(tmp_path / "pandas.csv", index=False, float_format="%.10g")
-    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    for regions in (["Südamerika, 100%s", 'odd "box", east', "ends,nan"],
+                    ["Südamerika", "a,nan\nb", "line\nbreak"]):  # line breaks: cell by cell
+        table = table.assign_coords(region=regions)
+        write_csv(table, tmp_path / "t.csv")
+        to_tidy(table).to_csv(tmp_path / "pandas.csv", index=False, float_format="%.10g")
+        assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
 
 
 def test_csv_of_an_empty_table_is_its_header(tmp_path):

@@ -128,7 +128,11 @@ def write_csv(table: xr.Dataset, path: str | Path) -> None:
 
 def _csv_chunks(table: xr.Dataset):
     """CSV text built per variable from the arrays (pandas would take ~5x longer for the
-    ~10^5 rows of a full table): rows sorted by variable, level, region, lead, metric."""
+    ~10^5 rows of a full table): rows sorted by variable, level, region, lead, metric.
+
+    The rows of a variable are one ``%``-template formatted in a single call: one row
+    template per (lead, metric) with a placeholder for the (variable, level, region) prefix;
+    the value is the last field, so ``,nan`` at a line end is an absent value (NaN)."""
     yield ",".join(CSV_HEADER) + "\n"
     for name in sorted(str(v) for v in table.data_vars):
         da = table[name]
@@ -145,21 +149,30 @@ def _csv_chunks(table: xr.Dataset):
         h_order = np.argsort(hours, kind="stable")
         da = da.isel(region=r_order, metric=m_order, lead_time=h_order)
         values = da.transpose(LEVEL, "region", LEAD_TIME, "metric").values
-        cells = ["" if x != x else f"{x:.10g}" for x in values.ravel().tolist()]
-        metric_cells = [_csv_field(metrics[i]) for i in m_order]
-        var_cell = _csv_field(name)
-        lines = []
-        k = 0
-        for level in levels:
-            for ri in r_order:
-                region = _csv_field(regions[ri])
-                for h in hours[h_order].tolist():
-                    prefix = f"{var_cell},{level},{region},{h:.10g},"
-                    for metric in metric_cells:
-                        lines.append(prefix + metric + "," + cells[k])
-                        k += 1
-        if lines:
-            yield "\n".join(lines) + "\n"
+        if values.size == 0:
+            continue
+        # A quoted name with a line break could hold ",nan\n" itself: format cell by cell then.
+        by_cell = any("\n" in x for x in (name, *regions, *metrics))
+        value = "%s" if by_cell else "%.10g"
+        rows = "".join(
+            f"\0{h:.10g},{_escape(_csv_field(metrics[i]))},{value}\n"
+            for h in hours[h_order].tolist()
+            for i in m_order
+        )
+        var_cell = _escape(_csv_field(name))
+        template = "".join(
+            rows.replace("\0", f"{var_cell},{level},{_escape(_csv_field(regions[ri]))},")
+            for level in levels
+            for ri in r_order
+        )
+        if by_cell:
+            yield template % tuple("" if x != x else f"{x:.10g}" for x in values.ravel().tolist())
+        else:
+            yield (template % tuple(values.ravel().tolist())).replace(",nan\n", ",\n")
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def _csv_field(text: str) -> str:
