@@ -398,6 +398,16 @@ def _rechunked(src: str, dst: Path, one_per: tuple[str, ...]) -> str:
     return str(dst)
 
 
+@pytest.fixture(params=["looked-up", "listed"])
+def chunk_lookup(request, monkeypatch):
+    """Both ways of finding chunk files: one by one (few needed) and one folder listing."""
+    from wxeval.check import local_files
+
+    if request.param == "listed":
+        monkeypatch.setattr(local_files, "CHUNK_STAT_LIMIT", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("unneeded", [True, False])
 def test_missing_chunk_files_only_count_where_needed(tmp_path, unneeded):
     """A climatology chunked per day and a truth chunked per level: a lost chunk the selection
@@ -426,7 +436,7 @@ def test_missing_chunk_files_only_count_where_needed(tmp_path, unneeded):
         assert {f.store.split(" ")[0] for f in missing} == {"truth", "climatology"}, missing
 
 
-def test_sharded_zarr_v3_store_is_complete(tmp_path):
+def test_sharded_zarr_v3_store_is_complete(tmp_path, chunk_lookup):
     """Chunk objects are named as zarr names them (shards, c/ prefix): a complete sharded
     store is clean, and one lost shard is reported."""
     case = make_case(nlat=5, nlon=8, n_inits=4, leads_h=(0, 6, 12))

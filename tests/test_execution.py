@@ -323,3 +323,31 @@ def test_read_size_does_not_change_the_numbers(tmp_path, monkeypatch):
     assert set(reads) == {len(case.lead_times)}
     _tables_equal(small.tables["model"], large.tables["model"], rtol=0)
     _matches_numpy(case, large.tables["model"])
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "synchronous"])
+def test_tasks_start_in_the_order_given(scheduler):
+    from wxeval.cluster import run_tasks
+
+    started, finished = [], []
+    order = [7, 3, 11, 0, 5, 9, 1, 8, 2, 10, 4, 6]  # longest first in practice: any order
+    run_tasks(started.append, order, lambda task, _: finished.append(task),
+              scheduler=scheduler, num_workers=1, progress=False)
+    assert started == order
+    assert sorted(finished) == sorted(order)
+
+
+def test_task_cost_counts_the_fields_read(two_models):
+    from wxeval.config import load_config
+    from wxeval.plan import make_plan
+
+    _, _, cfg = two_models
+    plan = make_plan(load_config(cfg), ["a", "b"])
+    tasks = evaluate.make_tasks(plan.models, plan.regions, land_sea_mask=plan.land_sea_mask,
+                                skipna=False)
+    for t in tasks:
+        nlev = 1 if t.levels is None else len(t.levels)
+        valid = {int(i + lead) for p in t.parts for i in p.init_times.astype("i8")
+                 for lead in p.lead_times.astype("i8")}
+        forecast = sum(len(p.init_times) * len(p.lead_times) * nlev for p in t.parts)
+        assert t.cost == forecast + 2 * nlev * len(valid)

@@ -82,6 +82,9 @@ def score(
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
+    # Longest first: two threads then finish together instead of one waiting on a late
+    # upper-air task (a rerun's few tasks differ ~10x in size).
+    tasks.sort(key=lambda t: -t.cost)
     # The cheap part of `wxeval check` (metadata only) before computing anything; chunk files
     # are listed for the inits still to compute only.
     todo: dict[str, list] = {}

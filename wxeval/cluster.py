@@ -29,6 +29,7 @@ def run_tasks(
     progress: bool | None = None,
 ) -> None:
     """Run ``fn(task)`` for every task; call ``on_result(task, result)`` as each one finishes.
+    Tasks start in the order given (a single worker runs them in that order).
 
     ``scheduler``: ``None``/``"threads"`` (dask threads in this process), ``"synchronous"``,
     ``"local-processes"`` (a ``distributed.LocalCluster``), ``"jobqueue"`` (a dask-jobqueue
@@ -48,7 +49,9 @@ def run_tasks(
 def _run_local(fn, tasks, on_result, scheduler, num_workers, progress):
     from dask.callbacks import Callback
 
-    keys = [f"wxeval-task-{i}" for i in range(len(tasks))]
+    # Tasks start in the order given (callers put the longest first, so that the last ones
+    # to finish are short): dask orders independent tasks by descending key.
+    keys = [f"wxeval-task-{len(tasks) - 1 - i:08d}" for i in range(len(tasks))]
     graph = {k: (fn, t) for k, t in zip(keys, tasks, strict=True)}
     by_key = dict(zip(keys, tasks, strict=True))
     bar = _progress_bar(len(tasks), progress)

@@ -103,6 +103,21 @@ class Task:
     def size(self) -> int:
         return sum(len(p.init_times) * len(p.lead_times) for p in self.parts)
 
+    @property
+    def cost(self) -> int:
+        """Fields the task reads (forecast, plus truth and climatology at each valid time):
+        a measure of its run time, to start the longest tasks first."""
+        nlev = 1 if self.levels is None else len(self.levels)
+        valid = np.unique(
+            np.concatenate([(p.init_times[:, None] + p.lead_times).ravel() for p in self.parts])
+        )
+        forecast = sum(
+            len(p.init_times) * len(p.lead_times) * (1 if p.levels is None else len(p.levels))
+            for p in self.parts
+            if p.source.kind == "zarr"
+        )
+        return forecast + (1 + (self.climatology is not None)) * nlev * len(valid)
+
 
 # ---------------------------------------------------------------------------------------------
 # Planning

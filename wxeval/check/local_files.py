@@ -16,6 +16,7 @@ from wxeval.check.stores import _canonical, _local_root, _raw_var, _Store
 from wxeval.schema import DAYOFYEAR, HOUR, INIT_TIME, LEAD_TIME, LEVEL, VALID_TIME
 
 CHUNK_LISTING_LIMIT = 200_000  # do not compare more expected chunk keys than this per variable
+CHUNK_STAT_LIMIT = 2_000  # up to this many expected chunk files: looked up one by one, not listed
 
 
 class _LocalFileChecks:
@@ -44,6 +45,7 @@ class _LocalFileChecks:
         root = _local_root(st.spec.path)
         if root is None or len(inits) == 0:  # nothing to read: nothing to list
             return
+        positions: dict[str, np.ndarray | None] = {}  # per dimension: the same for every var
         for var in variables:
             if st.raw is None or _raw_var(st, var) not in st.raw:
                 continue
@@ -62,7 +64,9 @@ class _LocalFileChecks:
                 continue
             needed = []
             for dim, size, c in zip(da.dims, da.shape, chunks, strict=True):
-                pos = self._needed_positions(st, dim, inits, leads)
+                if dim not in positions:
+                    positions[dim] = self._needed_positions(st, dim, inits, leads)
+                pos = positions[dim]
                 if pos is None:
                     pos = np.arange(size)
                 needed.append(np.unique(np.asarray(pos) // c))
@@ -75,17 +79,20 @@ class _LocalFileChecks:
             if key in self._sampled:
                 continue
             self._sampled.add(key)
-            listings = self.__dict__.setdefault("_chunk_listings", {})
-            if (root, raw_var) not in listings:  # one listing per folder and run
-                listings[(root, raw_var)] = _chunk_keys(root / raw_var)
-            present = listings[(root, raw_var)]
-            if present is None:
-                continue
-            missing = [
-                k
-                for k in (encode(tuple(int(i) for i in idx)) for idx in itertools.product(*needed))
-                if k not in present
-            ]
+            folder = root / raw_var
+            expected = (encode(tuple(int(i) for i in idx)) for idx in itertools.product(*needed))
+            if count <= CHUNK_STAT_LIMIT:  # a few (a nightly rerun's): look each one up
+                if not folder.is_dir():
+                    continue
+                missing = [k for k in expected if not os.path.isfile(folder / k)]
+            else:  # many: one listing of the folder per run
+                listings = self.__dict__.setdefault("_chunk_listings", {})
+                if (root, raw_var) not in listings:
+                    listings[(root, raw_var)] = _chunk_keys(folder)
+                present = listings[(root, raw_var)]
+                if present is None:
+                    continue
+                missing = [k for k in expected if k not in present]
             if missing:
                 shown = ", ".join(missing[:3])
                 self.add(
