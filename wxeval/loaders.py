@@ -335,16 +335,16 @@ def _name_read_errors(ds: xr.Dataset, spec: StoreSpec) -> xr.Dataset:
     """Wrap each data variable so that a failed read names the store and the variable."""
     from xarray.core import indexing
 
-    out = ds.copy()
+    wrapped = {}
     for var in ds.data_vars:
         v = ds[var].variable
         if not isinstance(v._data, indexing.ExplicitlyIndexed):
             continue
-        wrapped = _NamedReads(v._data, spec.name, spec.path, str(var), spec.storage_options)
-        out[var] = xr.Variable(
-            v.dims, indexing.LazilyIndexedArray(wrapped), v.attrs, v.encoding, fastpath=True
+        named = _NamedReads(v._data, spec.name, spec.path, str(var), spec.storage_options)
+        wrapped[var] = xr.Variable(
+            v.dims, indexing.LazilyIndexedArray(named), v.attrs, v.encoding, fastpath=True
         )
-    return out
+    return ds.assign(wrapped)  # one merge (assigning variables one by one aligns each time)
 
 
 def _backend_array():
