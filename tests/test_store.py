@@ -66,6 +66,30 @@ def test_load_assembles_parts_by_coordinates(tmp_path):
     np.testing.assert_array_equal(got.values, want)
 
 
+def test_parts_of_an_earlier_compressor_are_still_read(tmp_path, monkeypatch):
+    """Parts carry their codec: a store written with zstd (wxeval before LZ4) mixes with new
+    parts."""
+    import numcodecs
+
+    from wxeval import store as store_mod
+
+    store = StatisticsStore(str(tmp_path / "stats"))
+    a, b = _stats(seed=1), _stats(seed=2)
+    b = b.assign_coords(init_time=b.init_time + np.timedelta64(3, "D"))
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "PART_COMPRESSOR", numcodecs.Blosc("zstd", 3, numcodecs.Blosc.SHUFFLE))
+        old = store.write_part("m", "t", "k", 0, a, ["kg", "kt"])
+    new = store.write_part("m", "t", "k", 1, b, ["kg", "kt"])
+    codecs = [json.loads(open(f"{p}/stats/.zarray").read())["compressor"]["cname"]
+              for p in (old, new)]
+    assert codecs == ["zstd", "lz4"]
+    inits = np.concatenate([a.init_time.values, b.init_time.values])
+    got = StatisticsStore(str(tmp_path / "stats")).load(
+        "m", "t", "k", inits, a.lead_time.values, (500, 850), ["global", "tropics"], ["kg", "kt"]
+    )
+    np.testing.assert_array_equal(got.values, np.concatenate([a.values, b.values], axis=1))
+
+
 def test_damaged_marker_makes_the_part_invisible(tmp_path):
     store = StatisticsStore(str(tmp_path / "stats"))
     path = store.write_part("m", "t", "k", 0, _stats(), ["kg", "kt"])

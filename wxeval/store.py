@@ -52,7 +52,9 @@ COMPACT_AFTER = 16
 MERGED_PART_BYTES = 64 * 2**20
 #: Listings a reader tries while another job deletes the parts it has merged.
 LIST_ATTEMPTS = 5
-PART_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+#: Byte-shuffled LZ4: on float64 statistics it compresses as well as zstd (ratio ~1.5) and
+#: decodes 2x faster (every run reads back all of an entry's parts).
+PART_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
 _VALUE_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "units",
