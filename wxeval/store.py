@@ -111,6 +111,10 @@ class StatisticsStore:
             isinstance(self.fs.protocol, tuple) and "file" in self.fs.protocol
         )
         self._indexes: dict[str, dict | None] = {}
+        # Complete parts per entry folder, listed once per run and kept up to date with this
+        # store's own writes and deletions (a listing made stale by another job is refreshed
+        # by :meth:`load` when a part it lists has gone).
+        self._listed: dict[str, list[str]] = {}
 
     def _path(self, *parts: str) -> str:
         return "/".join([self._root.rstrip("/"), *parts])
@@ -162,6 +166,9 @@ class StatisticsStore:
             objects = _part_objects(stats.values, attrs)
             self.fs.pipe({f"{final}/{rel}": blob for rel, blob in objects.items()})
             self.fs.pipe(final + "/" + MARKER, marker)  # the commit: only after the rest
+        if folder in self._listed:
+            self._indexes[final] = index
+            self._listed[folder] = sorted([*self._listed[folder], final])
         return final
 
     # -- reading ------------------------------------------------------------------------------
@@ -169,11 +176,13 @@ class StatisticsStore:
     def parts(self, model: str, variable: str, key: str) -> list[str]:
         """Complete parts of one entry (those whose commit marker exists), in name order."""
         folder = self._path(model, variable, key)
+        if folder in self._listed:
+            return list(self._listed[folder])
         try:
             # One listing (a single request on object stores) finds every commit marker.
             files = self.fs.find(folder)
         except FileNotFoundError:
-            return []
+            files = []
         out = []
         for f in files:
             if not f.endswith("/" + MARKER):
@@ -189,7 +198,8 @@ class StatisticsStore:
             for p in unknown:
                 self._indexes[p] = _parse_index(blobs.get(p + "/" + MARKER))
         # A marker without a readable index (damaged): the part is ignored and recomputed.
-        return sorted(p for p in out if self._indexes.get(p) is not None)
+        self._listed[folder] = sorted(p for p in out if self._indexes.get(p) is not None)
+        return list(self._listed[folder])
 
     def index(self, path: str) -> dict:
         """Coordinates of a complete part (from its commit marker, read by :meth:`parts`)."""
@@ -273,6 +283,7 @@ class StatisticsStore:
                 if attempt == LIST_ATTEMPTS:
                     raise
                 self.fs.invalidate_cache()
+                self._listed.clear()
                 time.sleep(0.2 * attempt)
         for p, (ii, ll, vv, rr, src) in matches.items():
             values = values_of[p]
@@ -372,6 +383,9 @@ class StatisticsStore:
         except FileNotFoundError:
             return 0  # already removed (by a concurrent compaction)
         self._indexes.pop(path, None)
+        folder = path.rsplit("/", 1)[0]
+        if folder in self._listed:
+            self._listed[folder] = [p for p in self._listed[folder] if p != path]
         try:
             self.fs.rm(path, recursive=True)
         except FileNotFoundError:
