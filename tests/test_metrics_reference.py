@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -339,6 +340,58 @@ def scored32(tmp_path_factory):
     )
     report = score(cfg, ["model"], root / "out")
     return case, report
+
+
+def _ref_table(stats: np.ndarray, skipna: bool) -> dict[str, np.ndarray]:
+    """The metrics table written out by hand from statistics (7, T, *cells)."""
+    w, se, err, ae, fo, ff, oo = stats
+    mean = np.nanmean if skipna else np.mean
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN cell
+        mse_t = se / w
+        return {
+            "rmse": np.sqrt(mean(mse_t, axis=0)),
+            "rmse_per_init": mean(np.sqrt(mse_t), axis=0),
+            "mse": mean(mse_t, axis=0),
+            "mae": mean(ae / w, axis=0),
+            "bias": mean(err / w, axis=0),
+            "acc": mean(fo / np.sqrt(ff * oo), axis=0),
+            "acc_pooled": mean(fo / w, axis=0) / np.sqrt(mean(ff / w, axis=0)
+                                                         * mean(oo / w, axis=0)),
+        }
+
+
+@pytest.mark.parametrize("skipna", [False, True])
+def test_table_from_statistics_matches_numpy(skipna):
+    from wxeval.metrics import METRICS, table_from_statistics, vector_table_from_statistics
+
+    rng = np.random.default_rng(5)
+    shape = (len(STATISTICS), 9, 4, 3, 2)  # statistic, init, lead, region, level
+    stats = rng.uniform(0.5, 2.0, size=shape)
+    stats[2] -= 1.25  # signed error sums
+    stats[4] -= 1.25
+    stats[1, 3, 0, 0, 0] = np.nan  # one NaN init in a cell
+    stats[:, :, 1, 1, 0] = np.nan  # a cell NaN at every init
+    stats[0, 2, 2, 2, 1] = 0.0  # zero weight: inf / nan per-init scores
+    stats[4:, 5, 3, 0, 1] = np.nan  # ACC sums only
+    got = table_from_statistics(stats, METRICS, skipna=skipna)
+    ref = _ref_table(stats, skipna)
+    for i, m in enumerate(METRICS):
+        np.testing.assert_allclose(got[i], ref[m], rtol=1e-13, equal_nan=True, err_msg=m)
+    # Metric order as asked; wind vectors: per-init MSE of u plus that of v.
+    np.testing.assert_array_equal(table_from_statistics(stats, ("acc", "mse"), skipna=skipna),
+                                  got[[METRICS.index("acc"), METRICS.index("mse")]])
+    other = rng.uniform(0.5, 2.0, size=shape)
+    vec = vector_table_from_statistics(stats, other, ("rmse", "mse", "rmse_per_init"),
+                                       skipna=skipna)
+    mean = np.nanmean if skipna else np.mean
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mse_t = stats[1] / stats[0] + other[1] / other[0]
+        want = [np.sqrt(mean(mse_t, axis=0)), mean(mse_t, axis=0), mean(np.sqrt(mse_t), axis=0)]
+    np.testing.assert_allclose(vec, np.stack(want), rtol=1e-13, equal_nan=True)
+    with pytest.raises(ValueError, match="not defined for a wind vector"):
+        vector_table_from_statistics(stats, other, ("acc",))
 
 
 def test_regions_in_table_are_all_standard_land_and_custom(scored64):

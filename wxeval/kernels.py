@@ -306,6 +306,47 @@ def _region_sum(acc, total, k, land, r, full, region_segs, region_latw):  # prag
     return value
 
 
+#: Per-init scores whose means over init :func:`init_means` returns, in this order.
+INIT_SCORES = ("mse", "rmse_per_init", "bias", "mae", "acc", "fa_oa", "fa2", "oa2")
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def init_means(stats, skipna):  # pragma: no cover - compiled
+    """Means over init time of the per-init scores of :data:`INIT_SCORES`, in one pass.
+
+    ``stats`` (7, T, M) float64: the statistics of :data:`wxeval.metrics.STATISTICS` for T
+    inits and M cells (lead × region × level). Per init t: MSE_t = sum_se/sum_weight, its
+    root, bias_t = sum_err/sum_weight, mae_t = sum_ae/sum_weight, ACC_t = sum_fa_oa /
+    √(sum_fa2·sum_oa2), and ⟨f′o′⟩_t, ⟨f′²⟩_t, ⟨o′²⟩_t (sums / sum_weight). Returns (8, M):
+    the plain means (a NaN init makes the mean NaN) or, with ``skipna``, the means of the
+    finite-or-infinite values (NaN when every init is NaN), as ``numpy.nanmean``."""
+    nt, nm = stats.shape[1], stats.shape[2]
+    sums = np.zeros((8, nm))
+    counts = np.zeros((8, nm))
+    q = np.empty(8)
+    for t in range(nt):
+        for m in range(nm):
+            w = stats[0, t, m]
+            q[0] = stats[1, t, m] / w
+            q[1] = np.sqrt(q[0])
+            q[2] = stats[2, t, m] / w
+            q[3] = stats[3, t, m] / w
+            q[4] = stats[4, t, m] / np.sqrt(stats[5, t, m] * stats[6, t, m])
+            q[5] = stats[4, t, m] / w
+            q[6] = stats[5, t, m] / w
+            q[7] = stats[6, t, m] / w
+            for k in range(8):
+                if skipna:
+                    if not np.isnan(q[k]):
+                        sums[k, m] += q[k]
+                        counts[k, m] += 1.0
+                else:
+                    sums[k, m] += q[k]
+    if not skipna:
+        counts[:] = nt
+    return sums / counts
+
+
 def _load_numba_support() -> None:
     """numba imports its NumPy support (``numba.np.*``, scipy.linalg for BLAS: ~0.25 s) at the
     first compiled call of a process, cached or not; do it when this module is imported, with

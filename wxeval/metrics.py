@@ -213,6 +213,55 @@ class _one_blas_thread:
 
 
 # ---------------------------------------------------------------------------------------------
+# Metrics from statistics, plain arrays (statistic, init, *cells): the results table
+
+
+def table_from_statistics(
+    stats: np.ndarray, metrics: tuple[str, ...] = METRICS, *, skipna: bool = False
+) -> np.ndarray:
+    """Metrics (len(metrics), *cells) from statistics (len(STATISTICS), T inits, *cells):
+    per-init scores averaged over the T inits in one compiled pass
+    (:func:`wxeval.kernels.init_means`), then ``rmse`` = √mse and ``acc_pooled`` from the
+    mean ⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩. ``skipna`` averages the non-NaN per-init scores only."""
+    from wxeval.kernels import INIT_SCORES, init_means
+
+    values = np.ascontiguousarray(stats, dtype=np.float64)
+    cells = values.shape[2:]
+    flat = values.reshape(N_STATS, values.shape[1], int(np.prod(cells, dtype=np.int64)))
+    means = dict(zip(INIT_SCORES, init_means(flat, skipna).reshape(len(INIT_SCORES), *cells),
+                     strict=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = {
+            "mse": means["mse"],
+            "rmse": np.sqrt(means["mse"]),
+            "rmse_per_init": means["rmse_per_init"],
+            "bias": means["bias"],
+            "mae": means["mae"],
+            "acc": means["acc"],
+            "acc_pooled": means["fa_oa"] / np.sqrt(means["fa2"] * means["oa2"]),
+        }
+    return np.stack([table[m] for m in metrics])
+
+
+def vector_table_from_statistics(
+    stats_u: np.ndarray, stats_v: np.ndarray, metrics: tuple[str, ...] = VECTOR_METRICS, *,
+    skipna: bool = False,
+) -> np.ndarray:
+    """Wind-vector metrics (:data:`VECTOR_METRICS` only) from the statistics of the u and v
+    components: per init, MSE_t = sum_se_u/sum_weight_u + sum_se_v/sum_weight_v."""
+    bad = [m for m in metrics if m not in VECTOR_METRICS]
+    if bad:
+        raise ValueError(f"metrics {bad} are not defined for a wind vector")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = stats_u[1] / stats_u[0] + stats_v[1] / stats_v[0]
+    # The vector error as statistics of unit weight: only mse (and its root) are used.
+    pseudo = np.full((N_STATS, *mse.shape), np.nan)
+    pseudo[0] = 1.0
+    pseudo[1] = mse
+    return table_from_statistics(pseudo, metrics, skipna=skipna)
+
+
+# ---------------------------------------------------------------------------------------------
 # Metrics from statistics (labelled: xarray objects with a ``statistic`` dimension)
 
 
@@ -243,41 +292,3 @@ def per_init_scores(stats: xr.DataArray) -> xr.Dataset:
         }
     coords = {k: c for k, c in stats.coords.items() if "statistic" not in c.dims}
     return xr.Dataset(data, coords=coords)
-
-
-def metrics_from_scores(
-    scores: xr.Dataset,
-    metrics: tuple[str, ...] = METRICS,
-    *,
-    dim: str = "init_time",
-    skipna: bool = False,
-) -> xr.DataArray:
-    """Reduce per-init scores over ``dim`` into the requested metrics (new leading dim ``metric``).
-
-    Pass only ``mse`` for vector (wind) scores; metrics that need other scores are skipped.
-    """
-
-    def mean(v: xr.Variable) -> xr.Variable:
-        return v.mean(dim, skipna=skipna)
-
-    sv = {k: scores[k].variable for k in scores.data_vars}
-    out: dict[str, xr.Variable] = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for m in metrics:
-            if m == "mse" and "mse" in sv:
-                out[m] = mean(sv["mse"])
-            elif m == "rmse" and "mse" in sv:
-                out[m] = np.sqrt(mean(sv["mse"]))
-            elif m == "rmse_per_init" and "mse" in sv:
-                out[m] = mean(np.sqrt(sv["mse"]))
-            elif m in ("bias", "mae", "acc") and m in sv:
-                out[m] = mean(sv[m])
-            elif m == "acc_pooled" and "fa_oa" in sv:
-                out[m] = mean(sv["fa_oa"]) / np.sqrt(mean(sv["fa2"]) * mean(sv["oa2"]))
-    if not out:
-        raise ValueError(f"none of the metrics {metrics} can be computed from {list(scores)}")
-    names = list(out)
-    dims = out[names[0]].dims
-    data = np.stack([out[k].transpose(*dims).values for k in names])
-    coords = {k: c for k, c in scores.coords.items() if dim not in c.dims}
-    return xr.DataArray(data, dims=("metric", *dims), coords={**coords, "metric": names})

@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from wxeval.metrics import METRICS, VECTOR_METRICS, metrics_from_scores, per_init_scores
+from wxeval.metrics import (
+    METRICS,
+    STATISTICS,
+    VECTOR_METRICS,
+    per_init_scores,
+    table_from_statistics,
+    vector_table_from_statistics,
+)
 from wxeval.schema import EXPECTED_UNITS, INIT_TIME, LEAD_TIME, LEVEL, WIND_VECTORS
 
 CSV_HEADER = ["variable", "level", "region", "lead_time_hours", "metric", "value"]
@@ -46,26 +53,56 @@ def per_init(statistics: xr.Dataset) -> dict[str, xr.Dataset]:
 def summarize(
     statistics: xr.Dataset, metrics: Sequence[str] = METRICS, *, skipna: bool = False
 ) -> xr.Dataset:
-    """The WB2-layout metrics table from per-init statistics (mean over ``init_time``)."""
+    """The WB2-layout metrics table from per-init statistics (mean over ``init_time``).
+
+    Each variable's statistics go through :func:`wxeval.metrics.table_from_statistics` as one
+    array; wind vectors (:data:`wxeval.schema.WIND_VECTORS`) get the vector metrics."""
+    metrics = tuple(metrics)
+    arrays = {str(v): _statistics_array(statistics[v]) for v in statistics.data_vars}
     tables = {}
-    for name, scores in per_init(statistics).items():
-        wanted = tuple(
-            m for m in metrics if name not in WIND_VECTORS.values() or m in VECTOR_METRICS
-        )
-        if not wanted:
+    for name, (da, values) in arrays.items():
+        tables[name] = _table_array(da, table_from_statistics(values, metrics, skipna=skipna),
+                                    metrics, name)
+    for (u, v), name in WIND_VECTORS.items():
+        wanted = tuple(m for m in metrics if m in VECTOR_METRICS)
+        if u not in arrays or v not in arrays or not wanted:
             continue
-        da = metrics_from_scores(scores, wanted, dim=INIT_TIME, skipna=skipna)
-        order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in da.dims else [])
-        da = da.transpose(*order)
-        da.attrs["units"] = units_of(name)
-        da.attrs["units_note"] = (
-            "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
-            "acc_pooled dimensionless"
+        du, dv = xr.align(arrays[u][0], arrays[v][0], join="inner", copy=False)
+        values = vector_table_from_statistics(
+            _statistics_array(du)[1], _statistics_array(dv)[1], wanted, skipna=skipna
         )
-        tables[name] = da
+        tables[name] = _table_array(du, values, wanted, name)
     ds = xr.Dataset(tables)
     ds.attrs["metric_definitions"] = METRIC_DOC
     return ds
+
+
+def _statistics_array(da: xr.DataArray) -> tuple[xr.DataArray, np.ndarray]:
+    """``da`` as (statistic, init_time, lead_time, region[, level]) and its values with the
+    statistics in :data:`~wxeval.metrics.STATISTICS` order."""
+    dims = ["statistic", INIT_TIME, LEAD_TIME, "region"] + ([LEVEL] if LEVEL in da.dims else [])
+    da = da.transpose(*dims)
+    names = [str(x) for x in da["statistic"].values.tolist()]
+    order = [names.index(s) for s in STATISTICS]
+    values = da.values
+    return da, (values if order == list(range(len(order))) else values[order])
+
+
+def _table_array(da: xr.DataArray, values: np.ndarray, metrics, name: str) -> xr.DataArray:
+    """Metric values (metric, lead_time, region[, level]) as the table's (metric, region,
+    lead_time[, level]) DataArray with the coordinates of ``da``."""
+    cell_dims = list(da.dims[2:])
+    coords = {k: c for k, c in da.coords.items() if set(c.dims) <= set(cell_dims)}
+    coords["metric"] = list(metrics)
+    out = xr.DataArray(values, dims=["metric", *cell_dims], coords=coords)
+    order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in cell_dims else [])
+    out = out.transpose(*order)
+    out.attrs["units"] = units_of(name)
+    out.attrs["units_note"] = (
+        "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
+        "acc_pooled dimensionless"
+    )
+    return out
 
 
 METRIC_DOC = (
