@@ -57,7 +57,7 @@ def summarize(
 
     Each variable's statistics go through :func:`wxeval.metrics.table_from_statistics` as one
     array; wind vectors (:data:`wxeval.schema.WIND_VECTORS`) get the vector metrics."""
-    metrics = tuple(metrics)
+    metrics = tuple(dict.fromkeys(metrics))  # a metric named twice (alias and name): once
     arrays = {str(v): _statistics_array(statistics[v]) for v in statistics.data_vars}
     tables = {}
     for name, (da, values) in arrays.items():
