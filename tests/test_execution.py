@@ -351,3 +351,19 @@ def test_task_cost_counts_the_fields_read(two_models):
                  for lead in p.lead_times.astype("i8")}
         forecast = sum(len(p.init_times) * len(p.lead_times) * nlev for p in t.parts)
         assert t.cost == forecast + 2 * nlev * len(valid)
+
+
+def test_default_threads_run_never_imports_distributed(two_models, tmp_path):
+    """dask.distributed costs ~0.5 s to import, a fixed cost of every nightly run: only the
+    cluster back-ends may load it."""
+    _, _, cfg = two_models
+    code = textwrap.dedent(f"""
+        import sys
+        from wxeval.api import score
+        score({str(cfg)!r}, ["a"], {str(tmp_path / "out")!r}, progress=False)
+        print("distributed" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out" / "a.nc").is_file()

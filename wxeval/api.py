@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import distributed  # noqa: F401 - xarray's to_netcdf imports it (to detect a Client); pay at import
 import numpy as np
 import xarray as xr
 

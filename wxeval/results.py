@@ -18,6 +18,7 @@ file, never half of one.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -151,8 +152,19 @@ def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
         ds[name].encoding.update({"dtype": "float64"})
     ds[LEAD_TIME].encoding.update({"units": "hours", "dtype": "float64"})
     # Serialise in memory, then write with the plain file API: a full disk is an ordinary
-    # ENOSPC error, and readers never see a half-written file.
-    payload = bytes(ds.to_netcdf(engine="scipy", format="NETCDF3_64BIT"))
+    # ENOSPC error, and readers never see a half-written file. (The same bytes as
+    # ``ds.to_netcdf(engine="scipy")``, which would import dask.distributed, ~0.5 s, only to
+    # look for a cluster client.)
+    from xarray.backends import ScipyDataStore
+
+    buffer = io.BytesIO()
+    store = ScipyDataStore(buffer, mode="w", format="NETCDF3_64BIT")
+    try:
+        ds.dump_to_store(store)
+        store.sync()
+        payload = buffer.getvalue()
+    finally:
+        store.close()
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
 
 
