@@ -367,3 +367,27 @@ def test_default_threads_run_never_imports_distributed(two_models, tmp_path):
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
     assert (tmp_path / "out" / "a.nc").is_file()
+
+
+def test_score_freezes_old_objects_only_while_it_runs(two_models, tmp_path, monkeypatch):
+    """Objects older than the run are kept out of garbage collections during it (a full
+    collection over the libraries' objects costs ~0.1 s) and are collectable afterwards; a
+    caller's own freeze is left alone."""
+    import gc
+
+    from wxeval import api
+
+    _, _, cfg = two_models
+    seen = []
+    real = api.make_plan
+    monkeypatch.setattr(api, "make_plan", lambda *a, **k: seen.append(gc.get_freeze_count())
+                        or real(*a, **k))
+    assert gc.get_freeze_count() == 0
+    score(cfg, ["a"], tmp_path / "one", progress=False)
+    assert seen[-1] > 0 and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        score(cfg, ["a"], tmp_path / "two", progress=False)
+        assert gc.get_freeze_count() > 0  # not unfrozen by the run
+    finally:
+        gc.unfreeze()
