@@ -430,7 +430,10 @@ CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
 
 
 def run_child(kind: str, params: dict, limit: float | None, log) -> dict:
-    """Run one measurement in a fresh interpreter; poll its VmHWM in case it must be killed."""
+    """Run one measurement in a fresh interpreter; poll its VmHWM in case it must be killed.
+    Dirty pages of earlier steps (e.g. the restored rerun snapshot) are flushed first, so that
+    their write-back does not land inside the measured run."""
+    os.sync()
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--child", kind, json.dumps(params), str(result)]
