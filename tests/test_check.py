@@ -436,6 +436,19 @@ def test_missing_chunk_files_only_count_where_needed(tmp_path, unneeded):
         assert {f.store.split(" ")[0] for f in missing} == {"truth", "climatology"}, missing
 
 
+def test_chunk_listing_follows_symlinked_folders_as_lookups_do(tmp_path):
+    from wxeval.check.local_files import _chunk_keys
+
+    real = tmp_path / "elsewhere" / "0"
+    real.mkdir(parents=True)
+    (real / "1").write_bytes(b"x")
+    (tmp_path / "var" / "c").mkdir(parents=True)
+    (tmp_path / "var" / "c" / "0").symlink_to(real, target_is_directory=True)
+    (tmp_path / "var" / "zarr.json").write_text("{}")
+    assert _chunk_keys(tmp_path / "var") == {"c/0/1"}
+    assert (tmp_path / "var" / "c/0/1").is_file()
+
+
 def test_sharded_zarr_v3_store_is_complete(tmp_path, chunk_lookup):
     """Chunk objects are named as zarr names them (shards, c/ prefix): a complete sharded
     store is clean, and one lost shard is reported."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import xarray as xr
 
-from wxeval.results import CSV_HEADER, to_tidy, write_csv
+from wxeval.results import CSV_HEADER, read_table, to_tidy, write_csv, write_netcdf
 
 
 def _table() -> xr.Dataset:
@@ -65,6 +66,41 @@ def test_csv_matches_the_tidy_dataframe(tmp_path):
         write_csv(table, tmp_path / "t.csv")
         to_tidy(table).to_csv(tmp_path / "pandas.csv", index=False, float_format="%.10g")
         assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_csv_of_odd_metric_names_matches_the_tidy_dataframe(tmp_path):
+    """The row template's prefix placeholder (NUL) inside a metric name, and %, quotes."""
+    table = _table().assign_coords(metric=["a\0b", 'm%s "q"', "rmse"])
+    write_csv(table, tmp_path / "t.csv")
+    to_tidy(table).to_csv(tmp_path / "pandas.csv", index=False, float_format="%.10g")
+    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_netcdf_round_trip_of_numpy_and_dask_tables(tmp_path):
+    table = _table()
+    table.attrs["metric_definitions"] = "x"
+    for name, t in (("numpy", table), ("dask", table.chunk({"region": 1}))):
+        write_netcdf(t, tmp_path / f"{name}.nc", {"count": 3, "big": 2**40, "model": "Ünï"})
+        back = read_table(tmp_path / f"{name}.nc")
+        for var in table.data_vars:
+            np.testing.assert_array_equal(back[var].transpose(*table[var].dims).values,
+                                          table[var].values)
+        assert back.attrs["count"] == 3 and back.attrs["model"] == "Ünï"
+        assert back.attrs["big"] == str(2**40)  # beyond classic netCDF's 32-bit integers
+        np.testing.assert_array_equal(back["level"].values, [850, 500])
+
+
+def test_netcdf4_table_without_an_hdf5_reader_gets_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "old.nc"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+
+    def no_engine(*a, **k):
+        raise ValueError("did not find a match in any of xarray's currently installed IO "
+                         "backends")
+
+    monkeypatch.setattr(xr, "open_dataset", no_engine)
+    with pytest.raises(ValueError, match="netCDF-4 .* install h5netcdf .* rerun `wxeval score`"):
+        read_table(path)
 
 
 def test_csv_of_an_empty_table_is_its_header(tmp_path):

@@ -244,3 +244,17 @@ def test_remove_tmp_clears_unmarked_parts_only(tmp_path):
     assert not cut_short.exists()
     assert not (root / "x.zarr" / "t" / "k" / ".tmp-b+00002-x.zarr").exists()
     assert os.path.exists(kept) and (root / "x.zarr").is_dir()
+
+
+def test_a_part_removed_by_another_job_leaves_this_jobs_listing(tmp_path):
+    """Job A lists, job B deletes a part (as its compaction does), A's own removal of it
+    finds it gone: A's listing forgets it (no failed read and retry later)."""
+    a = StatisticsStore(str(tmp_path / "stats"))
+    b = StatisticsStore(str(tmp_path / "stats"))
+    first = a.write_part("m", "t", "k", 0, _stats(seed=1), ["kg", "kt"])
+    a.write_part("m", "t", "k", 1, _stats(seed=2).assign_coords(
+        init_time=_stats().init_time + np.timedelta64(3, "D")), ["kg", "kt"])
+    assert len(a.parts("m", "t", "k")) == 2
+    assert b._remove_part(first) == 1
+    assert a._remove_part(first) == 0
+    assert first not in a.parts("m", "t", "k") and len(a.parts("m", "t", "k")) == 1

@@ -56,6 +56,10 @@ def score(
 
     Per-init statistics go to the statistics store (``output.statistics`` in the config, else
     ``<output>/statistics``); a rerun computes only what the store lacks.
+
+    While it runs, the objects that existed before the call are kept out of garbage
+    collections (``gc.freeze``; see :func:`_old_objects_frozen`): cyclic garbage the caller
+    left behind is freed after the call rather than during it.
     """
     with _old_objects_frozen():
         return _score(config, models, output, scheduler=scheduler, progress=progress)
@@ -66,7 +70,8 @@ def _old_objects_frozen():
     """Keep the garbage collector off the objects that exist before the run (~2·10^5 from
     xarray, dask, numba…): a full collection scanning them takes ~0.1 s, a fixed cost of every
     nightly rerun. They are collectable again afterwards. Left alone when the caller froze
-    objects itself."""
+    objects itself (process-wide state: a ``gc.freeze`` another thread makes during the run is
+    undone with this one)."""
     if gc.get_freeze_count():
         yield
         return

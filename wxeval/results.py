@@ -145,8 +145,9 @@ def to_tidy(table: xr.Dataset) -> pd.DataFrame:
 
 
 def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
-    """Atomically write the WB2-layout table with provenance attributes."""
-    ds = table.copy()
+    """Atomically write the WB2-layout table with provenance attributes (classic netCDF:
+    ``level`` is stored as int32, strings as UTF-8 characters)."""
+    ds = table.copy().load()  # values in memory (the store below writes NumPy values only)
     ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
     for name in ds.data_vars:
         ds[name].encoding.update({"dtype": "float64"})
@@ -203,17 +204,20 @@ def _csv_chunks(table: xr.Dataset):
         # A quoted name with a line break could hold ",nan\n" itself: format cell by cell then.
         by_cell = any("\n" in x for x in (name, *regions, *metrics))
         value = "%s" if by_cell else "%.10g"
-        rows = "".join(
-            f"\0{h:.10g},{_escape(_csv_field(metrics[i]))},{value}\n"
-            for h in hours[h_order].tolist()
-            for i in m_order
-        )
+        hour_cells = [f"{h:.10g}" for h in hours[h_order].tolist()]
+        metric_cells = [_escape(_csv_field(metrics[i])) for i in m_order]
         var_cell = _escape(_csv_field(name))
-        template = "".join(
-            rows.replace("\0", f"{var_cell},{level},{_escape(_csv_field(regions[ri]))},")
-            for level in levels
+        prefixes = [
+            f"{var_cell},{level},{_escape(_csv_field(regions[ri]))}," for level in levels
             for ri in r_order
-        )
+        ]
+        if any("\0" in m for m in metric_cells):  # holds the placeholder: spell every row out
+            template = "".join(
+                f"{p}{h},{m},{value}\n" for p in prefixes for h in hour_cells for m in metric_cells
+            )
+        else:
+            rows = "".join(f"\0{h},{m},{value}\n" for h in hour_cells for m in metric_cells)
+            template = "".join(rows.replace("\0", p) for p in prefixes)
         if by_cell:
             yield template % tuple("" if x != x else f"{x:.10g}" for x in values.ravel().tolist())
         else:
@@ -238,11 +242,24 @@ def write_json(obj: dict, path: str | Path) -> None:
 
 def read_table(path: str | Path) -> xr.Dataset:
     """A table written by :func:`write_netcdf`."""
-    with xr.open_dataset(path) as ds:
-        return ds.load()
+    with open(path, "rb") as fh:
+        hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+    except ValueError as err:
+        if not hdf5:
+            raise
+        raise ValueError(
+            f"{path}: a netCDF-4 (HDF5) table, as earlier wxeval builds wrote (now classic "
+            "netCDF): install h5netcdf to read it, or rerun `wxeval score` into its folder (the "
+            f"statistics are reused, nothing is recomputed) ({err})"
+        ) from err
 
 
 def _attr(value):
+    if isinstance(value, int | np.integer) and not -(2**31) <= value < 2**31:
+        return str(value)  # classic netCDF attributes hold 32-bit integers at most
     if isinstance(value, str | int | float | np.integer | np.floating):
         return value
     return json.dumps(value, default=str, sort_keys=True)

@@ -378,14 +378,14 @@ class StatisticsStore:
 
     def _remove_part(self, path: str) -> int:
         """Delete a part, its commit marker first (so it stops counting at once)."""
+        folder = path.rsplit("/", 1)[0]
+        if folder in self._listed:
+            self._listed[folder] = [p for p in self._listed[folder] if p != path]
         try:
             self.fs.rm(path + "/" + MARKER)
         except FileNotFoundError:
             return 0  # already removed (by a concurrent compaction)
         self._indexes.pop(path, None)
-        folder = path.rsplit("/", 1)[0]
-        if folder in self._listed:
-            self._listed[folder] = [p for p in self._listed[folder] if p != path]
         try:
             self.fs.rm(path, recursive=True)
         except FileNotFoundError:

@@ -135,7 +135,7 @@ def _chunk_keys(folder: Path) -> set[str] | None:
     if not folder.is_dir():
         return None
     keys = set()
-    for dirpath, _dirs, files in os.walk(folder):
+    for dirpath, _dirs, files in os.walk(folder, followlinks=True):  # as a lookup would
         rel = Path(dirpath).relative_to(folder).as_posix()
         for f in files:
             if f.startswith(".") or f == "zarr.json":
