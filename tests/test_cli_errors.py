@@ -573,6 +573,13 @@ def test_unknown_model_name_suggests(stores, tmp_path):
     assert_error(res, EXIT_USAGE, "unknown model 'modle'", "did you mean 'model'", output=out)
 
 
+def test_check_unknown_model_name_is_a_usage_error_too(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process("check", "--config", str(cfg), "--model", "modle")
+    assert_error(res, EXIT_USAGE, "unknown model 'modle'", "did you mean 'model'")
+    assert run_in_process("check", "--config", str(cfg), "--model", "model").code == 0
+
+
 def test_no_model_named(stores, tmp_path):
     cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
     out = tmp_path / "out"

@@ -267,6 +267,8 @@ def check(
     names = list(cfg.models) if all_models else (_split(model) or [])
     if not names:
         raise config_mod.ConfigError("name a model with --model NAME (or --all)")
+    for name in names:  # a misspelt name is a usage error (exit 2, with a suggestion), as in score
+        cfg.model(name)
     code = run_check_command(cfg, names, output=output, echo=typer.echo)
     if code:
         raise typer.Exit(code)
