@@ -14,8 +14,9 @@ MODELS=${WXEVAL_MODELS:-graphcast,pangu,hres}
 BASELINE=${WXEVAL_BASELINE:-hres}
 STOP=$(date -u +%Y-%m-%d)
 
-# Gate on the pre-flight check: exit 3 means the scores would be wrong, do not publish them.
-wxeval check --config "$CONFIG" --model "$MODELS" --output "$OUTPUT"
+# Gate on the pre-flight check of the same selection: exit 3 means the scores would be wrong,
+# do not publish them.
+wxeval check --config "$CONFIG" --model "$MODELS" --stop "$STOP" --output "$OUTPUT"
 wxeval score --config "$CONFIG" --model "$MODELS" --stop "$STOP" --output "$OUTPUT"
 others=$(echo "$MODELS" | tr ',' '\n' | grep -vx "$BASELINE" | paste -sd, -)
 wxeval scorecard --results "$OUTPUT" --models "$others" --baseline "$BASELINE" \

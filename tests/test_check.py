@@ -236,6 +236,19 @@ def test_broken_forecast_is_named(world, tmp_path, variant):
         assert f.variable == var and f.store.endswith(f"({world.paths[variant]})")
 
 
+def test_check_takes_the_selection_flags_of_score(world, tmp_path):
+    """A forecast whose temperature is in °C: checking only 2 m temperature (as a
+    `score --variables 2m_temperature` would read) passes, checking temperature fails."""
+    path = config(world, tmp_path, models={"model": {"path": world.paths["t_celsius"]}})
+    assert run_check(path).exit_code == 3
+    res = run_check(path, "--variables", "2m_temperature", "--leads", "0h,12h")
+    assert res.exit_code == 0, res.stdout
+    res = run_check(path, "--variables", "temperature", "--levels", "500")
+    assert res.exit_code == 3 and "looks like °C" in res.stdout, res.stdout
+    res = run_check(path, "--hours", "noon")
+    assert res.exit_code == 2 and "--hours" in res.stderr + res.stdout
+
+
 def test_geopotential_in_metres_is_seen_in_the_values_too(world, tmp_path):
     found = findings(world, tmp_path, models={"model": {"path": world.paths["z_metres"]}})
     f = only(found, "error", "range")

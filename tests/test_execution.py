@@ -248,6 +248,19 @@ def test_scheduled_job_scripts_are_valid():
         text = open(path).read()
         assert "wxeval score" in text and "wxeval scorecard" in text
         assert subprocess.run(["bash", "-n", path]).returncode == 0
+        # Every flag the scripts pass exists on its command (e.g. check's --stop).
+        from typer.testing import CliRunner
+
+        from wxeval.cli import app
+
+        command = " ".join(text.replace("\\\n", " ").split("\n")).split("wxeval ")[1:]
+        for call in command:
+            sub = call.split()[0]
+            if sub not in ("check", "score", "scorecard"):
+                continue
+            usage = CliRunner().invoke(app, [sub, "--help"], terminal_width=200).stdout
+            for flag in (w for w in call.split() if w.startswith("--")):
+                assert flag in usage, (name, sub, flag)
 
 
 def test_progress_bar_and_all_models(two_models, tmp_path):

@@ -91,6 +91,17 @@ def _split(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _model_names(cfg: config_mod.Config, model: str | None, all_models: bool) -> list[str]:
+    """The models named by ``--model a,b`` or ``--all``; a misspelt name is a usage error
+    (exit 2) with a suggestion."""
+    names = list(cfg.models) if all_models else (_split(model) or [])
+    if not names:
+        raise config_mod.ConfigError("name a model with --model NAME (or --all)")
+    for name in names:
+        cfg.model(name)
+    return names
+
+
 def apply_overrides(
     cfg: config_mod.Config,
     *,
@@ -141,6 +152,19 @@ def apply_overrides(
     return config_mod.validate(data, source="command line")
 
 
+# The selection flags of `score` and `check` (they override the config's `evaluation`).
+StartOption = Annotated[str | None, typer.Option(help="First init time (inclusive).")]
+StopOption = Annotated[
+    str | None, typer.Option(help="Last init time (inclusive; a date means the whole day).")
+]
+HoursOption = Annotated[str | None, typer.Option(help="Init hours, e.g. 0,12.")]
+LeadsOption = Annotated[str | None, typer.Option(help="Lead times: 0h:240h:24h or 24h,120h.")]
+VariablesOption = Annotated[str | None, typer.Option(help="Variables, comma-separated.")]
+LevelsOption = Annotated[str | None, typer.Option(help="Pressure levels (hPa), comma-separated.")]
+RegionsOption = Annotated[str | None, typer.Option(help="Regions, comma-separated, or 'all'.")]
+MetricsOption = Annotated[str | None, typer.Option(help="Metrics, comma-separated.")]
+
+
 @app.command()
 @friendly_errors
 def score(
@@ -152,18 +176,14 @@ def score(
     all_models: Annotated[
         bool, typer.Option("--all", help="Score every configured model.")
     ] = False,
-    start: Annotated[str | None, typer.Option(help="First init time (inclusive).")] = None,
-    stop: Annotated[
-        str | None, typer.Option(help="Last init time (inclusive; a date means the whole day).")
-    ] = None,
-    hours: Annotated[str | None, typer.Option(help="Init hours, e.g. 0,12.")] = None,
-    leads: Annotated[str | None, typer.Option(help="Lead times: 0h:240h:24h or 24h,120h.")] = None,
-    variables: Annotated[str | None, typer.Option(help="Variables, comma-separated.")] = None,
-    levels: Annotated[
-        str | None, typer.Option(help="Pressure levels (hPa), comma-separated.")
-    ] = None,
-    regions: Annotated[str | None, typer.Option(help="Regions, comma-separated, or 'all'.")] = None,
-    metrics: Annotated[str | None, typer.Option(help="Metrics, comma-separated.")] = None,
+    start: StartOption = None,
+    stop: StopOption = None,
+    hours: HoursOption = None,
+    leads: LeadsOption = None,
+    variables: VariablesOption = None,
+    levels: LevelsOption = None,
+    regions: RegionsOption = None,
+    metrics: MetricsOption = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -175,21 +195,10 @@ def score(
     """Score model(s): writes OUTPUT/NAME.nc, NAME.csv and NAME.json, and per-init statistics."""
     from wxeval.api import score as run_score
 
-    cfg = config_mod.load_config(config)
-    cfg = apply_overrides(
-        cfg,
-        start=start,
-        stop=stop,
-        hours=hours,
-        leads=leads,
-        variables=variables,
-        levels=levels,
-        regions=regions,
-        metrics=metrics,
-    )
-    names = list(cfg.models) if all_models else (_split(model) or [])
-    if not names:
-        raise config_mod.ConfigError("name a model with --model NAME (or --all)")
+    cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
+                          leads=leads, variables=variables, levels=levels, regions=regions,
+                          metrics=metrics)
+    names = _model_names(cfg, model, all_models)
     report = run_score(cfg, names, output, scheduler=scheduler)
     for name, files in report.outputs.items():
         typer.echo(f"{name}: wrote {', '.join(files)}")
@@ -259,16 +268,21 @@ def check(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Also write check.json here.")
     ] = None,
+    start: StartOption = None,
+    stop: StopOption = None,
+    hours: HoursOption = None,
+    leads: LeadsOption = None,
+    variables: VariablesOption = None,
+    levels: LevelsOption = None,
+    regions: RegionsOption = None,
 ) -> None:
-    """Pre-flight check (metadata and a small sample): exits 3 when scores would be wrong."""
+    """Pre-flight check (metadata and a small sample): exits 3 when scores would be wrong.
+    The selection flags are those of `score`: check what that command would read."""
     from wxeval.check import run_check_command
 
-    cfg = config_mod.load_config(config)
-    names = list(cfg.models) if all_models else (_split(model) or [])
-    if not names:
-        raise config_mod.ConfigError("name a model with --model NAME (or --all)")
-    for name in names:  # a misspelt name is a usage error (exit 2, with a suggestion), as in score
-        cfg.model(name)
+    cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
+                          leads=leads, variables=variables, levels=levels, regions=regions)
+    names = _model_names(cfg, model, all_models)
     code = run_check_command(cfg, names, output=output, echo=typer.echo)
     if code:
         raise typer.Exit(code)
