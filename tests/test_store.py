@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -258,3 +260,23 @@ def test_a_part_removed_by_another_job_leaves_this_jobs_listing(tmp_path):
     assert b._remove_part(first) == 1
     assert a._remove_part(first) == 0
     assert first not in a.parts("m", "t", "k") and len(a.parts("m", "t", "k")) == 1
+
+
+@pytest.mark.parametrize("damaged", ["stats/0.0.0.0.0", "stats/.zarray"])
+def test_damaged_part_is_named_and_recomputed_once_deleted(tmp_path, damaged):
+    """Bytes of a committed part lost or garbled on disk: a clear error naming the part and
+    what to do (no codec traceback); once it is deleted its inits are simply missing."""
+    from wxeval.chunks import DamagedArrayError
+
+    store = StatisticsStore(str(tmp_path / "stats"))
+    a = _stats(seed=1)
+    part = store.write_part("m", "t", "k", 0, a, ["kg", "kt"])
+    with open(os.path.join(part, damaged), "r+b") as fh:
+        fh.seek(16)
+        fh.write(b"\xff" * 24)
+    args = ("m", "t", "k", a.init_time.values, a.lead_time.values, (500, 850))
+    with pytest.raises(DamagedArrayError, match=f"part {re.escape(part)} is damaged.*delete that"):
+        StatisticsStore(str(tmp_path / "stats")).load(*args, ["global", "tropics"], ["kg", "kt"])
+    shutil.rmtree(part)
+    fresh = StatisticsStore(str(tmp_path / "stats"))
+    assert not fresh.coverage(*args, ["kg", "kt"]).any()

@@ -121,13 +121,22 @@ class ChunkReader(BackendArray):
                              self.order, key)
 
 
+class DamagedArrayError(ValueError):
+    """An array whose metadata or chunk object cannot be decoded (``array``: its path)."""
+
+    def __init__(self, array: str, message: str) -> None:
+        super().__init__(message)
+        self.array = array
+
+
 def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | None]:
     """Whole Zarr v2 arrays stored as one chunk each (such as statistics parts), fetched with
     two batched ``fs.cat`` calls (metadata, then chunks) and decoded with numcodecs.
 
     Returns ``{path: values}``; ``None`` for an array this cannot read (several chunks, an
     unknown codec), which the caller then reads with zarr-python. A missing metadata or chunk
-    object raises FileNotFoundError (such arrays are always written whole).
+    object raises FileNotFoundError (such arrays are always written whole); one that cannot
+    be decoded raises :class:`DamagedArrayError`.
     """
     import json
 
@@ -138,8 +147,11 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
         blob = metas.get(f"{p}/.zarray")
         if isinstance(blob, BaseException) or blob is None:
             raise FileNotFoundError(f"{p}: no Zarr v2 array metadata (.zarray)")
-        meta = json.loads(blob)
-        shape = tuple(meta["shape"])
+        try:
+            meta = json.loads(blob)
+            shape = tuple(meta["shape"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise DamagedArrayError(p, f"{p}/.zarray: unreadable array metadata ({err})") from err
         if tuple(meta["chunks"]) != shape or meta.get("zarr_format") != 2:
             out[p] = None
             continue
@@ -159,7 +171,10 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
             raise FileNotFoundError(f"{key}: chunk missing (these arrays are written whole)")
         if isinstance(blob, BaseException):
             raise blob
-        out[p] = _decode_chunk(blob, compressor, filters, dtype, shape, order, key)
+        try:
+            out[p] = _decode_chunk(blob, compressor, filters, dtype, shape, order, key)
+        except Exception as err:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, …
+            raise DamagedArrayError(p, f"{key}: cannot decode ({err})") from err
     return out
 
 

@@ -208,9 +208,16 @@ class StatisticsStore:
     def values(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
         """Statistics of parts, dims (statistic, init_time, lead_time, region, level), fetched
         together (two batched requests on object stores)."""
-        from wxeval.chunks import read_single_chunk_arrays
+        from wxeval.chunks import DamagedArrayError, read_single_chunk_arrays
 
-        arrays = read_single_chunk_arrays(self.fs, [p + "/stats" for p in paths])
+        try:
+            arrays = read_single_chunk_arrays(self.fs, [p + "/stats" for p in paths])
+        except DamagedArrayError as err:
+            part = err.array.rsplit("/", 1)[0]
+            raise DamagedArrayError(err.array, (
+                f"statistics store: part {self._url(part)} is damaged ({err}): delete that "
+                "folder and rerun, its inits are computed again"
+            )) from err
         out = {}
         for p in paths:
             values = arrays[p + "/stats"]
