@@ -335,8 +335,9 @@ def truth_fields(variable: str, times: Iterable, *, levels: Sequence[int] = (),
 
 @functools.lru_cache(maxsize=32)
 def _error_basis(variable: str, levels: tuple[int, ...], grid: Grid, seed: int) -> tuple:
-    """J = 8 cos/sin mode pairs plus a uniform bias mode, as separable factors
-    level (2J+1, L) × lon (2J+1, X) × lat (2J+1, Y, float32, σ included), and wavenumbers."""
+    """J = 8 cos/sin mode pairs plus a uniform bias mode, as separable unit-scale factors
+    level (2J+1, L) × lon (2J+1, X) × lat (2J+1, Y, quantised), the scale σ (L, 1, Y), and
+    the wavenumbers."""
     rng = np.random.default_rng([seed, _key(variable), 0])
     j = 8
     n, phase = rng.integers(2, 13, j), rng.uniform(0, 2 * np.pi, j)
@@ -344,11 +345,11 @@ def _error_basis(variable: str, levels: tuple[int, ...], grid: Grid, seed: int) 
     prof, env = _profiles(rng, j, grid, logp, (10.0, 65.0), (15.0, 35.0))
     angle = n[:, None] * np.deg2rad(grid.longitude)[None] + phase[:, None]
     sig_p, sig_lat = _clim_terms(variable, levels, grid)[4:]
-    lev = np.concatenate([prof, prof, np.ones((1, len(logp)))]) * sig_p
+    lev = np.concatenate([prof, prof, np.ones((1, len(logp)))])
     lon = np.concatenate([np.cos(angle), np.sin(angle)]) / np.sqrt(j)  # E has RMS ≈ 1
     lon = np.concatenate([lon, np.ones((1, grid.nlon))])
-    lat = (np.concatenate([env, env, np.ones((1, grid.nlat))]) * sig_lat).astype(np.float32)
-    return lev, lon, lat, n
+    lat = _quantise(np.concatenate([env, env, np.ones((1, grid.nlat))]))
+    return lev, lon, lat, sig_p[:, None, None] * sig_lat[None, None, :], n
 
 
 def _error(variable: str, init, lead_hours: np.ndarray, levels: tuple[int, ...], grid: Grid,
@@ -357,8 +358,12 @@ def _error(variable: str, init, lead_hours: np.ndarray, levels: tuple[int, ...],
 
     Mode amplitudes are drawn per (model seed, variable, init); the pattern drifts zonally with
     lead at a per-init speed, so its mean square is constant and RMSE grows exactly like g(l).
+    The mode sum is a float64 product of quantised unit-scale factors (exact, see
+    :func:`_quantise`), scaled by σ afterwards: a value does not depend on how many leads are
+    generated together, on BLAS blocking or on threads (float32 products did: one rounding step
+    between stores with and without the 0 h lead).
     """
-    lev, lon, lat, n = _error_basis(variable, levels, grid, error.seed)
+    lev, lon, lat, sigma, n = _error_basis(variable, levels, grid, error.seed)
     init_s = int(np.datetime64(init, "s").astype(np.int64)) + 2**34  # non-negative after 1678
     rng = np.random.default_rng([error.seed, _key(variable), 1 + init_s])
     z = rng.standard_normal((2, len(n)))
@@ -368,9 +373,15 @@ def _error(variable: str, init, lead_hours: np.ndarray, levels: tuple[int, ...],
     coef = np.concatenate([gain * (z[0] * np.cos(drift) - z[1] * np.sin(drift)),
                            gain * (z[0] * np.sin(drift) + z[1] * np.cos(drift)),
                            error.bias * lh / 240.0], axis=1)  # (lead, 2J + 1)
-    lhs = coef[:, None, None, :] * lev.T[None, :, None, :] * lon.T[None, None, :, :]
-    lhs = lhs.astype(np.float32).reshape(-1, len(lat))
-    return _matmul(lhs, lat, np.empty((len(lhs), grid.nlat), np.float32) if out is None else out)
+    lhs = _quantise(coef[:, None, None, :] * lev.T[None, :, None, :] * lon.T[None, None, :, :])
+    rows = len(lhs) * lhs.shape[1] * lhs.shape[2]
+    total = _matmul(lhs.reshape(rows, -1), lat, np.empty((rows, grid.nlat)))
+    total = total.reshape(len(lhs), lhs.shape[1], grid.nlon, grid.nlat)
+    total *= sigma[None]
+    if out is None:
+        out = np.empty((rows, grid.nlat), np.float32)
+    out[...] = total.reshape(rows, grid.nlat)
+    return out
 
 
 def forecast_error(variable: str, init_time, lead_times: Iterable, *, levels: Sequence[int] = (),
