@@ -20,13 +20,28 @@ class AlignmentError(ValueError):
 
 
 def parse_duration(value: str | int | float | np.timedelta64 | pd.Timedelta) -> np.timedelta64:
-    """``"6h"``, ``"10d"``, ``"90min"``, a number of hours, or a timedelta → timedelta64[ns]."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return np.timedelta64(int(round(value * 3600)), "s").astype("timedelta64[ns]")
+    """``"6h"``, ``"10d"``, ``"90min"``, a number of hours, or a timedelta → timedelta64[ns].
+
+    A number is hours, also when written as text (``"24"``, ``" 12.5 "``): pandas alone would
+    read ``"24"`` as 24 *nanoseconds*. Numbers are rounded to whole seconds."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = value.strip()
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not np.isfinite(value) or abs(value) > 2.5e6:  # timedelta64[ns] ends at ~292 years
+            raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+        return np.timedelta64(int(round(float(value) * 3600)), "s").astype("timedelta64[ns]")
     try:
-        return pd.Timedelta(value).to_timedelta64().astype("timedelta64[ns]")
+        td = pd.Timedelta(value)
     except (ValueError, TypeError) as err:
         raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'") from err
+    if pd.isna(td):
+        raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+    return td.to_timedelta64().astype("timedelta64[ns]")
 
 
 def format_hours(lead: np.timedelta64) -> str:
