@@ -24,7 +24,7 @@ import pytest
 import xarray as xr
 import yaml
 from builders import make_case, ref_area_weights, ref_metrics, write_all
-from test_cli_errors import EXIT_USAGE, assert_error, run_in_process
+from test_cli_errors import EXIT_USAGE, assert_error, run_in_process, run_process
 
 from wxeval.align import parse_duration
 from wxeval.config import ConfigError, load_config
@@ -291,6 +291,19 @@ def test_bad_model_names_are_refused_and_nothing_is_written(case, tmp_path, name
     assert files_under(root) == before
     res = run_in_process("check", "-c", cfg, "-m", name, "-o", root / "a" / "out")
     assert_error(res, EXIT_USAGE, "model name")
+    assert files_under(root) == before
+
+
+def test_escaping_model_name_real_process(case, tmp_path):
+    """The issue's own command, in a real process: exit 2, nothing beside or inside out/."""
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = write(root / "cfg.yaml",
+                config(case, models={"../escaped": {"path": case.paths["forecast"]}}))
+    before = files_under(root)
+    res = run_process("score", "-c", cfg, "-m", "../escaped", "-o", root / "out")
+    assert_error(res, EXIT_USAGE, str(cfg), "models", "model name '../escaped'",
+                 "path separator")
     assert files_under(root) == before
 
 
