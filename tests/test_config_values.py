@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,26 @@ def test_parse_duration_numbers_are_hours_also_as_text():
     assert parse_duration(" 12.5 ") == np.timedelta64(12 * 60 + 30, "m")
     assert parse_duration(np.int64(6)) == 6 * h
     assert parse_duration("90min") == np.timedelta64(90, "m")
-    for bad in ("nan", float("nan"), float("inf"), True, "x", "1e300"):
+    for bad in ("nan", float("nan"), float("inf"), True, "x", "1e300", "h", "12 parsecs",
+                "100000000d"):
         with pytest.raises(ValueError, match="cannot read duration"):
             parse_duration(bad)
+
+
+def test_parse_duration_units_any_case_without_pandas_deprecations():
+    """``10d`` (the README's example) and ``12H``: pandas warns on both (errors in pandas 4)."""
+    h = np.timedelta64(1, "h")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_duration("10d") == 240 * h
+        assert parse_duration("12H") == 12 * h
+        assert parse_duration("1D") == 24 * h
+        assert parse_duration("2d12h") == 60 * h
+        assert parse_duration("6h30m") == np.timedelta64(390, "m")
+        assert parse_duration("90 min") == np.timedelta64(90, "m")
+        assert parse_duration("1.5h") == np.timedelta64(90, "m")
+        assert parse_duration("P1DT12H") == 36 * h  # other forms: pandas
+        assert parse_duration("1 days 06:00:00") == 30 * h
 
 
 @pytest.mark.parametrize(
