@@ -9,7 +9,9 @@ absent is an error that names it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -20,13 +22,67 @@ class AlignmentError(ValueError):
 
 
 def parse_duration(value: str | int | float | np.timedelta64 | pd.Timedelta) -> np.timedelta64:
-    """``"6h"``, ``"10d"``, ``"90min"``, a number of hours, or a timedelta → timedelta64[ns]."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return np.timedelta64(int(round(value * 3600)), "s").astype("timedelta64[ns]")
+    """``"6h"``, ``"10d"``, ``"90min"``, a number of hours, or a timedelta → timedelta64[ns].
+
+    A number is hours, also when written as text (``"24"``, ``" 12.5 "``): pandas alone would
+    read ``"24"`` as 24 *nanoseconds*. Numbers are rounded to whole seconds."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = value.strip()
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not np.isfinite(value) or abs(value) > 2.5e6:  # timedelta64[ns] ends at ~292 years
+            raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+        return np.timedelta64(int(round(float(value) * 3600)), "s").astype("timedelta64[ns]")
+    if isinstance(value, str):
+        ns = _unit_duration_ns(value)
+        if ns is not None:
+            return np.timedelta64(ns, "ns")
     try:
-        return pd.Timedelta(value).to_timedelta64().astype("timedelta64[ns]")
+        td = pd.Timedelta(value)
     except (ValueError, TypeError) as err:
         raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'") from err
+    if pd.isna(td):
+        raise ValueError(f"cannot read duration {value!r}: write it like '6h' or '10d'")
+    return td.to_timedelta64().astype("timedelta64[ns]")
+
+
+#: Seconds per unit of ``<number><unit>`` durations, any case (``"10d"``, ``"12H"``,
+#: ``"2d12h"``, ``"90 min"``). Read here rather than by pandas, which deprecates ``d`` and
+#: ``H`` (a warning now, an error in pandas 4). ``m`` is minutes, as in pandas.
+_UNIT_SECONDS = {
+    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*")
+
+
+def _unit_duration_ns(text: str) -> int | None:
+    """Nanoseconds of ``[sign] <number><unit> [<number><unit> …]`` (exact), or ``None`` when
+    ``text`` has another form (left to pandas: ISO 8601, ``"1 days 06:00:00"``)."""
+    t = text.strip().lower()
+    sign = 1
+    if t[:1] in ("+", "-"):
+        sign, t = (-1 if t[0] == "-" else 1), t[1:].lstrip()
+    if not t:
+        return None
+    total, pos = Fraction(0), 0
+    while pos < len(t):
+        m = _DURATION_PART.match(t, pos)
+        if m is None or m.group(2) not in _UNIT_SECONDS:
+            return None
+        total += Fraction(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    ns = sign * round(total * 10**9)
+    if abs(ns) >= 2**63 - 1:
+        raise ValueError(f"cannot read duration {text!r}: longer than ~292 years")
+    return ns
 
 
 def format_hours(lead: np.timedelta64) -> str:

@@ -26,6 +26,7 @@ from wxeval import results
 from wxeval.cluster import run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
+from wxeval.names import check_name
 from wxeval.plan import Plan, make_plan
 from wxeval.store import StatisticsStore, entry_key, remove_tmp, store_fingerprint
 
@@ -87,6 +88,10 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
 
     cfg = load_config(config) if isinstance(config, str | Path) else config
     plan = make_plan(cfg, list(models))
+    for m in plan.models:  # they become file names and statistics folders
+        check_name(m.name, "model name")
+        for var in m.variables:
+            check_name(var, f"variable of {m.name!r}")
     if output is not None:
         results.remove_stale_temporaries(output)
     stats_root = cfg.output.statistics or (str(Path(output) / "statistics") if output else None)
@@ -373,6 +378,7 @@ def load_statistics(
     """
     import json
 
+    check_name(model, "model name")
     manifest = json.loads((Path(results_dir) / f"{model}.json").read_text())
     root = manifest["statistics_store"]
     if root and "://" not in root and not Path(root).is_absolute():

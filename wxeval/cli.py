@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from wxeval import align, schema
 from wxeval import config as config_mod
@@ -117,10 +118,12 @@ def apply_overrides(
     """Flags override the config's selection; the result is validated like the file."""
     data = cfg.model_dump(mode="python")
     ev = data["evaluation"]
-    if start is not None:
-        ev["init_times"]["start"] = start
-    if stop is not None:
-        ev["init_times"]["stop"] = stop
+    for flag, key, text in (("--start", "start", start), ("--stop", "stop", stop)):
+        if text is not None:
+            try:
+                ev["init_times"][key] = config_mod.init_time_text(text)
+            except ValueError as err:
+                raise config_mod.ConfigError(f"{flag}: {err}") from err
     if hours is not None:
         try:
             ev["init_times"]["hours"] = [int(h) for h in _split(hours)]
@@ -129,13 +132,7 @@ def apply_overrides(
                 f"--hours: expected integers like 0,12: {hours!r}"
             ) from err
     if leads is not None:
-        if ":" in leads:
-            parts = leads.split(":")
-            if len(parts) != 3:
-                raise config_mod.ConfigError("--leads: write START:STOP:STEP like 0h:240h:24h")
-            ev["lead_times"] = dict(zip(("start", "stop", "step"), parts, strict=True))
-        else:
-            ev["lead_times"] = _split(leads)
+        ev["lead_times"] = _parse_leads(leads)
     if variables is not None:
         ev["variables"] = _split(variables)
     if levels is not None:
@@ -152,13 +149,35 @@ def apply_overrides(
     return config_mod.validate(data, source="command line")
 
 
+def _parse_leads(text: str) -> dict[str, str] | list[str]:
+    """``--leads 0h:240h:24h`` (a range, stop inclusive) or ``24h,120h``; bare numbers are
+    hours (``0:48:12`` = 0 h, 12 h … 48 h). A problem is a usage error naming ``--leads``."""
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError("write START:STOP:STEP like 0h:240h:24h")
+            bounds = dict(zip(("start", "stop", "step"), parts, strict=True))
+            return config_mod.LeadRange.model_validate(bounds).model_dump()
+        items = _split(text)
+        if not items:
+            raise ValueError("name at least one lead time, like 24h,120h")
+        return [config_mod.duration_text(x) for x in items]
+    except ValidationError as err:
+        raise config_mod.ConfigError(f"--leads: {config_mod.first_problem(err)}") from err
+    except ValueError as err:
+        raise config_mod.ConfigError(f"--leads: {err}") from err
+
+
 # The selection flags of `score` and `check` (they override the config's `evaluation`).
-StartOption = Annotated[str | None, typer.Option(help="First init time (inclusive).")]
+StartOption = Annotated[str | None, typer.Option(help="First init time (inclusive, UTC).")]
 StopOption = Annotated[
     str | None, typer.Option(help="Last init time (inclusive; a date means the whole day).")
 ]
 HoursOption = Annotated[str | None, typer.Option(help="Init hours, e.g. 0,12.")]
-LeadsOption = Annotated[str | None, typer.Option(help="Lead times: 0h:240h:24h or 24h,120h.")]
+LeadsOption = Annotated[
+    str | None, typer.Option(help="Lead times: 0h:240h:24h or 24h,120h (a bare number is hours).")
+]
 VariablesOption = Annotated[str | None, typer.Option(help="Variables, comma-separated.")]
 LevelsOption = Annotated[str | None, typer.Option(help="Pressure levels (hPa), comma-separated.")]
 RegionsOption = Annotated[str | None, typer.Option(help="Regions, comma-separated, or 'all'.")]

@@ -17,22 +17,155 @@ Example::
       metrics: [rmse, acc, bias, mae]
 
 Configs are data: they are read with ``yaml.safe_load`` and never executed.
+
+Values are read explicitly, never coerced into something else:
+
+- Durations (lead times): ``"6h"``, ``"10d"``, ``"90min"``, or a number, which is hours (also
+  ``"24"`` in quotes and on the command line). Negative or unreadable durations are refused.
+- Init times: a date or date-time (``2020-01-01``, ``"2020-01-01T06:00"``); times are UTC. A
+  time with a UTC offset (``Z``, ``+00:00``, ``+06:00``) is converted to UTC (naive, as the
+  stores are). Words relative to today (``yesterday``, ``now``…) are refused: a config names a
+  fixed period.
+- Names that become file names or object keys (model names, custom region names, variable
+  names and ``rename`` targets) must be one plain path component (:mod:`wxeval.names`).
+- ``true``/``false`` are refused where a number is expected (pydantic would read them as 1/0).
+
+Every problem is a :class:`ConfigError` (exit 2) naming the file and the key.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
+import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wxeval.align import parse_duration
 from wxeval.metrics import canonical_metric
+from wxeval.names import RESERVED, check_name
+
+#: Words pandas would read relative to the clock (or not at all): refused, a config names a
+#: fixed period.
+_RELATIVE_DATES = frozenset({"now", "today", "yesterday", "tomorrow"})
 
 
 class ConfigError(ValueError):
     """The config cannot be used; the message names the file and the key."""
+
+
+def duration_text(value: Any) -> str:
+    """One lead time as checked text: a number (or numeric text) of hours becomes ``"<n>h"``
+    (``"<n>min"``/``"<n>s"`` when not whole hours, rounded to the second); other text must read
+    as a non-negative duration (``"6h"``, ``"10d"``, ``"90min"``) and is kept as written.
+
+    Raises ``ValueError`` (without the key: the caller names it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(
+            f"expected a duration like '24h' or a number of hours, got {value!r}"
+        )
+    number: float | None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    else:
+        number = float(value)
+    lead = parse_duration(value)  # numbers are hours there too
+    if lead < np.timedelta64(0, "ns"):
+        raise ValueError(f"a lead time cannot be negative: {value!r}")
+    if number is None:
+        return value.strip()  # type: ignore[union-attr]
+    seconds = int(lead // np.timedelta64(1, "s"))
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}min"
+    return f"{seconds}s"
+
+
+def init_time_text(value: Any) -> str | None:
+    """An init ``start``/``stop`` as checked text for label slicing (a date-only ``stop`` keeps
+    meaning the whole day). A time with a UTC offset is converted to naive UTC; YAML's own
+    dates and date-times are accepted. Raises ``ValueError`` (the caller names the key)."""
+    if value is None:
+        return None
+    hint = "write a date like '2020-01-01' or a UTC time like '2020-01-01T06:00'"
+    if isinstance(value, _dt.datetime):
+        ts = pd.Timestamp(value)
+        text = None
+    elif isinstance(value, _dt.date):
+        text = value.isoformat()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)  # a year (2020) or 20200101
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _RELATIVE_DATES:
+            raise ValueError(
+                f"{value!r} depends on the day the run happens; {hint} "
+                "(a nightly job passes --stop \"$(date -u +%F)\")"
+            )
+    else:
+        raise ValueError(f"expected a date, got {value!r}; {hint}")
+    if text is not None:
+        try:
+            ts = pd.Timestamp(text)
+        except (ValueError, TypeError, OverflowError) as err:
+            raise ValueError(f"cannot read date {value!r}; {hint}") from err
+    if pd.isna(ts):
+        raise ValueError(f"cannot read date {value!r}; {hint}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)  # the stores' times are naive UTC
+        text = None
+    try:
+        ts.as_unit("ns")
+    except (ValueError, OverflowError) as err:
+        raise ValueError(f"date {value!r} is outside the years 1678-2261") from err
+    if text is None:
+        text = ts.isoformat()
+    try:  # exactly what plan/align will do with it
+        pd.DatetimeIndex(["2000-01-01"]).slice_indexer(text, text)
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise ValueError(f"cannot read date {value!r}; {hint}") from err
+    return text
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML ``true``/``false`` where a number is expected is a mistake, not 1/0."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+
+
+def _checked_rename(mapping: dict[str, str]) -> dict[str, str]:
+    """``rename`` targets become variable/dimension names, and variable names become parts of
+    statistics paths."""
+    for target in mapping.values():
+        check_name(target, "rename target")
+    return mapping
 
 
 class _Strict(BaseModel):
@@ -43,6 +176,11 @@ class StoreConfig(_Strict):
     path: str
     rename: dict[str, str] = Field(default_factory=dict)
     storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("rename")
+    @classmethod
+    def _rename(cls, v):
+        return _checked_rename(v)
 
 
 class ModelConfig(_Strict):
@@ -63,16 +201,21 @@ class ModelConfig(_Strict):
             raise ValueError("path must not be empty")
         return v
 
+    @field_validator("rename")
+    @classmethod
+    def _rename(cls, v):
+        return _checked_rename(v)
+
 
 class InitTimes(_Strict):
     start: str | None = None
     stop: str | None = None
-    hours: list[int] | None = None
+    hours: list[Int] | None = None
 
     @field_validator("start", "stop", mode="before")
     @classmethod
     def _as_text(cls, v):
-        return None if v is None else str(v)
+        return init_time_text(v)
 
     @field_validator("hours")
     @classmethod
@@ -83,6 +226,8 @@ class InitTimes(_Strict):
 
 
 class LeadRange(_Strict):
+    """``start, start + step, … ≤ stop`` (bounds inclusive); numbers are hours."""
+
     start: str = "0h"
     stop: str
     step: str
@@ -90,22 +235,34 @@ class LeadRange(_Strict):
     @field_validator("start", "stop", "step", mode="before")
     @classmethod
     def _duration(cls, v):
-        v = str(v)
-        parse_duration(v)
-        return v
+        return duration_text(v)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        start, stop, step = (parse_duration(x) for x in (self.start, self.stop, self.step))
+        if step <= np.timedelta64(0, "ns"):
+            raise ValueError(f"step must be positive, got {self.step!r}")
+        if stop < start:
+            raise ValueError(f"stop {self.stop!r} is before start {self.start!r}")
+        return self
 
 
 class RegionBox(_Strict):
-    lat: tuple[float, float]
-    lon: tuple[float, float] = (0.0, 360.0)
+    lat: tuple[Float, Float]
+    lon: tuple[Float, Float] = (0.0, 360.0)
     land: bool = False
+
+    @field_validator("lat", "lon")
+    @classmethod
+    def _finite_bounds(cls, v):
+        return tuple(_finite(x) for x in v)
 
 
 class Evaluation(_Strict):
     init_times: InitTimes = Field(default_factory=InitTimes)
     lead_times: LeadRange | list[str] | None = None
     variables: list[str] | None = None
-    levels: list[int] | None = None
+    levels: list[Int] | None = None
     regions: Literal["all"] | list[str] = "all"
     custom_regions: dict[str, RegionBox] = Field(default_factory=dict)
     metrics: list[str] | None = None
@@ -115,11 +272,41 @@ class Evaluation(_Strict):
     @field_validator("lead_times", mode="before")
     @classmethod
     def _leads(cls, v):
-        if isinstance(v, list):
-            out = [str(x) for x in v]
-            for x in out:
-                parse_duration(x)
-            return out
+        """A list (or one value) of durations, or a range mapping; numbers are hours."""
+        if v is None or isinstance(v, LeadRange):
+            return v
+        if isinstance(v, dict):  # a range: named here, not as a member of the union
+            try:
+                return LeadRange.model_validate(v)
+            except ValidationError as err:
+                raise ValueError(first_problem(err)) from None
+        items = v if isinstance(v, list) else [v]
+        if not items:
+            raise ValueError("an empty list selects no lead time; omit the key for all leads")
+        out = []
+        for i, x in enumerate(items):
+            try:
+                out.append(duration_text(x))
+            except ValueError as err:
+                raise ValueError(f"item {i}: {err}") from err
+        return out
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, v):
+        return None if v is None else [check_name(x, "variable") for x in v]
+
+    @field_validator("custom_regions")
+    @classmethod
+    def _region_names(cls, v):
+        from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS
+
+        for name in v:
+            check_name(name, "region name")
+            if name in STANDARD_REGIONS or name in LAND_REGIONS or name == "all":
+                raise ValueError(
+                    f"region name {name!r} is a built-in region; give the box another name"
+                )
         return v
 
     @field_validator("metrics")
@@ -133,16 +320,29 @@ class JobQueue(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     kind: str = "slurm"
-    jobs: int = 1
+    jobs: Int = Field(1, ge=1)
 
 
 class Compute(_Strict):
     scheduler: str | None = (
         None  # threads (default) | synchronous | local-processes | jobqueue | tcp://…
     )
-    workers: int | None = None
+    workers: Int | None = Field(None, ge=1)
     memory_per_task: str = "768MiB"
     jobqueue: JobQueue | None = None
+
+    @field_validator("memory_per_task")
+    @classmethod
+    def _memory(cls, v):
+        try:
+            size = parse_memory(v)
+        except ValueError as err:
+            raise ValueError(
+                f"cannot read memory size {v!r}; write it like '768MiB' or '2GB'"
+            ) from err
+        if size <= 0:
+            raise ValueError(f"memory size must be positive, got {v!r}")
+        return v
 
 
 class Output(_Strict):
@@ -158,6 +358,26 @@ class Config(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     compute: Compute = Field(default_factory=Compute)
     output: Output = Field(default_factory=Output)
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v):
+        """Model names become ``OUTPUT/<name>.nc`` … and statistics folders."""
+        folded: dict[str, str] = {}
+        for name in v:
+            check_name(name, "model name")
+            if name.lower() in RESERVED:
+                raise ValueError(
+                    f"model name {name!r} is reserved (wxeval writes {name.lower()}.json "
+                    "into the output folder)"
+                )
+            other = folded.setdefault(name.casefold(), name)
+            if other != name:
+                raise ValueError(
+                    f"model names {other!r} and {name!r} differ only in case (their files "
+                    "would be the same on case-insensitive file systems)"
+                )
+        return v
 
     def model(self, name: str) -> ModelConfig:
         """The named model; ``persistence`` and ``climatology`` are built in."""
@@ -179,8 +399,13 @@ def parse_memory(text: str) -> int:
     t = text.strip().lower().rstrip("b")
     for suffix in sorted(units, key=len, reverse=True):
         if t.endswith(suffix):
-            return int(float(t[: -len(suffix)]) * units[suffix])
-    return int(float(t))
+            value = float(t[: -len(suffix)]) * units[suffix]
+            break
+    else:
+        value = float(t)
+    if not math.isfinite(value):
+        raise ValueError(f"cannot read memory size {text!r}")
+    return int(value)
 
 
 def load_config(path: str | Path) -> Config:
@@ -204,20 +429,28 @@ def load_config(path: str | Path) -> Config:
     return validate(data, source=str(path))
 
 
+def first_problem(err: ValidationError) -> str:
+    """The first problem of ``err`` as ``"<key>: <what is wrong>"`` (keys dotted). An unknown
+    key comes first: a misspelt key also makes the intended one missing."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    if first["type"] == "extra_forbidden":
+        msg = f"unknown key {loc!r}"
+    elif first["type"] == "missing":
+        msg = f"missing required key {loc!r}"
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        msg = f"{loc}: {text}" if loc else text
+    more = len(err.errors()) - 1
+    return msg + (f" (+{more} more problem(s))" if more else "")
+
+
 def validate(data: dict, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        if first["type"] == "extra_forbidden":
-            msg = f"{source}: unknown key {loc!r}"
-        elif first["type"] == "missing":
-            msg = f"{source}: missing required key {loc!r}"
-        else:
-            msg = f"{source}: {loc}: {first['msg']}"
-        more = len(err.errors()) - 1
-        raise ConfigError(msg + (f" (+{more} more problem(s))" if more else "")) from err
+        raise ConfigError(f"{source}: {first_problem(err)}") from err
 
 
 def _resolve_relative_paths(data: dict, base: Path) -> None:
