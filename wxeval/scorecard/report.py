@@ -308,7 +308,13 @@ def _p_shown(p) -> float | int | None:
 
 def _neff_shown(x) -> float | int | None:
     """The effective sample size as the page shows it: a whole number from 10 up, else 2
-    significant digits (it is an estimate: "65" says what "65.09" does)."""
+    significant digits (it is an estimate: "65" says what "65.09" does).
+
+    Not floored at n: where the estimated inflation k is below 1 (negatively autocorrelated
+    differences) n/k² exceeds n, and the p-value was computed with that k. A floor on the page
+    alone would show a sample size the test did not use; flooring k itself is a choice of the
+    test (wxeval.scorecard.significance). The page says why the value exceeds n instead.
+    """
     x = float(x)
     if not math.isfinite(x):
         return None
