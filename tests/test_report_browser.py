@@ -120,6 +120,24 @@ def distinct_colours(png: bytes) -> int:
     return len(np.unique(rgb[::7], axis=0))
 
 
+def _boxes(page, selector: str) -> list[dict]:
+    return page.evaluate(
+        """s => Array.from(document.querySelectorAll(s)).map(e => {
+             const r = e.getBoundingClientRect();
+             return {x: r.left, y: r.top, w: r.width, h: r.height,
+                     row: e.getAttribute('data-row') || ''};
+           })""",
+        selector,
+    )
+
+
+def _visit_at(browser, html: Path, width: int) -> Visit:
+    v = Visit(browser, html)
+    v.page.set_viewport_size({"width": width, "height": 900})
+    v.page.select_option("#region", "global")  # re-render at this width
+    return v
+
+
 # ---------------------------------------------------------------------------------------------
 # A small results folder: baseline + two models, a hostile label, region and finding
 # ---------------------------------------------------------------------------------------------
@@ -258,24 +276,6 @@ def test_demo_report_screenshot(browser, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Layout at 1400 px, legend, labels, model toggle, file size
 # ---------------------------------------------------------------------------------------------
-
-
-def _boxes(page, selector: str) -> list[dict]:
-    return page.evaluate(
-        """s => Array.from(document.querySelectorAll(s)).map(e => {
-             const r = e.getBoundingClientRect();
-             return {x: r.left, y: r.top, w: r.width, h: r.height,
-                     row: e.getAttribute('data-row') || ''};
-           })""",
-        selector,
-    )
-
-
-def _visit_at(browser, html: Path, width: int) -> Visit:
-    v = Visit(browser, html)
-    v.page.set_viewport_size({"width": width, "height": 900})
-    v.page.select_option("#region", "global")  # re-render at this width
-    return v
 
 
 def test_layout_uses_the_width_at_1400(browser, results, tmp_path):
