@@ -4,8 +4,10 @@ Driven with the ``playwright`` Python package against the system browser
 (``executable_path=/usr/bin/chromium``; no browser is downloaded). Checks: the page loads
 without console errors, makes no request but the file itself, draws the expected number of
 grid cells, renders a non-blank screenshot, and shows hostile names as text (no dialog, no
-injected element). One test saves a screenshot of a demo report under its tmp_path and prints
-the path.
+injected element); at 1400 px the cards stand side by side and fill the width, each variable's
+plots share one row, the legend explains blank "no data" cells, levels carry "hPa", a click on
+a legend entry hides a model's curves; the file stays under a per-cell size budget. One test
+saves screenshots of a demo report at 1400 and 900 px under its tmp_path and prints the paths.
 
 Without chromium or playwright the tests fail on CI (``CI`` set) and are skipped locally.
 """
