@@ -456,8 +456,9 @@ def test_zero_baseline_realistic_persistence(realistic):
     assert re.search(r"\d+ common inits used|all \d+ inits common", note)
     ctx = build_context(realistic["results"], ["model_a"], "persistence")
     card = next(c for c in ctx["data"]["cards"] if c["metric"] == "rmse")
-    lead0_cells = [row[0] for row in card["cells"]["global"]]
-    assert lead0_cells and all(c[2] is None and c[0] is not None for c in lead0_cells)
+    cells = _page_cells(ctx["data"], card, "global")
+    lead0_cells = [row[0] for row in cells]
+    assert lead0_cells and all(c["c"] is None and c["v"] is not None for c in lead0_cells)
 
 
 def test_to_dataframe(realistic):
@@ -486,6 +487,26 @@ def test_unknown_model_is_a_clear_error(realistic):
 # ---------------------------------------------------------------------------------------------
 # The HTML file (static checks; the browser checks are in test_report_browser.py)
 # ---------------------------------------------------------------------------------------------
+
+
+def _page_cells(data: dict, card: dict, region: str) -> list[list[dict]]:
+    """The cells of one card and region as the page reads them (the compact layout that
+    ``report._data`` documents), one dict per (card row, lead)."""
+    n_leads = len(data["lead_days"])
+    v, b, c, p, s, miss, e = card["cells"][region]
+    base = data["baselines"][b]
+    common = data["models"][card["model"]]["common"]
+    out = []
+    for i in range(len(card["rows"])):
+        row = []
+        for j in range(n_leads):
+            k = i * n_leads + j
+            m = 0 if miss == 0 else miss[k]
+            row.append({"v": v[k], "b": None if v[k] is None else base[k], "c": c[k],
+                        "p": p[k], "s": int(s[k]), "n": common - m if v[k] is not None else 0,
+                        "e": e[k]})
+        out.append(row)
+    return out
 
 
 def _embedded_json(html: str) -> dict:
@@ -534,14 +555,18 @@ def test_report_cards_and_layout(realistic, tmp_path):
     assert data["regions"] == REGIONS and data["default_region"] == "global"
     assert data["lead_days"] == [0.0, 1.0, 2.0]
     rows = [r["label"] for r in data["rows"]]
-    assert rows[:4] == ["geopotential 500", "geopotential 850", "temperature 500",
-                        "temperature 850"]
+    assert rows[:4] == ["geopotential 500 hPa", "geopotential 850 hPa", "temperature 500 hPa",
+                        "temperature 850 hPa"]
+    assert "2m_temperature" in rows
     cards = {(c["model"], c["metric"]): c for c in data["cards"]}
     assert set(cards) == {(m, k) for m in (0, 1) for k in ("rmse", "acc", "mae", "bias")}
     n_upper = 2 * len(UPPER)
     assert len(cards[(0, "rmse")]["rows"]) == n_upper + 1 + 2 + 1  # + t2m, u10, v10, wind vector
     assert len(cards[(0, "acc")]["rows"]) == n_upper + 1 + 2
-    assert len(cards[(0, "rmse")]["cells"]["tropics"][0]) == 3
+    assert len(_page_cells(data, cards[(0, "rmse")], "tropics")[0]) == 3
+    # compact: one list per field over the card's (row, lead) cells, no per-cell keys
+    assert all(len(col) == len(cards[(0, "rmse")]["rows"]) * 3
+               for col in cards[(0, "rmse")]["cells"]["tropics"] if isinstance(col, list | str))
     assert data["curves"]["n_inits"] == N_INITS - 5  # common to base, model_a and model_b
 
 
@@ -589,3 +614,88 @@ def test_curves_without_an_init_common_to_all_series():
     cv = curves(inputs, metrics=["rmse"])
     assert cv.attrs["n_inits"] == 0 and cv.attrs["init_first"] == ""
     assert np.isnan(cv["value"].values).all() and (cv["n"].values == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The page's data: compact, at the precision shown, the bias colour, against hand computation
+# ---------------------------------------------------------------------------------------------
+
+
+def _sig_digits(x) -> int:
+    """Significant digits of a JSON number as written (1.23e-05 -> 3, 1200 -> 2)."""
+    mant = repr(float(x)).split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+    return len(mant.rstrip("0")) if mant else 0
+
+
+def test_page_values_match_hand_computation(realistic):
+    """Values, colours, p, n and effective n of the page's cells, against NumPy/scipy."""
+    ctx = build_context(realistic["results"], ["model_a", "model_b"], "base")
+    data = ctx["data"]
+    cases = realistic["cases"]
+    labels = [r["label"] for r in data["rows"]]
+    cards = {(data["models"][c["model"]]["name"], c["metric"]): c for c in data["cards"]}
+    checked = 0
+    for model in ("model_a", "model_b"):
+        common = _common(cases[model], cases["base"])
+        assert data["models"][int(model == "model_b")]["common"] == len(common)
+        for var, level, region, lead in [("temperature", 850, "global", 24),
+                                         ("2m_temperature", None, "tropics", 48)]:
+            label = f"{var} {level} hPa" if level else var
+            j = [0, 24, 48].index(lead)
+            mse_a = ref_series(cases[model], var, level, lead, region, "rmse")[common]
+            mse_b = ref_series(cases["base"], var, level, lead, region, "rmse")[common]
+            card = cards[(model, "rmse")]
+            cell = _page_cells(data, card, region)[card["rows"].index(labels.index(label))][j]
+            rm, rb = math.sqrt(mse_a.mean()), math.sqrt(mse_b.mean())
+            assert cell["v"] == pytest.approx(rm, rel=5e-4) and _sig_digits(cell["v"]) <= 4
+            assert cell["b"] == pytest.approx(rb, rel=5e-4) and _sig_digits(cell["b"]) <= 4
+            assert cell["c"] == pytest.approx((rb - rm) / rb * 100, abs=0.05 + 1e-9)
+            assert cell["n"] == len(common)
+            p, k = ref_ar2_p((mse_a - mse_b).to_numpy())
+            assert cell["p"] == (0 if p < 1e-3 else pytest.approx(p, rel=0.05))
+            assert cell["e"] == pytest.approx(len(common) / k**2, rel=0.05, abs=0.5)
+            # bias: change of |bias| over the baseline's RMSE (same inits), in %
+            ba = ref_series(cases[model], var, level, lead, region, "bias")[common].mean()
+            bb = ref_series(cases["base"], var, level, lead, region, "bias")[common].mean()
+            card = cards[(model, "bias")]
+            cell = _page_cells(data, card, region)[card["rows"].index(labels.index(label))][j]
+            assert cell["v"] == pytest.approx(ba, rel=5e-4)
+            assert cell["b"] == pytest.approx(bb, rel=5e-4)
+            assert cell["c"] == pytest.approx((abs(bb) - abs(ba)) / rb * 100, abs=0.05 + 1e-9)
+            checked += 1
+    assert checked == 4
+
+
+def test_bias_colour_needs_no_rmse_card(realistic):
+    """The bias colour uses the baseline RMSE even when rmse is not among the cards; the
+    other cards (and their multiple-testing treatment) are those of the metrics asked for."""
+    alone = build_context(realistic["results"], ["model_a"], "base", metrics=["bias", "mae"])
+    both = build_context(realistic["results"], ["model_a"], "base", metrics=["bias", "mae", "rmse"])
+    assert [c["metric"] for c in alone["data"]["cards"]] == ["bias", "mae"]
+    assert [m["name"] for m in alone["data"]["metrics"]] == ["bias", "mae"]
+    for metric in ("bias", "mae"):
+        a = next(c for c in alone["data"]["cards"] if c["metric"] == metric)
+        b = next(c for c in both["data"]["cards"] if c["metric"] == metric)
+        for region in REGIONS:
+            cols_a, cols_b = a["cells"][region], b["cells"][region]
+            assert cols_a[0] == cols_b[0] and cols_a[2:] == cols_b[2:], (metric, region)
+
+
+def test_bias_change_small_arrays():
+    """(|b| - |m|) / RMSE_b * 100; NaN for a zero baseline RMSE or a missing value."""
+    from wxeval.scorecard.report import bias_change
+
+    m = np.array([0.3, -0.5, 0.1, np.nan, 0.2])
+    b = np.array([-0.5, 0.25, 0.1, 0.2, 0.0])
+    r = np.array([2.0, 5.0, 1.0, 1.0, 0.0])
+    got = bias_change(m, b, r)
+    np.testing.assert_allclose(got[:3], [(0.5 - 0.3) / 2 * 100, (0.25 - 0.5) / 5 * 100, 0.0])
+    assert np.isnan(got[3:]).all()
+
+
+def test_row_display_label():
+    from wxeval.scorecard.report import row_display_label
+
+    assert row_display_label("geopotential", 500.0) == "geopotential 500 hPa"
+    assert row_display_label("2m_temperature", np.nan) == "2m_temperature"
+    assert row_display_label("2m_temperature", None) == "2m_temperature"

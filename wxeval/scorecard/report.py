@@ -3,18 +3,24 @@
 ``write_report`` reads only the saved results (see :mod:`wxeval.scorecard.compare`), compares
 the models with the baseline and renders ``wxeval/templates/scorecard.html.j2``:
 
-* one scorecard per model × metric and region (a region selector, default ``global``): rows
-  variable/level, columns lead time in days, colour = change against the baseline in % on a
-  diverging scale (bins ±1, 2, 5, 10, 20, 50 %; blue better, red worse for every metric — for
-  bias the colour is the change of |bias|, the hover shows the values), triangles for
-  significance at 95 % (small) and 99 % (large) after the multiple-testing treatment, every
-  number on hover;
+* one scorecard per model × metric and region (a region selector, default ``global``), laid
+  out in a grid as wide as the page: rows variable/level ("geopotential 500 hPa"), columns
+  lead time in days, colour = change against the baseline in % on a diverging scale (bins
+  ±1, 2, 5, 10, 20, 50 %; blue better, red worse for every metric — for bias the change of
+  |bias| in % of the baseline's RMSE, :func:`bias_change`), triangles for significance at
+  95 % (small) and 99 % (large) after the multiple-testing treatment, every number on hover,
+  blank "no data" cells explained in the legend;
 * line plots (inline SVG, drawn by the page's own script) of each metric against lead time for
-  the baseline and every model, for a few headline variables, with 95 % intervals of the mean
-  over inits (AR(2)-inflated standard errors);
+  the baseline and every model, for a few headline variables (one row of plots per variable),
+  with 95 % intervals of the mean over inits (AR(2)-inflated standard errors); the y-axis
+  spans the curves shown and a click on a legend entry hides or shows a series;
 * a provenance block (inputs, init range and count, config, versions, date, test and
   multiple-testing treatment, the caveat on the Geer test) and the findings of
   ``<results_dir>/check.json`` when present.
+
+The data travel as compact JSON (:func:`_data`): one list per field and card, numbers at the
+precision the page shows, nothing the page does not show; the size grows with models ×
+metrics × regions × rows × leads (about 20 bytes per card cell), not with the number of inits.
 
 The page makes no network request: CSS, script and data are inline, and a Content Security
 Policy forbids any fetch and any script but the page's own (pinned by its SHA-256). Every
@@ -39,6 +45,7 @@ import xarray as xr
 
 import wxeval
 from wxeval.results import atomic_write, units_of
+from wxeval.schema import LEAD_TIME
 from wxeval.scorecard.compare import (
     CAVEAT,
     DEFAULT_METRICS,
@@ -49,7 +56,15 @@ from wxeval.scorecard.compare import (
     load_inputs,
 )
 
-__all__ = ["BINS", "HEADLINE_ROWS", "build_context", "render_report", "write_report"]
+__all__ = [
+    "BINS",
+    "HEADLINE_ROWS",
+    "bias_change",
+    "build_context",
+    "render_report",
+    "row_display_label",
+    "write_report",
+]
 
 #: Colour bins of the change in % (both signs).
 BINS = (1, 2, 5, 10, 20, 50)
@@ -72,6 +87,8 @@ METRIC_LABELS = {
     "acc": "ACC",
 }
 TEMPLATE = "scorecard.html.j2"
+#: p-values below this are shown as "p < 0.001" (and stored as 0).
+P_FLOOR = 1e-3
 CORRECTION_SHORT = {
     "bh": "Benjamini\u2013Hochberg per card",
     "sidak": "\u0160id\u00e1k per card",
@@ -158,7 +175,12 @@ def _environment():
         lstrip_blocks=True,
     )
     # NaN is not JSON: fail loudly rather than emit a page whose data cannot be parsed.
-    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "allow_nan": False}
+    # No spaces after separators: the data are most of the file.
+    env.policies["json.dumps_kwargs"] = {
+        "sort_keys": False,
+        "allow_nan": False,
+        "separators": (",", ":"),
+    }
     return env
 
 
@@ -181,21 +203,29 @@ def build_context(
     """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
     cfg, cfg_path = _config(config)
     metrics = tuple(metrics) if metrics else DEFAULT_METRICS
-    _check_options(metrics, method, correction, alpha)  # before reading any statistics
+    shown, _ = _check_options(metrics, method, correction, alpha)  # before reading statistics
     inputs = load_inputs(results_dir, models, baseline)
+    # The bias cards are coloured by the change of |bias| relative to the baseline's RMSE
+    # (see bias_change): compare rmse too when it is not shown. The multiple-testing
+    # treatment is per card (model × metric), so an extra metric changes no other card.
+    extra = ["rmse"] if "bias" in shown and "rmse" not in shown else []
     ds = compare(
         results_dir,
         list(models),
         baseline,
-        metrics=metrics,
+        metrics=[*shown, *extra],
         method=method,
         correction=correction,
         alpha=alpha,
         inputs=inputs,
     )
+    baseline_rmse = (
+        ds["baseline_value"].sel(metric="rmse", drop=True) if "bias" in shown else None
+    )
+    ds = ds.sel(metric=shown)
     cv = curves(inputs, metrics=list(ds["metric"].values), method=method)
     labels = {name: _label(cfg, inputs.manifests[name], name) for name in [baseline, *models]}
-    data = _data(ds, cv, labels, baseline)
+    data = _data(ds, cv, labels, baseline, baseline_rmse)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return {
         "title": f"Scorecard: {', '.join(labels[m] for m in models)} vs {labels[baseline]}",
@@ -246,81 +276,175 @@ def _label(cfg, manifest: dict, name: str) -> str:
 
 
 def _num(x, digits: int = 4):
-    """A JSON-safe rounded number (None for NaN/inf)."""
+    """A JSON-safe number rounded to ``digits`` significant digits (None for NaN/inf).
+
+    Integral results are returned as ``int`` so that JSON spells ``1200`` rather than
+    ``1200.0``.
+    """
     x = float(x)
     if not math.isfinite(x):
         return None
-    return float(f"{x:.{digits}g}")
+    r = float(f"{x:.{digits}g}")
+    return int(r) if r.is_integer() and abs(r) < 1e15 else r
+
+
+def _fixed(x, decimals: int = 1):
+    """A JSON-safe number rounded to ``decimals`` decimals (None for NaN/inf)."""
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    r = round(x, decimals) + 0.0  # + 0.0: no "-0.0"
+    return int(r) if r.is_integer() else r
+
+
+def _p_shown(p) -> float | int | None:
+    """A p-value at the precision the page shows: 2 significant digits, 0 below 1e-3 (shown
+    as "p < 0.001"); None where the cell is not testable."""
+    p = float(p)
+    if not math.isfinite(p):
+        return None
+    return 0 if p < P_FLOOR else _num(p, 2)
+
+
+def _neff_shown(x) -> float | int | None:
+    """The effective sample size as the page shows it: a whole number from 10 up, else 2
+    significant digits (it is an estimate: "65" says what "65.09" does).
+
+    Not floored at n: where the estimated inflation k is below 1 (negatively autocorrelated
+    differences) n/k² exceeds n, and the p-value was computed with that k. A floor on the page
+    alone would show a sample size the test did not use; flooring k itself is a choice of the
+    test (wxeval.scorecard.significance). The page says why the value exceeds n instead.
+    """
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return int(round(x)) if x >= 10 else _num(x, 2)
+
+
+def _share(values: list, baselines: list[list], candidates: list[int]) -> int:
+    """Index of a stored baseline array equal to ``values`` wherever ``values`` has a number
+    (filling its gaps from ``values``), or of ``values`` appended to ``baselines``.
+
+    Cards of one metric and region read the baseline only where their model has a value,
+    and model and baseline values come from the same pairs of inits, so an array that agrees
+    there serves both; filling gaps never changes a value an earlier card reads.
+    """
+    for i in candidates:
+        stored = baselines[i]
+        if all(v is None or s is None or v == s for v, s in zip(values, stored, strict=True)):
+            baselines[i] = [s if s is not None else v for v, s in zip(values, stored, strict=True)]
+            return i
+    baselines.append(values)
+    candidates.append(len(baselines) - 1)
+    return len(baselines) - 1
 
 
 def _lead_days(lead_times: np.ndarray) -> list[float]:
-    return [float(x / np.timedelta64(1, "h")) / 24.0 for x in lead_times]
+    return [_num(float(x / np.timedelta64(1, "h")) / 24.0, 6) for x in lead_times]
 
 
-def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str) -> dict:
-    """The page's JSON: layout, one cell table per card and region, the curves."""
+def row_display_label(variable: str, level) -> str:
+    """The label a reader sees: ``"geopotential 500 hPa"``, ``"2m_temperature"``.
+
+    Pressure levels are in hPa (the schema's ``level`` coordinate, WB2's convention).
+    """
+    if level is None or (isinstance(level, float) and np.isnan(level)):
+        return str(variable)
+    return f"{variable} {int(level)} hPa"
+
+
+def bias_change(model_bias, baseline_bias, baseline_rmse) -> np.ndarray:
+    """The bias cards' colour: (|b| − |m|) / RMSE_b × 100, positive = smaller |bias|.
+
+    The change of |bias| in units of the baseline's RMSE over the same inits, in %: how much
+    of the typical error the bias change is worth. The ratio to the baseline's own |bias|
+    (``improvement`` of :func:`wxeval.scorecard.compare.compare`) explodes wherever the
+    baseline is nearly unbiased, which is most cells of a small region. NaN where the
+    baseline RMSE is zero or any input is missing.
+    """
+    m = np.abs(np.asarray(model_bias, dtype=np.float64))
+    b = np.abs(np.asarray(baseline_bias, dtype=np.float64))
+    r = np.asarray(baseline_rmse, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = np.isfinite(m) & np.isfinite(b) & np.isfinite(r) & (r > 0)
+        return np.where(ok, (b - m) / np.where(ok, r, 1.0) * 100.0, np.nan)
+
+
+def _flat(values: np.ndarray, fmt) -> list:
+    return [fmt(x) for x in np.asarray(values).ravel()]
+
+
+_CELL_FIELDS = (
+    "value", "baseline_value", "improvement", "p_value", "significance", "n_missing", "effective_n"
+)
+
+
+def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
+          baseline_rmse: xr.DataArray | None = None) -> dict:
+    """The page's JSON, compact: only what the page shows, at the precision it shows.
+
+    ``cards[i].cells[region]`` is ``[v, b, c, p, s, miss, e]``, each a flat list over
+    (card row, lead), row-major:
+
+    * ``v`` model value, 4 significant digits (the hover shows 4);
+    * ``b`` an index into ``baselines``, the baseline values (4 digits), shared between
+      cards of one metric and region that agree wherever both have a value (the page reads
+      the baseline only where the model has a value: both come from the same pairs);
+    * ``c`` the colour value in %, one decimal (what the hover shows): ``improvement`` for
+      rmse, mae, acc …; :func:`bias_change` for bias;
+    * ``p`` the p-value, 2 digits, 0 below 1e-3 (see :func:`_p_shown`), null = not testable;
+    * ``s`` a string, one digit per cell: the number of ``alpha`` levels passed;
+    * ``miss`` 0, or a list: common inits without a finite pair (n = the model's ``common``
+      − miss);
+    * ``e`` the effective sample size n/k² the test used, as shown (:func:`_neff_shown`).
+
+    Dropped from the page because derivable or not shown: relative_change (± c), better
+    (sign of v against b), n (from common and miss), inflation k (the hover gives n and
+    effective n).
+    """
     rows = [
         {
-            "label": str(r),
+            "label": row_display_label(str(v), lev),
             "variable": str(v),
             "level": None if np.isnan(lev) else int(lev),
             "units": pretty_units(units_of(str(v))),
         }
-        for r, v, lev in zip(
-            ds["row"].values, ds["variable"].values, ds["level"].values, strict=True
-        )
+        for v, lev in zip(ds["variable"].values, ds["level"].values, strict=True)
     ]
     regions = [str(r) for r in ds["region"].values]
     cards = []
+    baselines: list[list] = []
+    candidates: dict[tuple, list[int]] = {}
     for mi in range(ds.sizes["model"]):
         for ki, metric in enumerate(ds["metric"].values):
-            sub = ds.isel(model=mi, metric=ki)
+            sub = ds[list(_CELL_FIELDS)].isel(model=mi, metric=ki)
             has = (np.isfinite(sub["value"]) | np.isfinite(sub["baseline_value"])).values
             keep = np.flatnonzero(has.any(axis=(1, 2)))
             if keep.size == 0:
                 continue
+            sub = sub.isel(row=keep).transpose("region", "row", LEAD_TIME)
+            if str(metric) == "bias" and baseline_rmse is not None:
+                rmse = baseline_rmse.isel(model=mi, row=keep).transpose("region", "row", LEAD_TIME)
+                colour = bias_change(sub["value"].values, sub["baseline_value"].values,
+                                     rmse.values)
+            else:
+                colour = sub["improvement"].values
+            data_cell = has[keep].transpose(1, 0, 2)  # (region, row, lead)
+            miss = np.where(data_cell, sub["n_missing"].values, 0)
             cells = {}
-            fields = [
-                sub[k].values
-                for k in (
-                    "value",
-                    "baseline_value",
-                    "improvement",
-                    "relative_change",
-                    "p_value",
-                    "n",
-                    "significance",
-                    "effective_n",
-                    "inflation",
-                    "better",
-                    "n_missing",
-                )
-            ]
             for gi, region in enumerate(regions):
-                table = []
-                for r in keep:
-                    row = []
-                    for li in range(ds.sizes["lead_time"]):
-                        v, b, imp, rel, p, n, s, neff, k, bet, miss = (
-                            f[r, gi, li] for f in fields
-                        )
-                        row.append(
-                            [
-                                _num(v, 5),
-                                _num(b, 5),
-                                _num(imp, 3),
-                                _num(rel, 3),
-                                _num(p, 2),
-                                int(n),
-                                int(s),
-                                _num(neff, 3),
-                                _num(k, 3),
-                                int(bet),
-                                int(miss),
-                            ]
-                        )
-                    table.append(row)
-                cells[region] = table
+                base_vals = _flat(sub["baseline_value"].values[gi], _num)
+                key = (str(metric), region, tuple(keep.tolist()))
+                index = _share(base_vals, baselines, candidates.setdefault(key, []))
+                cells[region] = [
+                    _flat(sub["value"].values[gi], _num),
+                    index,
+                    _flat(colour[gi], _fixed),
+                    _flat(sub["p_value"].values[gi], _p_shown),
+                    "".join(str(int(x)) for x in sub["significance"].values[gi].ravel()),
+                    [int(x) for x in miss[gi].ravel()] if miss[gi].any() else 0,
+                    _flat(sub["effective_n"].values[gi], _neff_shown),
+                ]
             cards.append(
                 {
                     "model": int(mi),
@@ -331,7 +455,10 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str) -> dict:
             )
     return {
         "baseline": {"name": baseline, "label": labels[baseline]},
-        "models": [{"name": str(m), "label": labels[str(m)]} for m in ds["model"].values],
+        "models": [
+            {"name": str(m), "label": labels[str(m)], "common": int(c)}
+            for m, c in zip(ds["model"].values, ds["n_common_inits"].values, strict=True)
+        ],
         "metrics": [
             {"name": str(m), "label": METRIC_LABELS.get(str(m), str(m))}
             for m in ds["metric"].values
@@ -344,42 +471,51 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str) -> dict:
         "alpha_pct": [f"{(1 - a) * 100:g}" for a in ds["alpha"].values],
         "correction": CORRECTION_SHORT[str(ds.attrs["multiple_testing"])],
         "cards": cards,
-        "curves": _curves_data(cv, labels),
+        "baselines": baselines,
+        "curves": _curves_data(cv, labels, [r["label"] for r in rows]),
     }
 
 
-def _curves_data(cv: xr.Dataset, labels: dict) -> dict:
-    row_names = [str(r) for r in cv["row"].values]
+def _headline(row_names: list[str]) -> list[str]:
+    """The rows drawn as line plots: :data:`HEADLINE_ROWS` present, then the first others."""
     headline = [r for r in HEADLINE_ROWS if r in row_names]
     for r in row_names:
         if len(headline) >= MAX_HEADLINE:
             break
         if r not in headline:
             headline.append(r)
-    headline = headline[:MAX_HEADLINE]
+    return headline[:MAX_HEADLINE]
+
+
+def _curves_data(cv: xr.Dataset, labels: dict, row_labels: list[str]) -> dict:
+    """Line plots: ``plots[region]`` is a list of ``[row, metric, lines]`` (indices into the
+    page's ``rows`` and ``metrics``), one per headline row × metric with a finite value,
+    grouped by row; ``lines[series]`` is ``[value, lower, upper]``, each a list over leads
+    at 3 significant digits (a plot is ~200 px high; the hover shows 3)."""
+    row_names = [str(r) for r in cv["row"].values]
+    display = {
+        str(r): row_display_label(str(v), lev)
+        for r, v, lev in zip(cv["row"].values, cv["variable"].values, cv["level"].values,
+                             strict=True)
+    }
+    metric_names = [str(m) for m in cv["metric"].values]
     plots = {}
     for region in cv["region"].values:
         per_region = []
-        for row in headline:
-            for metric in cv["metric"].values:
+        for row in _headline(row_names):
+            for ki, metric in enumerate(metric_names):
                 sub = cv.sel(region=region, row=row, metric=metric)
                 if not np.isfinite(sub["value"]).any():
                     continue
                 lines = [
                     [
-                        [_num(v, 5), _num(lo, 5), _num(hi, 5)]
-                        for v, lo, hi in zip(
-                            sub["value"].values[si],
-                            sub["lower"].values[si],
-                            sub["upper"].values[si],
-                            strict=True,
-                        )
+                        _flat(sub["value"].values[si], lambda x: _num(x, 3)),
+                        _flat(sub["lower"].values[si], lambda x: _num(x, 3)),
+                        _flat(sub["upper"].values[si], lambda x: _num(x, 3)),
                     ]
                     for si in range(cv.sizes["series"])
                 ]
-                per_region.append(
-                    {"row": row, "metric": str(metric), "units": _units(row, cv), "lines": lines}
-                )
+                per_region.append([row_labels.index(display[row]), ki, lines])
         plots[str(region)] = per_region
     return {
         "series": [{"name": str(s), "label": labels[str(s)]} for s in cv["series"].values],
@@ -389,10 +525,6 @@ def _curves_data(cv: xr.Dataset, labels: dict) -> dict:
         "init_first": cv.attrs["init_first"],
         "init_last": cv.attrs["init_last"],
     }
-
-
-def _units(row: str, cv: xr.Dataset) -> str:
-    return pretty_units(units_of(str(cv["variable"].sel(row=row).item())))
 
 
 _SUPERSCRIPT = str.maketrans(
