@@ -2,7 +2,8 @@
 retries of an unreachable store as they happen.
 
 Everything here is shown only when stderr is a terminal (:func:`active`): a cron log or a pipe
-gets none of it. :func:`enable` forces the display on or off (the Python API's ``progress=``).
+gets none of it. :func:`enable` forces the display on or off (``score(progress=…)`` of the
+Python API forces the task bar only).
 Lines go through ``tqdm.write`` while a bar is open, so the bar is redrawn below them instead of
 being garbled; the CLI's log handler (:class:`LogHandler`, ``-v``) does the same.
 
