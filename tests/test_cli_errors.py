@@ -513,12 +513,39 @@ def test_unreachable_http_store(stores, tmp_path):
     assert_error(res, EXIT_IO, url, output=out)
 
 
-def test_output_cannot_be_written(stores, tmp_path):
+@pytest.mark.parametrize("command", ["score", "demo", "check"])
+def test_output_that_is_a_file_is_a_usage_error(stores, tmp_path, command):
+    # --output names a folder: an existing plain file there is a usage error (exit 2) that
+    # says so, before anything is read or written (was "…/statistics: Not a directory", exit 4).
     out = tmp_path / "out"
     out.write_text("a plain file where the output folder should be\n")
     cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    args = {
+        "score": score_args(cfg, out),
+        "demo": ["demo", "--output", str(out)],
+        "check": ["check", "--config", str(cfg), "--model", "model", "--output", str(out)],
+    }[command]
+    res = run_in_process(*args)
+    assert_error(res, EXIT_USAGE, f"--output {out}", "must be a folder", "file of that name")
+    assert out.read_text().startswith("a plain file"), "the file was left alone"
+
+
+def test_output_below_a_file_is_a_usage_error(stores, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder\n")
+    out = blocker / "today"
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
     res = run_in_process(*score_args(cfg, out))
-    assert_error(res, EXIT_IO, str(out))
+    assert_error(res, EXIT_USAGE, f"--output {out}", f"{blocker} is a file, not a folder")
+
+
+def test_check_output_may_name_a_json_file(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    target = tmp_path / "gate.json"
+    res = run_in_process("check", "--config", str(cfg), "--model", "model", "--output",
+                         str(target))
+    assert res.code == 0, res.stderr
+    assert isinstance(json.loads(target.read_text()), list | dict)
 
 
 # gcsfs retries a refused connection 6 times with exponential back-off (~30 s per request);
@@ -668,3 +695,237 @@ def test_grid_check_tolerance_accepts_tiny_differences(stores, tmp_path):
     assert res.code == 0, res.stderr
     assert (out / "model.nc").is_file()
     assert np.isfinite(pd.read_csv(out / "model.csv")["value"]).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Messages that say what exists: the known names, the available leads (issue 10)
+# --------------------------------------------------------------------------------------------
+
+STANDARD_REGIONS = ("global", "tropics", "extra-tropics", "northern-hemisphere", "europe",
+                    "north-america", "arctic", "antarctic")
+
+
+@pytest.mark.parametrize("how", ["config", "flag"])
+def test_unknown_region_without_suggestion_lists_the_known_ones(stores, tmp_path, how):
+    evaluation = {**FAST, "regions": ["mars"]}
+    extra: list[str] = []
+    if how == "flag":
+        evaluation.pop("regions")
+        extra = ["--regions", "mars"]
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **evaluation))
+    out = tmp_path / "out"
+    line = assert_error(
+        run_in_process(*score_args(cfg, out, *extra)), EXIT_USAGE, "unknown region 'mars'",
+        "known:", *STANDARD_REGIONS, output=out,
+    )
+    assert "did you mean" not in line, line
+
+
+def test_unknown_region_with_suggestion_lists_the_known_ones_too(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process(*score_args(cfg, tmp_path / "out", "--regions", "europa"))
+    assert_error(res, EXIT_USAGE, "did you mean 'europe'", "known:", *STANDARD_REGIONS)
+
+
+def test_unknown_metric_lists_the_known_ones(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process(*score_args(cfg, tmp_path / "out", "--metrics", "skill"))
+    assert_error(res, EXIT_USAGE, "unknown metric 'skill'", "known:", "rmse", "acc", "bias")
+
+
+def test_unknown_variable_lists_what_the_store_has(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process(*score_args(cfg, tmp_path / "out", "--variables", "temprature"))
+    assert_error(
+        res, EXIT_DATA, "'temprature' not in store", "did you mean 'temperature'",
+        "it has:", *sorted(stores.case.forecast), stores.case.paths["forecast"],
+    )
+
+
+def test_missing_level_lists_the_levels_the_store_has(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process(*score_args(cfg, tmp_path / "out", "--variables", "temperature",
+                                     "--levels", "300"))
+    assert_error(res, EXIT_DATA, "lacks level 300 hPa", "it has: 500 hPa, 850 hPa")
+
+
+def test_misspelt_model_lists_each_configured_model_once(stores, tmp_path):
+    # A config may itself declare the built-in baselines: they are listed once, not twice.
+    cfg = base_config(stores, **FAST)
+    cfg["models"]["persistence"] = {"kind": "persistence"}
+    path = dump(tmp_path / "cfg.yaml", cfg)
+    line = assert_error(
+        run_in_process(*score_args(path, tmp_path / "out", model="persistance")),
+        EXIT_USAGE, "unknown model 'persistance'", "did you mean 'persistence'",
+    )
+    listed = line.split("configured: ", 1)[1].rstrip(")").split(", ")
+    assert sorted(listed) == ["climatology", "model", "persistence"], line
+
+
+def _leads_of_case(stores) -> str:
+    return ", ".join(f"{int(h / pd.Timedelta('1h'))}h" for h in stores.case.lead_times)
+
+
+@pytest.mark.parametrize("leads", ["300h:480h:24h", "300h,480h"])
+def test_no_lead_left_says_which_leads_the_store_has(stores, tmp_path, leads):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    out = tmp_path / "out"
+    res = run_in_process(*score_args(cfg, out, "--leads", leads))
+    asked = leads.replace(",", ", ")
+    assert _leads_of_case(stores) == "0h, 6h, 12h, 24h, 48h"
+    assert_error(
+        res, EXIT_DATA, "'model'", "no lead time", f"asked {asked}",
+        f"{stores.case.paths['forecast']}) has 0h, 6h, 12h, 24h, 48h", output=out,
+    )
+
+
+def test_check_no_lead_left_says_which_leads_the_store_has(stores, tmp_path):
+    cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
+    res = run_in_process("check", "--config", str(cfg), "--model", "model", "--leads",
+                         "300h:480h:24h")
+    assert res.code == EXIT_DATA, res.stdout + res.stderr
+    errors = [ln for ln in res.stdout.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.stdout
+    assert "asked 300h:480h:24h" in errors[0], errors[0]
+    assert "has 0h, 6h, 12h, 24h, 48h" in errors[0], errors[0]
+
+
+def test_describe_leads_is_short_for_long_axes():
+    from wxeval.plan import describe_leads
+
+    hours = np.arange(0, 241, 12)
+    assert describe_leads(hours.astype("timedelta64[h]")) == "0h–240h every 12h (21 leads)"
+    odd = np.array([0, 6, 12, 18, 24, 36, 48, 72], "timedelta64[h]")
+    assert describe_leads(odd) == "0h, 6h, 12h, …, 48h, 72h (8 leads)"
+    assert describe_leads(np.array([], "timedelta64[h]")) == "none"
+
+
+# --------------------------------------------------------------------------------------------
+# scorecard: names and paths that are not there are usage errors (exit 2)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored(stores, tmp_path_factory) -> Path:
+    """Results of two models, `model` and `twin` (the same forecast under two names)."""
+    root = tmp_path_factory.mktemp("scored")
+    cfg = base_config(stores, **FAST)
+    cfg["models"]["twin"] = {"path": stores.case.paths["forecast"]}
+    path = dump(root / "cfg.yaml", cfg)
+    res = run_in_process("score", "--config", str(path), "--output", str(root / "results"),
+                         "--model", "model,twin")
+    assert res.code == 0, res.stderr
+    return root / "results"
+
+
+def scorecard_args(results: Path, tmp_path: Path, models="twin", baseline="model", *extra):
+    return ["scorecard", "--results", str(results), "--models", models, "--baseline", baseline,
+            "--output", str(tmp_path / "card.html"), *extra]
+
+
+def test_scorecard_works_on_these_results(scored, tmp_path):
+    res = run_in_process(*scorecard_args(scored, tmp_path))
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "card.html").is_file()
+
+
+@pytest.mark.parametrize("which", ["baseline", "models"])
+def test_scorecard_name_without_results_is_a_usage_error(scored, tmp_path, which):
+    args = (("twin", "hres") if which == "baseline" else ("twin,graphcast", "model"))
+    res = run_in_process(*scorecard_args(scored, tmp_path, *args))
+    name = "hres" if which == "baseline" else "graphcast"
+    assert_error(res, EXIT_USAGE, f"no results for model '{name}'", str(scored),
+                 "models with results: model, twin")
+    assert not (tmp_path / "card.html").exists()
+
+
+def test_scorecard_misspelt_name_gets_a_suggestion(scored, tmp_path):
+    res = run_in_process(*scorecard_args(scored, tmp_path, "twni", "model"))
+    assert_error(res, EXIT_USAGE, "'twni'", "did you mean 'twin'", "models with results")
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--test", "bootstrap"], ("--test 'bootstrap'", "ar2", "naive")),
+        (["--metrics", "rsme"], ("unknown metric 'rsme'", "did you mean 'rmse'",
+                                 "the scorecard compares")),
+        (["--metrics", "acc_pooled"], ("'acc_pooled'", "no per-init score")),
+    ],
+    ids=["test", "unknown-metric", "pooled-metric"],
+)
+def test_scorecard_bad_options_are_usage_errors(scored, tmp_path, extra, fragments):
+    res = run_in_process(*scorecard_args(scored, tmp_path, "twin", "model", *extra))
+    assert_error(res, EXIT_USAGE, *fragments)
+
+
+def test_scorecard_baseline_among_models_is_a_usage_error(scored, tmp_path):
+    res = run_in_process(*scorecard_args(scored, tmp_path, "twin,model", "model"))
+    assert_error(res, EXIT_USAGE, "baseline 'model' is also listed")
+
+
+def test_scorecard_results_must_be_a_folder(scored, tmp_path):
+    missing = tmp_path / "no-such-results"
+    res = run_in_process(*scorecard_args(missing, tmp_path))
+    assert_error(res, EXIT_USAGE, f"--results {missing}", "does not exist", "wxeval score")
+    plain = tmp_path / "plain"
+    plain.write_text("x\n")
+    res = run_in_process(*scorecard_args(plain, tmp_path))
+    assert_error(res, EXIT_USAGE, f"--results {plain}", "is a file")
+
+
+def test_scorecard_output_must_be_a_file_path(scored, tmp_path):
+    res = run_in_process("scorecard", "--results", str(scored), "--models", "twin",
+                         "--baseline", "model", "--output", str(tmp_path))
+    assert_error(res, EXIT_USAGE, f"--output {tmp_path}", "is a folder", "HTML file")
+
+
+# --------------------------------------------------------------------------------------------
+# --version, --help, and a light `import wxeval.cli`
+# --------------------------------------------------------------------------------------------
+
+
+def test_version_real_process():
+    import wxeval
+
+    res = run_process("--version")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == f"wxeval {wxeval.__version__}"
+    assert res.stderr == ""
+
+
+def test_help_real_process_lists_commands_and_version():
+    res = run_process("--help")
+    assert res.code == 0, res.stderr
+    for word in ("score", "demo", "scorecard", "check", "--version"):
+        assert word in res.stdout, word
+
+
+# The scientific stack (typer itself may import pydantic for its own option types).
+HEAVY = ("numpy", "pandas", "xarray", "dask", "numba", "zarr", "scipy")
+
+
+def test_importing_the_cli_imports_no_heavy_module():
+    # `wxeval --help` answers at once because the CLI imports its commands' modules lazily.
+    code = (
+        "import sys, wxeval.cli\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "", f"imported by `import wxeval.cli`: {proc.stdout}"
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from wxeval.cli import app\n"
+        "for args in (['--help'], ['score', '--help'], ['--version']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"imported by --help: {proc.stdout}"

@@ -274,7 +274,9 @@ def test_progress_bar_and_all_models(two_models, tmp_path):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         report = run(cfg, ["a", "b"], tmp_path / "p", progress=True)
-    assert "wxeval" in err.getvalue() and "task" in err.getvalue()
+    import re
+
+    assert re.search(r"scoring: 100%.*\| (\d+)/\1 tasks", err.getvalue()), err.getvalue()
     assert set(report.tables) == {"a", "b"}
     proc = subprocess.run(
         [sys.executable, "-m", "wxeval.cli", "score", "--config", str(cfg), "--all",

@@ -478,7 +478,9 @@ def test_to_dataframe(realistic):
 
 
 def test_unknown_model_is_a_clear_error(realistic):
-    with pytest.raises(FileNotFoundError, match="no results for model 'nope'.*model_a"):
+    from wxeval.config import ConfigError  # a usage error: exit 2 from the CLI
+
+    with pytest.raises(ConfigError, match="no results for model 'nope'.*model_a"):
         load_inputs(realistic["results"], ["nope"], "base")
     with pytest.raises(ValueError, match="baseline"):
         load_inputs(realistic["results"], ["base"], "base")

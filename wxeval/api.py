@@ -92,6 +92,12 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         check_name(m.name, "model name")
         for var in m.variables:
             check_name(var, f"variable of {m.name!r}")
+        log.info(
+            "%s: %d init(s) from %s to %s, %d lead(s), %d variable(s), %d region(s)",
+            m.name, len(m.init_times), np.datetime_as_string(m.init_times[0], unit="m"),
+            np.datetime_as_string(m.init_times[-1], unit="m"), len(m.lead_times),
+            len(m.variables), len(plan.regions),
+        )
     if output is not None:
         results.remove_stale_temporaries(output)
     stats_root = cfg.output.statistics or (str(Path(output) / "statistics") if output else None)
@@ -114,6 +120,10 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
+    log.info(
+        "%d task(s) to compute; %d field(s) reused from the statistics store",
+        len(tasks), report.reused_fields,
+    )
     # Longest first: two threads then finish together instead of one waiting on a late
     # upper-air task (a rerun's few tasks differ ~10x in size).
     tasks.sort(key=lambda t: -t.cost)

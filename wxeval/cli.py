@@ -5,6 +5,9 @@ Exit codes: 0 success; 1 internal error (a bug: please report it, rerun with ``-
 fit the schema, missing variables/levels/valid times, grids that differ, an empty selection);
 4 I/O failure (a store that cannot be opened, an output that cannot be written).
 Errors print one line on stderr, without traceback unless ``--debug`` is given.
+
+Importing this module imports typer only: the scientific stack (numpy, xarray, dask, zarr,
+numba) is imported inside the commands, so ``wxeval --help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
-from wxeval import align, schema
-from wxeval import config as config_mod
-from wxeval.loaders import LoadError
-from wxeval.plan import SelectionError
+if TYPE_CHECKING:
+    from wxeval import config as config_mod
 
 app = typer.Typer(
     add_completion=False,
@@ -34,12 +35,34 @@ EXIT_INTERNAL, EXIT_USAGE, EXIT_DATA, EXIT_IO = 1, 2, 3, 4
 _DEBUG = {"on": False}
 
 
+class UsageError(ValueError):
+    """A flag that cannot work (an ``--output`` folder that is a file…): exit 2."""
+
+
+def _loaded(module: str, name: str) -> type | None:
+    """The exception class ``module.name`` if that module was imported (an error can only be
+    one of its exceptions if it was), without importing it."""
+    return getattr(sys.modules.get(module), name, None)
+
+
+def _is(err: BaseException, *classes: tuple[str, str]) -> bool:
+    return any(
+        (cls := _loaded(module, name)) is not None and isinstance(err, cls)
+        for module, name in classes
+    )
+
+
 def _exit_code(err: BaseException) -> int:
-    if isinstance(err, config_mod.ConfigError):
+    if isinstance(err, UsageError) or _is(err, ("wxeval.config", "ConfigError")):
         return EXIT_USAGE
-    if isinstance(err, LoadError):
+    if _is(err, ("wxeval.loaders", "LoadError")):
         return EXIT_IO
-    if isinstance(err, schema.SchemaError | align.AlignmentError | SelectionError):
+    if _is(
+        err,
+        ("wxeval.schema", "SchemaError"),
+        ("wxeval.align", "AlignmentError"),
+        ("wxeval.plan", "SelectionError"),
+    ):
         return EXIT_DATA
     if isinstance(err, OSError):
         return EXIT_IO
@@ -62,7 +85,11 @@ def friendly_errors(fn):
             text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if code == EXIT_INTERNAL:
                 text = f"internal error ({type(err).__name__}: {text}); rerun with --debug"
-            elif isinstance(err, OSError) and not isinstance(err, LoadError) and err.filename:
+            elif (
+                isinstance(err, OSError)
+                and not _is(err, ("wxeval.loaders", "LoadError"))
+                and err.filename
+            ):
                 text = f"{err.filename}: {err.strerror or text}"
             typer.echo(f"wxeval: error: {text}", err=True)
             raise typer.Exit(code) from None
@@ -70,20 +97,56 @@ def friendly_errors(fn):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from wxeval import __version__
+
+        typer.echo(f"wxeval {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
+    """On a terminal, long commands show what they open, tasks done/total with a rate and an
+    ETA, and retries of unreachable stores; nothing of it when stderr is not a terminal."""
+    from wxeval.progress import LogHandler
+
     _DEBUG["on"] = debug
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    handler = LogHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     if not (debug or verbose):
         # Storage libraries log every retry with a traceback; wxeval reports the final error
         # in one line (see --debug for the details).
         for name in ("gcsfs", "fsspec", "aiohttp", "google", "urllib3", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _folder(
+    path: Path, flag: str, *, file_suffix: str | None = None, is_file: bool = False
+) -> Path:
+    """``path`` given to a folder flag; a usage error (exit 2) when it, or a folder above it,
+    exists as a file. A path ending in ``file_suffix`` (any path when ``is_file``) names a file
+    to write: only the folders above it must be folders."""
+    names_file = is_file or (file_suffix is not None and path.suffix == file_suffix)
+    what = "a folder" + (f" or a path ending in {file_suffix}" if file_suffix else "")
+    for p in list(path.parents) if names_file else [path, *path.parents]:
+        if p.exists():
+            if p.is_dir():
+                break
+            if p == path:
+                raise UsageError(f"{flag} {path}: must be {what} (a file of that name exists)")
+            raise UsageError(f"{flag} {path}: {p} is a file, not a folder")
+    return path
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -95,6 +158,7 @@ def _split(text: str | None) -> list[str] | None:
 def _model_names(cfg: config_mod.Config, model: str | None, all_models: bool) -> list[str]:
     """The models named by ``--model a,b`` or ``--all``; a misspelt name is a usage error
     (exit 2) with a suggestion."""
+    from wxeval import config as config_mod
     names = list(cfg.models) if all_models else (_split(model) or [])
     if not names:
         raise config_mod.ConfigError("name a model with --model NAME (or --all)")
@@ -116,6 +180,7 @@ def apply_overrides(
     metrics: str | None = None,
 ) -> config_mod.Config:
     """Flags override the config's selection; the result is validated like the file."""
+    from wxeval import config as config_mod
     data = cfg.model_dump(mode="python")
     ev = data["evaluation"]
     for flag, key, text in (("--start", "start", start), ("--stop", "stop", stop)):
@@ -212,8 +277,10 @@ def score(
     ] = None,
 ) -> None:
     """Score model(s): writes OUTPUT/NAME.nc, NAME.csv and NAME.json, and per-init statistics."""
+    from wxeval import config as config_mod
     from wxeval.api import score as run_score
 
+    _folder(output, "--output")
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
@@ -239,7 +306,7 @@ def demo(
     """Write a small synthetic WB2-layout archive and score every model in it."""
     from wxeval.demo import run_demo
 
-    run_demo(output, echo=typer.echo)
+    run_demo(_folder(output, "--output"), echo=typer.echo)
 
 
 @app.command()
@@ -260,6 +327,16 @@ def scorecard(
     test: Annotated[str, typer.Option(help="Significance test: ar2 (Geer 2016) or naive.")] = "ar2",
 ) -> None:
     """Compare models against a baseline from saved results; write one self-contained HTML."""
+    if not results.is_dir():
+        what = "is a file" if results.exists() else "does not exist"
+        raise UsageError(
+            f"--results {results}: {what}; give the folder that `wxeval score --output` wrote"
+        )
+    if output.is_dir():
+        raise UsageError(f"--output {output}: is a folder; give the HTML file to write")
+    _folder(output, "--output", is_file=True)
+    if test not in ("ar2", "naive"):
+        raise UsageError(f"--test {test!r}: choose ar2 (Geer 2016) or naive")
     from wxeval.scorecard.report import write_report
 
     path = write_report(
@@ -297,8 +374,11 @@ def check(
 ) -> None:
     """Pre-flight check (metadata and a small sample): exits 3 when scores would be wrong.
     The selection flags are those of `score`: check what that command would read."""
+    from wxeval import config as config_mod
     from wxeval.check import run_check_command
 
+    if output is not None:
+        _folder(output, "--output", file_suffix=".json")
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions)
     names = _model_names(cfg, model, all_models)

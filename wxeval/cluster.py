@@ -11,7 +11,6 @@ serialisation, shared caches), hence the default.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,11 +33,11 @@ def run_tasks(
     ``scheduler``: ``None``/``"threads"`` (dask threads in this process), ``"synchronous"``,
     ``"local-processes"`` (a ``distributed.LocalCluster``), ``"jobqueue"`` (a dask-jobqueue
     cluster built from ``jobqueue``), or a scheduler address such as ``tcp://host:8786``.
+    ``progress``: draw tasks done/total with a rate and an ETA on stderr; None (default): when
+    stderr is a terminal (:mod:`wxeval.progress`).
     """
     if not tasks:
         return
-    if progress is None:
-        progress = sys.stderr.isatty()
     if scheduler in (None, "threads", "synchronous"):
         _run_local(fn, tasks, on_result, scheduler or "threads", num_workers, progress)
         return
@@ -54,14 +53,14 @@ def _run_local(fn, tasks, on_result, scheduler, num_workers, progress):
     keys = [f"wxeval-task-{len(tasks) - 1 - i:08d}" for i in range(len(tasks))]
     graph = {k: (fn, t) for k, t in zip(keys, tasks, strict=True)}
     by_key = dict(zip(keys, tasks, strict=True))
-    bar = _progress_bar(len(tasks), progress)
+    bar = _progress_bar(tasks, progress)
 
     def posttask(key, result, dsk, state, worker_id):
         if key in by_key:
             on_result(by_key[key], result)
             state["cache"][key] = None  # consumed: do not hold every result until the end
             if bar is not None:
-                bar.update(1)
+                bar.update(by_key[key])
 
     get = dask.get if scheduler == "synchronous" else dask.threaded.get
     kwargs = {} if scheduler == "synchronous" else {"num_workers": num_workers}
@@ -90,25 +89,44 @@ def _run_distributed(client, fn, tasks, on_result, progress):
 
     futures = client.map(fn, tasks, pure=False)
     index = {f.key: t for f, t in zip(futures, tasks, strict=True)}
-    bar = _progress_bar(len(tasks), progress)
+    bar = _progress_bar(tasks, progress)
     try:
         for future in as_completed(futures):
             result = future.result()
-            on_result(index[future.key], result)
+            task = index[future.key]
+            on_result(task, result)
             future.release()
             if bar is not None:
-                bar.update(1)
+                bar.update(task)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _TaskProgress:
+    """Tasks done/total, rate and ETA (weighted by each task's ``cost``); see
+    :mod:`wxeval.progress`."""
 
-    return tqdm(total=total, unit="task", desc="wxeval", file=sys.stderr)
+    def __init__(self, tasks: Sequence[Any]) -> None:
+        from wxeval import progress
+
+        self.costs = {id(t): float(getattr(t, "cost", 1)) for t in tasks}
+        self.bar = progress.TaskBar(list(self.costs.values()))
+
+    def update(self, task: Any) -> None:
+        self.bar.update(self.costs.get(id(task), 1.0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(tasks: Sequence[Any], enabled: bool | None) -> _TaskProgress | None:
+    """A bar when ``enabled``, or (None) when stderr is a terminal."""
+    from wxeval import progress
+
+    if not (progress.active() if enabled is None else enabled):
+        return None
+    return _TaskProgress(tasks)
 
 
 class _distributed_client:

@@ -387,7 +387,9 @@ class Config(_Strict):
             return ModelConfig(kind=name)
         import difflib
 
-        known = list(self.models) + ["persistence", "climatology"]
+        known = list(self.models) + [
+            b for b in ("persistence", "climatology") if b not in self.models
+        ]
         hint = difflib.get_close_matches(name, known, n=1)
         suffix = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(f"unknown model {name!r}{suffix} (configured: {', '.join(known)})")

@@ -14,8 +14,10 @@ fixed when gcsfs is imported. wxeval therefore adds, and only adds:
 * default ``requests_timeout`` = ``aiohttp.ClientTimeout(sock_connect=30, sock_read=60)`` (no
   total limit): a stalled connection raises ``ServerTimeoutError``, which gcsfs retries, instead
   of hanging for aiohttp's default 5 minutes and then failing without retry;
-* an aiohttp trace hook that logs (INFO, shown with ``--verbose``) every transient response
-  (408/429/5xx) and every failed connection on the ``wxeval`` logger, with the URL stripped of
+* an aiohttp trace hook that reports every transient response (408/429/5xx) and every failed
+  connection as it happens, numbered as gcsfs retries it ("gs://b/x.zarr/.zmetadata: attempt
+  3/6 failed (DNS), retrying in ~4 s"): logged (INFO on the ``wxeval`` logger, shown with
+  ``--verbose``), else shown on a terminal (:mod:`wxeval.progress`), with the URL stripped of
   its query (credentials travel in headers, never in URLs, and are never logged);
 * a retry around *opening* a store (:data:`OPEN_ATTEMPTS`, :data:`RETRY_DELAYS`) for transient
   errors that gcsfs gave up on (or does not retry), logged on ``wxeval``; permanent errors (403,
@@ -136,28 +138,123 @@ def _trace_config():
     import aiohttp
 
     tc = aiohttp.TraceConfig()
+    attempts = _Attempts()
 
     async def on_end(session, ctx, params) -> None:
         status = params.response.status
         if status in TRANSIENT_HTTP:
-            log.info(
-                "transient HTTP %d from %s %s; retrying with back-off",
-                status,
-                params.method,
-                safe_url(params.url),
-            )
+            attempts.failed(params.method, params.url, f"transient HTTP {status}")
+        else:
+            attempts.succeeded(params.method, params.url)
 
     async def on_exception(session, ctx, params) -> None:
-        log.info(
-            "%s %s failed (%s); retrying with back-off",
-            params.method,
-            safe_url(params.url),
-            type(params.exception).__name__,
-        )
+        attempts.failed(params.method, params.url, _failure_kind(params.exception))
 
     tc.on_request_end.append(on_end)
     tc.on_request_exception.append(on_exception)
     return tc
+
+
+class _Attempts:
+    """Counts failed attempts of each request as gcsfs retries it, and reports each one as it
+    happens: logged per request (INFO on ``wxeval``, i.e. ``--verbose``) as
+    ``gs://bucket/truth.zarr/.zmetadata: attempt 3/6 failed (DNS), retrying in ~4 s``, else shown
+    on a terminal once per store and attempt (zarr probes several objects of a store at once):
+    ``gs://bucket/truth.zarr: attempt 3/6 failed (DNS), retrying in ~4 s``.
+
+    gcsfs sleeps ``min(2**(n-1) + U(0, 1), 32)`` s after the n-th failure and tries
+    ``GCSFileSystem.retries`` (6) times in all; a success or a permanent answer resets the count.
+    """
+
+    #: Failures of one store and attempt number within this many seconds are shown once.
+    SAME_EVENT_S = 1.0
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[str, str], int] = {}
+        self._shown: dict[tuple[str, int, str], float] = {}
+
+    @staticmethod
+    def _total() -> int:
+        try:
+            import gcsfs
+
+            return int(getattr(gcsfs.GCSFileSystem, "retries", 6))
+        except Exception:  # noqa: BLE001 - gcsfs absent: any other fsspec backend
+            return 6
+
+    def failed(self, method: str, url, why: str) -> None:
+        from wxeval import progress
+
+        key = (str(method), str(url))
+        total = self._total()
+        obj = object_url(url)
+        store = store_of(obj)
+        now = time.monotonic()
+        with self._lock:
+            n = self._failures.get(key, 0) + 1
+            self._failures[key] = n
+            if n >= total:
+                del self._failures[key]
+            event = (store, n, why)
+            seen = now - self._shown.get(event, -1e9) < self.SAME_EVENT_S
+            self._shown = {k: t for k, t in self._shown.items() if now - t < self.SAME_EVENT_S}
+            if not seen:
+                self._shown[event] = now
+        then = f"retrying in ~{min(2 ** (n - 1), 32)} s" if n < total else "giving up"
+        tail = f"attempt {n}/{total} failed ({why}), {then}"
+        progress.report(f"{obj}: {tail}", display=None if seen else f"{store}: {tail}")
+
+    def succeeded(self, method: str, url) -> None:
+        with self._lock:
+            self._failures.pop((str(method), str(url)), None)
+
+
+def store_of(url: str) -> str:
+    """The store an object URL belongs to: up to its ``*.zarr`` component, else its folder."""
+    head, sep, rest = url.partition("://")
+    parts = rest.split("/")
+    for i, part in enumerate(parts):
+        if part.endswith(".zarr") and i > 0:
+            return head + sep + "/".join(parts[: i + 1])
+    return head + sep + "/".join(parts[:-1]) if len(parts) > 2 else url
+
+
+def _failure_kind(err: BaseException) -> str:
+    """A short word for a failed request: DNS, connection refused, timeout, or the type."""
+    import socket
+
+    name = type(err).__name__
+    if "DNS" in name or isinstance(getattr(err, "os_error", None), socket.gaierror):
+        return "DNS"
+    if isinstance(err, ConnectionRefusedError) or isinstance(
+        getattr(err, "os_error", None), ConnectionRefusedError
+    ):
+        return "connection refused"
+    if isinstance(err, TimeoutError) or "Timeout" in name:
+        return "timeout"
+    return name
+
+
+def object_url(url) -> str:
+    """``gs://bucket/object`` for a request of the GCS JSON API (credentials never travel in
+    URLs, but queries are dropped anyway); any other URL as :func:`safe_url`."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(str(url))
+    segments = parts.path.split("/")
+    if "b" in segments:
+        i = segments.index("b")
+        if i + 1 < len(segments) and segments[i + 1]:
+            bucket = segments[i + 1]
+            rest = segments[i + 2 :]
+            if len(rest) >= 2 and rest[0] == "o" and rest[1]:
+                return f"gs://{bucket}/{unquote('/'.join(rest[1:]))}"
+            prefix = parse_qs(parts.query).get("prefix", [""])[0]
+            return f"gs://{bucket}/{prefix}"
+    return safe_url(url)
 
 
 def safe_url(url) -> str:
@@ -241,6 +338,9 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
     kwargs: dict[str, Any] = dict(
         chunks=None, decode_timedelta=True, storage_options=opts, mask_and_scale=True
     )
+    from wxeval import progress
+
+    progress.report(f"opening {_scrub(name.replace(path, safe_url(path)), storage_options)}")
     attempt = 1
     while True:
         try:
@@ -256,14 +356,11 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
             why = _scrub(_describe(err), storage_options)
             if attempt < OPEN_ATTEMPTS and is_transient(err):
                 delay = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
-                log.warning(
-                    "%s: transient error opening %s (%s); retry %d of %d in %g s",
-                    name,
-                    safe_url(path),
-                    why,
-                    attempt,
-                    OPEN_ATTEMPTS - 1,
-                    delay,
+                progress.report(
+                    f"{_scrub(name.replace(path, safe_url(path)), storage_options)}: transient "
+                    f"error opening {safe_url(path)} ({why}): attempt {attempt}/{OPEN_ATTEMPTS}"
+                    f" failed, retrying in {delay:g} s",
+                    logging.WARNING,
                 )
                 _invalidate(path, opts)
                 time.sleep(delay)

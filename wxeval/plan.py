@@ -130,6 +130,7 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
     variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
     levels = _select_levels(ev.levels, variables, fields_from, truth, clim, name)
 
+    available_leads = None
     if source.kind == "zarr":
         inits = align.select_init_times(
             fc[INIT_TIME].values, ev.init_times.start, ev.init_times.stop, ev.init_times.hours
@@ -145,7 +146,9 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
     if inits.size == 0:
         raise SelectionError(f"model {name!r}: no init time in the selected range/hours")
     if leads.size == 0:
-        raise SelectionError(f"model {name!r}: no lead time left after selection")
+        raise SelectionError(no_leads_message(
+            name, ev.lead_times, _label(source, name) if source.store else None, available_leads
+        ))
 
     pending = np.array([], dtype="datetime64[ns]")
     missing = align.missing_valid_times(inits, leads, truth[VALID_TIME].values)
@@ -202,16 +205,32 @@ def _select_variables(requested, fields_from, truth, clim, name, source) -> list
     if requested:
         for v in requested:
             if v not in have:
-                raise SelectionError(f"{_label(source, name)}: variable {v!r} not in store")
+                raise SelectionError(
+                    f"{_label(source, name)}: variable {v!r} not in store{_has(have, typed=v)}"
+                )
             if v not in truth_vars:
-                raise SelectionError(f"truth of {name}: variable {v!r} not in store")
+                raise SelectionError(
+                    f"truth of {name}: variable {v!r} not in store{_has(truth_vars, typed=v)}"
+                )
             if clim is not None and v not in clim.data_vars and source.kind != "persistence":
-                raise SelectionError(f"climatology: variable {v!r} not in store")
+                raise SelectionError(
+                    f"climatology: variable {v!r} not in store{_has(clim.data_vars, typed=v)}"
+                )
         return list(requested)
     common = sorted(have & truth_vars)
     if not common:
         raise SelectionError(f"{_label(source, name)}: shares no variable with the truth")
     return common
+
+
+def _has(names, unit: str = "", typed: str | None = None) -> str:
+    """`` (it has: a, b)`` for an error about a name a store lacks; with the name ``typed``,
+    ``; did you mean 'a'?`` first when one is close."""
+    import difflib
+
+    hint = difflib.get_close_matches(typed, [str(x) for x in names], n=1) if typed else []
+    listed = ", ".join(f"{x}{unit}" for x in sorted(names))
+    return (f"; did you mean {hint[0]!r}?" if hint else "") + f" (it has: {listed or 'none'})"
 
 
 def _label(source: ForecastSource, name: str) -> str:
@@ -237,11 +256,19 @@ def _select_levels(requested, variables, fields_from, truth, clim, name):
         if requested:
             for lv in requested:
                 if lv not in have:
-                    raise SelectionError(f"{name}: variable {v!r} lacks level {lv} hPa")
+                    raise SelectionError(
+                        f"{name}: variable {v!r} lacks level {lv} hPa{_has(have, ' hPa')}"
+                    )
                 if lv not in truth_have:
-                    raise SelectionError(f"truth of {name}: variable {v!r} lacks level {lv} hPa")
+                    raise SelectionError(
+                        f"truth of {name}: variable {v!r} lacks level {lv} hPa"
+                        f"{_has(truth_have, ' hPa')}"
+                    )
                 if clim_have is not None and lv not in clim_have:
-                    raise SelectionError(f"climatology: variable {v!r} lacks level {lv} hPa")
+                    raise SelectionError(
+                        f"climatology: variable {v!r} lacks level {lv} hPa"
+                        f"{_has(clim_have, ' hPa')}"
+                    )
             out[v] = tuple(sorted(requested))
         else:
             common = have & truth_have
@@ -266,3 +293,34 @@ def _select_leads(spec, available: np.ndarray | None) -> np.ndarray:
     if available is None:
         return spec_leads
     return spec_leads[np.isin(spec_leads, np.asarray(available).astype("timedelta64[ns]"))]
+
+
+def describe_leads(leads: np.ndarray | None) -> str:
+    """Lead times in hours, short: ``0h, 6h, 12h`` or ``0h–240h every 12h (21 leads)``."""
+    if leads is None or len(leads) == 0:
+        return "none"
+    hours = np.unique(np.asarray(leads).astype("timedelta64[ns]")) / np.timedelta64(1, "h")
+    text = [f"{h:g}h" for h in hours]
+    if len(hours) <= 6:
+        return ", ".join(text)
+    steps = np.unique(np.diff(hours))
+    if len(steps) == 1:
+        return f"{text[0]}–{text[-1]} every {steps[0]:g}h ({len(hours)} leads)"
+    return f"{', '.join(text[:3])}, …, {', '.join(text[-2:])} ({len(hours)} leads)"
+
+
+def no_leads_message(name: str, spec, store: str | None, available) -> str:
+    """Why no lead time is left for model ``name``: what was asked, what its forecast store
+    (named ``store``; None for a baseline) has."""
+    if spec is None:
+        asked = "all leads"
+    elif isinstance(spec, list):
+        asked = ", ".join(spec)
+    else:
+        asked = f"{spec.start}:{spec.stop}:{spec.step}"
+    if store is None:
+        return f"model {name!r}: no lead time in the selection {asked} (an empty range?)"
+    return (
+        f"model {name!r}: no lead time left after selection: asked {asked}; "
+        f"{store} has {describe_leads(available)}"
+    )

@@ -149,7 +149,7 @@ def resolve_regions(
                 )
             hint = difflib.get_close_matches(name, known, n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(f"unknown region {name!r}{suffix}")
+            raise ValueError(f"unknown region {name!r}{suffix} (known: {', '.join(known)})")
         if known[name] not in out:
             out.append(known[name])
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wxeval import align, schema
+from wxeval import align, progress, schema
 from wxeval.check.axes import _ForecastAxisChecks
 from wxeval.check.climatology import _ClimatologyChecks
 from wxeval.check.coverage import _CoverageChecks
@@ -111,7 +111,9 @@ class _Checker(
             self.add("error", "config", "", "", "no model to check: name one with --model")
             return
         inits_by_model: dict[str, np.ndarray] = {}
-        for name in self.names:
+        # A bar on a terminal for `wxeval check` (the quick metadata pass of `score`: none).
+        shown = None if self.sample else False
+        for name in progress.iterate(self.names, "checking", "model", enabled=shown):
             try:
                 mcfg = cfg.model(name)
             except ConfigError as err:
@@ -173,8 +175,16 @@ class _Checker(
                 self.add("error", "config", "", "", f"model {name!r}: {_short(err)}")
                 continue
             if inits.size == 0 or leads.size == 0:
-                what = "init time" if inits.size == 0 else "lead time"
-                self.add("error", "plan", "", "", f"model {name!r}: no {what} in the selection")
+                if inits.size == 0:
+                    text = f"model {name!r}: no init time in the selection"
+                else:
+                    from wxeval.plan import no_leads_message
+
+                    text = no_leads_message(
+                        name, ev.lead_times, fc.name if fc is not None else None,
+                        fc.ds[LEAD_TIME].values if fc is not None else None,
+                    )
+                self.add("error", "plan", "", "", text)
                 continue
             if fc is not None:
                 inits_by_model[name] = inits

@@ -128,30 +128,48 @@ def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -
     """Read the per-init scores of ``baseline`` and ``models`` from a results folder."""
     import json
 
+    from wxeval import progress
     from wxeval.api import load_statistics
+    from wxeval.config import ConfigError
     from wxeval.results import per_init
 
     results_dir = Path(results_dir)
     models = [str(m) for m in models]
     if not models:
-        raise ValueError("name at least one model to compare with the baseline")
+        raise ConfigError("name at least one model to compare with the baseline")
     if baseline in models:
-        raise ValueError(f"the baseline {baseline!r} is also listed among the models")
+        raise ConfigError(f"the baseline {baseline!r} is also listed among the models")
     if len(set(models)) != len(models):
-        raise ValueError(f"models listed twice: {models}")
+        raise ConfigError(f"models listed twice: {models}")
+    _check_results_exist(results_dir, [baseline, *models])
     scores, manifests = {}, {}
-    for name in [baseline, *models]:
+    for name in progress.iterate([baseline, *models], "reading results", "model"):
         manifest = results_dir / f"{name}.json"
-        if not manifest.is_file():
-            have = sorted(p.stem for p in results_dir.glob("*.json") if p.stem != "check")
-            raise FileNotFoundError(
-                f"no results for model {name!r} in {results_dir} (no {manifest.name}); "
-                f"results found for: {', '.join(have) or 'none'}"
-            )
         manifests[name] = json.loads(manifest.read_text())
         stats = load_statistics(results_dir, name).load()
         scores[name] = {var: ds.load() for var, ds in per_init(stats).items()}
     return Inputs(results_dir, baseline, models, scores, manifests)
+
+
+def _check_results_exist(results_dir: Path, names: Sequence[str]) -> None:
+    """A name without ``<results_dir>/<name>.json`` is a usage error (exit 2) that lists the
+    models that have results (with a suggestion for a misspelt one)."""
+    import difflib
+
+    from wxeval.config import ConfigError
+
+    missing = [n for n in names if not (results_dir / f"{n}.json").is_file()]
+    if not missing:
+        return
+    have = sorted(p.stem for p in results_dir.glob("*.json") if p.stem != "check")
+    hints = [h for n in missing for h in difflib.get_close_matches(n, have, n=1)]
+    hint = f"; did you mean {', '.join(map(repr, hints))}?" if hints else ""
+    files = ", ".join(f"{n}.json" for n in missing)
+    raise ConfigError(
+        f"no results for model{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(map(repr, missing))} in {results_dir} (no {files}){hint} "
+        f"(models with results: {', '.join(have) or 'none'})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,26 +338,32 @@ def _union(seqs) -> list:
 
 
 def _check_options(metrics, method, correction, alpha) -> tuple[list[str], tuple[float, ...]]:
+    from wxeval.config import ConfigError
+
     names = []
     for m in metrics:
-        c = canonical_metric(m)
+        try:
+            c = canonical_metric(m)
+        except ValueError as err:
+            known = ", ".join(COMPARABLE_METRICS)
+            raise ConfigError(f"{err}; the scorecard compares {known}") from err
         if c not in COMPARABLE_METRICS:
-            raise ValueError(
+            raise ConfigError(
                 f"metric {m!r} has no per-init score to test; choose from "
                 f"{', '.join(COMPARABLE_METRICS)}"
             )
         if c not in names:
             names.append(c)
     if not names:
-        raise ValueError("no metrics to compare")
+        raise ConfigError("no metrics to compare")
     if method not in TESTS:
-        raise ValueError(f"method must be 'ar2' or 'naive', got {method!r}")
+        raise ConfigError(f"method must be 'ar2' or 'naive', got {method!r}")
     if correction not in CORRECTIONS:
-        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+        raise ConfigError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     levels = tuple(sorted((float(a) for a in np.atleast_1d(alpha)), reverse=True))
     for a in levels:
         if not 0.0 < a < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {a}")
+            raise ConfigError(f"alpha must be in (0, 1), got {a}")
     return names, levels
 
 
