@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from wxeval import config as config_mod
@@ -217,6 +216,10 @@ def apply_overrides(
 def _parse_leads(text: str) -> dict[str, str] | list[str]:
     """``--leads 0h:240h:24h`` (a range, stop inclusive) or ``24h,120h``; bare numbers are
     hours (``0:48:12`` = 0 h, 12 h … 48 h). A problem is a usage error naming ``--leads``."""
+    from pydantic import ValidationError
+
+    from wxeval import config as config_mod
+
     try:
         if ":" in text:
             parts = text.split(":")
