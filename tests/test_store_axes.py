@@ -495,3 +495,59 @@ def test_truth_ending_early_is_still_pending(stores, tmp_path):
     kept = np.setdiff1d(np.arange(len(s.case.init_times)), waiting)
     assert_rmse_matches_numpy(case_subset(s.case, kept), report.tables["model"],
                               "2m_temperature", None)
+
+
+def test_missing_chunk_of_a_selected_pa_level_is_found(stores, tmp_path):
+    """Variant: levels in (declared) Pa and ``levels: [850]``: the check lists the chunks of
+    85000 Pa (not of a raw value 850 that the store does not hold) and finds the lost one."""
+    s = stores
+    ds = xr.open_zarr(s.case.paths["forecast"], decode_timedelta=True).load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds = ds.assign_coords(level=[50000, 85000])
+    ds["level"].attrs["units"] = "Pa"
+    per_level = {"temperature": {"chunks": (1, 1, 1, 8, 5)}}
+    ds.to_zarr(tmp_path / "pa_chunks.zarr", zarr_format=2, consolidated=True,
+               encoding=per_level)
+    (tmp_path / "pa_chunks.zarr" / "temperature" / "0.0.1.0.0").unlink()  # 850 hPa, 1st init
+    cfg = config(s, tmp_path, str(tmp_path / "pa_chunks.zarr"), levels=[850],
+                 variables=["temperature"])
+    assert_both_refuse(cfg, tmp_path / "out", "pa_chunks.zarr", "temperature",
+                       "1 of 12 chunk file(s) needed are missing")
+
+
+def test_hole_skips_persistence_inits(stores, tmp_path):
+    """Variant: a baseline (persistence) under ``missing_truth: skip``: its inits are the
+    truth's own times (the hole is no init), those verifying at the hole are skipped, check
+    and score alike; the rest equals NumPy (f = truth at the init)."""
+    s = stores
+    truth_times = pd.DatetimeIndex(s.case.truth_times)
+    truth = _truth_without(s, tmp_path, [4], "hole.zarr")  # 2020-02-28T00: an init time
+    cfg_path = tmp_path / "persist.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "truth": {"path": truth},
+        "climatology": {"path": s.case.paths["climatology"]},
+        "models": {"model": {"kind": "persistence"}},
+        "evaluation": {"regions": ["global"], "missing_truth": "skip",
+                       "variables": ["2m_temperature"], "lead_times": ["6h", "12h"],
+                       "init_times": {"start": "2020-02-27", "stop": "2020-02-28T12",
+                                      "hours": [0, 12]}},
+    }))
+    chk = run_in_process("check", "--config", cfg_path, "--all")
+    assert chk.code == 0 and "skipped" in chk.stdout, chk.stdout
+    report = score(cfg_path, ["model"])
+    hole = truth_times[4]
+    # by hand: inits are the truth's 00/12 UTC times; skipped when t + 6 h or t + 12 h is the hole
+    inits = [t for t in pd.date_range("2020-02-27", "2020-02-28T12", freq="12h") if t != hole]
+    expect_skipped = [t for t in inits if hole in (t + pd.Timedelta("6h"),
+                                                   t + pd.Timedelta("12h"))]
+    assert len(expect_skipped) == 1
+    assert list(pd.DatetimeIndex(report.skipped["model"])) == expect_skipped
+    kept = [t for t in inits if t not in expect_skipped]
+    w = ref_region_weights(s.case, "global")
+    for lead in ("6h", "12h"):
+        mse = [np.sum(w * (s.case.truth_at("2m_temperature", t)
+                           - s.case.truth_at("2m_temperature", t + pd.Timedelta(lead))) ** 2)
+               / np.sum(w) for t in kept]
+        got = rmse(report.tables["model"], "2m_temperature", pd.Timedelta(lead).to_timedelta64())
+        assert abs(got - np.sqrt(np.mean(mse))) <= 1e-10 * got

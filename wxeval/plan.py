@@ -183,10 +183,15 @@ def _model_plan(
         raise SelectionError(f"model {name!r}: no lead time left after selection")
 
     pending = skipped = np.array([], dtype="datetime64[ns]")
-    missing = align.missing_valid_times(inits, leads, truth[VALID_TIME].values)
+    # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
+    gap_leads = (
+        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.kind == "persistence"
+        else leads
+    )
+    missing = align.missing_valid_times(inits, gap_leads, truth[VALID_TIME].values)
     if source.kind == "zarr" or missing.size:
         gaps = align.truth_gaps(
-            inits, leads, truth[VALID_TIME].values, ev.missing_truth, truth_spec.name, name
+            inits, gap_leads, truth[VALID_TIME].values, ev.missing_truth, truth_spec.name, name
         )
         inits, pending, skipped = gaps.kept, gaps.pending, gaps.skipped
         if skipped.size:

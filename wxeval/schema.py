@@ -159,7 +159,7 @@ def normalize(
             if not labels.is_unique:
                 dup = sorted(set(labels[labels.duplicated()].tolist()))
                 raise SchemaError(f"{name}: duplicated {dim} label(s) {dup} in the climatology")
-    if LEVEL in ds.variables:
+    if LEVEL in ds.coords:
         ds = _normalize_level(ds, name)
     return ds
 
