@@ -156,6 +156,11 @@ def test_scalar_level_truth_matched_by_value(stores, tmp_path):
     table = score(cfg, ["model"]).tables["model"]
     assert list(table["temperature"].level.values) == [500]
     assert_rmse_matches_numpy(s.case, table, "temperature", 0, level=500)
+    m = make_plan(load_config(cfg), ["model"]).models[0]
+    assert m.level_matches["temperature"] == (LevelMatch(
+        500, StoredLevel(500.0, "hPa", False), StoredLevel(500.0, "hPa", True),
+        StoredLevel(500.0, "hPa", False)),)
+    assert m.level_pairs["temperature"] == [[500.0, 500.0, 500.0], [850.0, None, 850.0]]
 
 
 def test_scalar_levels_of_both_stores_that_differ_are_refused(stores, tmp_path):
@@ -250,6 +255,13 @@ def test_levels_in_pa_with_units_are_converted(stores, tmp_path, caplog):
         850, StoredLevel(85000.0, "Pa", False), StoredLevel(850.0, "hPa", False),
         StoredLevel(850.0, "hPa", False))
     assert json.dumps([m.key() for m in matches["temperature"]])  # JSON-able for a key
+    # Every forecast level as stored, matched or not selected: the same for a level selection.
+    expected_pairs = [[50000.0, 500.0, 500.0], [85000.0, 850.0, 850.0]]
+    assert plan.models[0].level_pairs == {"temperature": expected_pairs, "2m_temperature": None}
+    only_850 = make_plan(load_config(config(s, tmp_path, fc, name="850.yaml", levels=[850])),
+                         ["model"]).models[0]
+    assert [m.level for m in only_850.level_matches["temperature"]] == [850]
+    assert only_850.level_pairs["temperature"] == expected_pairs
 
 
 def test_truth_levels_in_pa_with_units_are_converted(stores, tmp_path):

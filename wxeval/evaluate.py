@@ -76,6 +76,9 @@ class ModelPlan:
     #: Per variable, the stored level each scored level is taken from in the forecast, truth and
     #: climatology (:class:`wxeval.levels.LevelMatch`; None for surface variables).
     level_matches: dict[str, tuple[LevelMatch, ...] | None] = field(default_factory=dict)
+    #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
+    #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
+    level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

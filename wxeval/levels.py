@@ -15,8 +15,9 @@ different ones are refused.)
 
 The result per variable is a tuple of :class:`LevelMatch`: for each scored level (hPa, the
 results' ``level`` label) the value and units each store holds it under. It is the plan's
-record of *which stored level each forecast level was matched to* (``ModelPlan.level_matches``)
-and is JSON-able through :meth:`LevelMatch.key`.
+record of *which stored level each scored level was matched to* (``ModelPlan.level_matches``,
+JSON-able through :meth:`LevelMatch.key`); :func:`level_pairs` gives the same matching for
+every level of the forecast, selected or not (``ModelPlan.level_pairs``).
 """
 
 from __future__ import annotations
@@ -179,6 +180,25 @@ def match_levels(
         )
         for lv in chosen
     )
+
+
+def level_pairs(
+    source: xr.DataArray, truth: xr.DataArray, climatology: xr.DataArray | None
+) -> list[list[float | None]] | None:
+    """For *every* level of the forecast's (or baseline source's) variable: ``[forecast level,
+    truth level, climatology level]`` as stored (a level in Pa stays in Pa), the truth and
+    climatology entries None where that store has no matching level. Over all levels, not
+    only the selected ones, so that it identifies the matching independently of a level
+    selection (e.g. in a statistics entry key). None for a variable without levels."""
+    s_lv, t_lv = levels_of(source), levels_of(truth)
+    c_lv = levels_of(climatology) if climatology is not None else None
+    if s_lv is None:
+        return None
+
+    def stored(lv: _Levels | None, level: int) -> float | None:
+        return lv.stored(level).value if lv is not None and level in lv.values else None
+
+    return [[s_lv.stored(x).value, stored(t_lv, x), stored(c_lv, x)] for x in s_lv.values]
 
 
 def _pa_hint(have: _Levels, all_levels: list[_Levels]) -> str:

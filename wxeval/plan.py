@@ -21,7 +21,7 @@ import numpy as np
 from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.evaluate import ForecastSource, ModelPlan
-from wxeval.levels import LevelMatch, LevelMatchError, match_levels
+from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import METRICS
 from wxeval.regions import Region, custom_region, resolve_regions
@@ -54,6 +54,7 @@ class Fields:
     variables: list[str]
     levels: dict[str, tuple[int, ...] | None]
     level_matches: dict[str, tuple[LevelMatch, ...] | None]
+    level_pairs: dict[str, list[list[float | None]] | None]
 
 
 @dataclass(eq=False)
@@ -228,6 +229,7 @@ def _model_plan(
         variables=tuple(fields.variables),
         levels=fields.levels,
         level_matches=fields.level_matches,
+        level_pairs=fields.level_pairs,
     )
     return plan, pending, skipped
 
@@ -299,7 +301,17 @@ def select_fields(
     levels = {
         v: (None if m is None else tuple(x.level for x in m)) for v, m in matches.items()
     }
-    return Fields(variables, levels, matches)
+    pairs = {
+        v: (
+            None
+            if m is None
+            else level_pairs(
+                fields_from[v], truth[v], clim[v] if clim is not None and v in clim else None
+            )
+        )
+        for v, m in matches.items()
+    }
+    return Fields(variables, levels, matches, pairs)
 
 
 def _select_leads(spec, available: np.ndarray | None) -> np.ndarray:
