@@ -26,6 +26,7 @@ from builders import case_subset, make_case, ref_metrics, ref_region_weights, wr
 from test_cli_errors import EXIT_DATA, run_in_process
 
 from wxeval.api import score
+from wxeval.check import run_checks
 from wxeval.config import load_config
 from wxeval.levels import LevelMatch, StoredLevel
 from wxeval.loaders import clear_cache
@@ -404,8 +405,11 @@ def test_extra_dimension_in_the_truth_is_refused(stores, tmp_path):
         return ds
 
     truth = rewrite(s.case.paths["truth"], tmp_path / "texp.zarr", expver)
-    assert_both_refuse(config(s, tmp_path, truth=truth), tmp_path / "out", "texp.zarr",
-                       "temperature", "unexpected dimension(s) ['expver']")
+    cfg = config(s, tmp_path, truth=truth)
+    assert_both_refuse(cfg, tmp_path / "out", "texp.zarr", "temperature",
+                       "unexpected dimension(s) ['expver']")
+    found = [f for f in run_checks(load_config(cfg), ["model"]).findings if f.code == "schema"]
+    assert [f.store for f in found] == [f"truth ({truth})"]  # the store concerned, not the model
 
 
 def test_extra_dimension_of_an_unselected_variable_is_not_an_error(stores, tmp_path):

@@ -243,7 +243,8 @@ class _Checker(
             ).variables
         except (SelectionError, schema.SchemaError) as err:
             code = "plan" if isinstance(err, SelectionError) else "schema"
-            self.add("error", code, names["source"], "", str(err))
+            store = next((n for n in names.values() if n and str(err).startswith(n)), "")
+            self.add("error", code, store, "", str(err))
         return self.variables(name, fc, truth, clim, kind)
 
     def variables(self, name, fc, truth, clim, kind) -> list[str]:
