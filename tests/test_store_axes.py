@@ -205,6 +205,22 @@ def test_fractional_truth_levels_are_refused(stores, tmp_path):
                        "level(s) 500.4 hPa are not whole hPa")
 
 
+@pytest.mark.parametrize("levels", [[500.0, 850.9], [50000, 85000], [850, 850]])
+def test_refused_levels_do_not_block_the_surface_variables(stores, tmp_path, levels):
+    """Variant: a store whose levels are refused (fractional, Pa without units, twice) still
+    scores its surface variables when only those are selected (check clean, NumPy values);
+    selecting temperature too is refused by both."""
+    s = stores
+    fc = rewrite(s.case.paths["forecast"], tmp_path / "bad_levels.zarr",
+                 lambda ds: ds.assign_coords(level=levels))
+    cfg = config(s, tmp_path, fc, variables=["2m_temperature"])
+    assert_check_clean(cfg)
+    table = score(cfg, ["model"]).tables["model"]
+    assert_rmse_matches_numpy(s.case, table, "2m_temperature", None)
+    cfg = config(s, tmp_path, fc, name="both.yaml", variables=["2m_temperature", "temperature"])
+    assert_both_refuse(cfg, tmp_path / "out", "bad_levels.zarr", "level(s)")
+
+
 def test_float_levels_within_tolerance_score_like_integers(stores, tmp_path):
     """Variant: levels stored as floats 500.0 and 850.0000000001 (within 1e-6 hPa) are the
     whole hPa 500 and 850: the same numbers as NumPy."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from wxeval.schema import LEVEL
+from wxeval.schema import INVALID_LEVELS, LEVEL, SchemaError
 
 
 class LevelMatchError(ValueError):
@@ -84,10 +84,13 @@ class _Levels:
 
 def levels_of(da: xr.DataArray) -> _Levels | None:
     """The levels of a (normalised) variable: its ``level`` dimension, or its scalar ``level``
-    coordinate; None when it has neither."""
+    coordinate; None when it has neither. Raises :class:`~wxeval.schema.SchemaError` when
+    :func:`~wxeval.schema.normalize` refused the store's levels (fractional, Pa, twice…)."""
     if LEVEL not in da.coords:
         return None
     coord = da[LEVEL]
+    if INVALID_LEVELS in coord.attrs:
+        raise SchemaError(str(coord.attrs[INVALID_LEVELS]))
     units = str(coord.attrs.get("stored_units", "hPa"))
     if LEVEL in da.dims:
         return _Levels(tuple(int(x) for x in coord.values), False, units)
@@ -117,15 +120,17 @@ def match_levels(
     (``source_is_forecast=False``: then ``LevelMatch.forecast`` is None); ``truth`` and
     ``climatology`` likewise (``climatology`` None when the variable has none). ``requested``
     levels (hPa) must all be in every store; otherwise the common levels are scored.
-    Raises :class:`LevelMatchError` naming the store, the variable and the levels.
+    Raises :class:`LevelMatchError` naming the store, the variable and the levels, or
+    :class:`~wxeval.schema.SchemaError` for levels the store's normalisation refused.
     """
     (sname, sda), (tname, tda) = source, truth
+    on_levels = LEVEL in sda.dims or LEVEL in tda.dims
+    if not on_levels and (LEVEL not in sda.coords or LEVEL not in tda.coords):
+        return None  # a surface variable (a lone scalar level is xarray's leftover)
     s_lv, t_lv = levels_of(sda), levels_of(tda)
     c_lv = levels_of(climatology[1]) if climatology is not None else None
-    on_levels = LEVEL in sda.dims or LEVEL in tda.dims
     if not on_levels:
-        if s_lv is None or t_lv is None:
-            return None  # a surface variable (a lone scalar level is xarray's leftover)
+        assert s_lv is not None and t_lv is not None
         if s_lv.values != t_lv.values:
             raise LevelMatchError(
                 f"{sname}: variable {variable!r} is at level {_show(s_lv)}, the truth "

@@ -77,6 +77,9 @@ LEVEL_TOLERANCE_HPA = 1e-6
 MAX_LEVEL_HPA = 1100.0
 #: ``units`` attribute values of a level coordinate in Pa (converted to hPa: value / 100).
 PASCAL_UNITS = frozenset({"pa", "pascal", "pascals"})
+#: Attribute of a ``level`` coordinate that :func:`_normalize_level` refused: the reason, raised
+#: as a :class:`SchemaError` when a variable on levels is scored.
+INVALID_LEVELS = "wxeval_invalid_levels"
 #: Fields are scored on these dims only (per role); any other dim is refused before scoring.
 FIELD_DIMS: dict[str, frozenset[str]] = {
     "forecast": frozenset({INIT_TIME, LEAD_TIME, LEVEL, LATITUDE, LONGITUDE}),
@@ -160,7 +163,15 @@ def normalize(
                 dup = sorted(set(labels[labels.duplicated()].tolist()))
                 raise SchemaError(f"{name}: duplicated {dim} label(s) {dup} in the climatology")
     if LEVEL in ds.coords:
-        ds = _normalize_level(ds, name)
+        try:
+            ds = _normalize_level(ds, name)
+        except SchemaError as err:
+            # Refused when a variable on levels is scored (wxeval.levels.levels_of), not for
+            # the surface variables of the same store.
+            coord = ds[LEVEL]
+            ds = ds.assign_coords(
+                {LEVEL: (coord.dims, coord.values, {**coord.attrs, INVALID_LEVELS: str(err)})}
+            )
     return ds
 
 
@@ -186,8 +197,10 @@ def _normalize_level(ds: xr.Dataset, name: str) -> xr.Dataset:
     which case they are divided by 100 (logged). A value that is not within
     :data:`LEVEL_TOLERANCE_HPA` of a whole hPa is refused (wxeval's results label levels by
     whole hPa; it never rounds or truncates), as is a value above :data:`MAX_LEVEL_HPA` (Pa
-    without units saying so), a NaN, and a level stored twice. The stored units are kept in the
-    attribute ``stored_units`` ("Pa" or "hPa") for the plan's level matching."""
+    without units saying so), a NaN, and a level stored twice (:func:`normalize` then keeps the
+    coordinate as stored, with the reason in the attribute :data:`INVALID_LEVELS`: only the
+    variables on levels are refused). The stored units are kept in the attribute
+    ``stored_units`` ("Pa" or "hPa") for the plan's level matching."""
     coord = ds[LEVEL]
     if coord.ndim > 1 or (coord.ndim == 1 and coord.dims != (LEVEL,)):
         raise SchemaError(f"{name}: level coordinate has dims {coord.dims}, expected (level,)")
