@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -123,8 +124,10 @@ def missing_valid_times(
 
 
 def describe_times(times: np.ndarray, limit: int = 5) -> str:
-    """``"2020-01-01T06, 2020-01-02T00, … (12 in all)"`` for error messages."""
-    shown = [pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M") for t in times[:limit]]
+    """``"2020-01-01T06, 2020-01-02T00, … (12 in all)"`` for error messages (NaT as "NaT")."""
+    shown = [
+        "NaT" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M") for t in times[:limit]
+    ]
     more = f", … ({len(times)} in all)" if len(times) > limit else ""
     return ", ".join(shown) + more
 
@@ -138,6 +141,69 @@ def check_truth_covers(
             f"{truth_name}: truth lacks {missing.size} valid time(s) needed: "
             f"{describe_times(missing)}; narrow the init range or lead times"
         )
+
+
+@dataclass(frozen=True)
+class TruthGaps:
+    """How a selection of inits fares against the truth's valid times (:func:`truth_gaps`).
+
+    ``holes``: needed valid times missing at or before the truth's last time (missing data);
+    ``late``: needed valid times after it (not arrived yet). ``kept``: inits scored now;
+    ``pending``: inits waiting for late truth only; ``skipped``: inits needing a hole
+    (``missing_truth: skip``)."""
+
+    kept: np.ndarray
+    pending: np.ndarray
+    skipped: np.ndarray
+    holes: np.ndarray
+    late: np.ndarray
+
+
+def truth_gaps(
+    init_times: np.ndarray,
+    lead_times: np.ndarray,
+    truth_times: np.ndarray,
+    mode: str,
+    truth_name: str,
+    model: str,
+) -> TruthGaps:
+    """Apply ``missing_truth`` (``mode``) to the needed valid times t + l; shared by the plan
+    and ``wxeval check`` so both decide alike.
+
+    * ``error``: any missing valid time is an error;
+    * ``pending``: inits needing valid times after the truth's last time wait for a later run;
+      a valid time missing *inside* the truth (a hole: at or before its last time) is an error
+      naming it — pending truth is truth that has not arrived *yet*;
+    * ``skip``: as ``pending``, and inits needing a hole are skipped (listed by the caller).
+
+    Raises :class:`AlignmentError` (naming the missing valid times) when the mode refuses.
+    """
+    empty = init_times[:0]
+    missing = missing_valid_times(init_times, lead_times, truth_times)
+    if missing.size == 0:
+        return TruthGaps(init_times, empty, empty, missing, missing)
+    if mode not in ("pending", "skip"):
+        check_truth_covers(init_times, lead_times, truth_times, truth_name)
+    last = truth_times.max() if truth_times.size else None
+    late = missing if last is None else missing[missing > last]
+    holes = missing[~np.isin(missing, late)]
+    if holes.size and mode == "pending":
+        raise AlignmentError(
+            f"{truth_name}: truth lacks {holes.size} valid time(s) inside its range needed by "
+            f"{model!r}: {describe_times(holes)}; pending waits only for times after the "
+            f"truth's last ({describe_times(np.atleast_1d(last))}): fill the gap, narrow the "
+            "selection, or set missing_truth: skip to skip the inits that need them"
+        )
+    valid = init_times[:, None] + lead_times[None, :]
+    needs_hole = np.isin(valid, holes).any(axis=1)
+    needs_late = np.isin(valid, late).any(axis=1)
+    return TruthGaps(
+        kept=init_times[~needs_hole & ~needs_late],
+        pending=init_times[needs_late & ~needs_hole],
+        skipped=init_times[needs_hole],
+        holes=holes,
+        late=late,
+    )
 
 
 def climatology_labels(valid_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ class ScoreReport:
     computed_fields: int = 0
     reused_fields: int = 0
     pending: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: dict[str, np.ndarray] = field(default_factory=dict)  # missing_truth: skip
     outputs: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -116,7 +117,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     )
     keys = _entry_keys(plan)
     region_keys = [r.key() for r in plan.regions]
-    report = ScoreReport({}, {}, pending=plan.pending)
+    report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
@@ -369,6 +370,7 @@ def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str
             "region_keys": [r.key() for r in plan.regions],
             "metrics": list(plan.metrics),
             "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
+            "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
         },
         manifest,
     )

@@ -297,6 +297,8 @@ def score(
     )
     for name, waiting in report.pending.items():
         typer.echo(f"{name}: {len(waiting)} init(s) pending (truth not yet available)")
+    for name, left_out in report.skipped.items():
+        typer.echo(f"{name}: {len(left_out)} init(s) skipped (a hole in the truth; see the log)")
 
 
 @app.command()

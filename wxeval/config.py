@@ -267,7 +267,7 @@ class Evaluation(_Strict):
     custom_regions: dict[str, RegionBox] = Field(default_factory=dict)
     metrics: list[str] | None = None
     skipna: bool = False
-    missing_truth: Literal["error", "pending"] = "error"
+    missing_truth: Literal["error", "pending", "skip"] = "error"
 
     @field_validator("lead_times", mode="before")
     @classmethod

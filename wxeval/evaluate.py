@@ -24,6 +24,7 @@ import xarray as xr
 
 from wxeval import schema
 from wxeval.chunks import _as_slice
+from wxeval.levels import LevelMatch
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
 from wxeval.regions import Region, RegionReducer
@@ -72,6 +73,12 @@ class ModelPlan:
     lead_times: np.ndarray  # timedelta64[ns]
     variables: tuple[str, ...]
     levels: dict[str, tuple[int, ...] | None]  # None for surface variables
+    #: Per variable, the stored level each scored level is taken from in the forecast, truth and
+    #: climatology (:class:`wxeval.levels.LevelMatch`; None for surface variables).
+    level_matches: dict[str, tuple[LevelMatch, ...] | None] = field(default_factory=dict)
+    #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
+    #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
+    level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -417,9 +424,13 @@ def _positions(axis: np.ndarray, values: np.ndarray, name: str, what: str) -> np
 
 
 def _level_positions(da: xr.DataArray, levels, name: str) -> dict:
+    """Positions of ``levels`` (hPa) on ``da``'s level axis; none for a one-level store (a
+    scalar ``level`` coordinate equal to the only level asked for: read as it is)."""
     if levels is None:
         return {}
     if LEVEL not in da.dims:
+        if LEVEL in da.coords and da[LEVEL].ndim == 0 and tuple(levels) == (int(da[LEVEL]),):
+            return {}
         raise schema.SchemaError(f"{name}: variable {da.name!r} has no level dimension")
     idx = pd.Index(da[LEVEL].values).get_indexer(list(levels))
     if (idx < 0).any():

@@ -4,11 +4,16 @@ Selection rules: an omitted selection means everything the forecast and the trut
 selection is intersected with what each model has (GraphCast has no 0 h lead), but a variable or
 level named explicitly that a model lacks is an error. Every needed valid time must exist in the
 truth and every needed (dayofyear, hour) in the climatology, else an error names them
-(or, with ``missing_truth: pending``, such inits are left for a later run).
+(or, with ``missing_truth: pending``, inits needing valid times after the truth's last time are
+left for a later run; a hole inside the truth stays an error, or with ``missing_truth: skip``
+the inits needing it are skipped and listed: :func:`wxeval.align.truth_gaps`). Levels are
+matched exactly by value (:mod:`wxeval.levels`); ``ModelPlan.level_matches`` records, per
+variable, the stored level each scored level is taken from in every store.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +21,7 @@ import numpy as np
 from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.evaluate import ForecastSource, ModelPlan
+from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import METRICS
 from wxeval.regions import Region, custom_region, resolve_regions
@@ -26,10 +32,11 @@ from wxeval.schema import (
     LAND_SEA_MASK,
     LATITUDE,
     LEAD_TIME,
-    LEVEL,
     LONGITUDE,
     VALID_TIME,
 )
+
+log = logging.getLogger("wxeval")
 
 DEFAULT_BASELINE_LEADS = ("0h", "240h", "12h")
 DEFAULT_BASELINE_HOURS = (0, 12)
@@ -37,6 +44,17 @@ DEFAULT_BASELINE_HOURS = (0, 12)
 
 class SelectionError(ValueError):
     """The selection is empty or names something a store lacks."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """What :func:`select_fields` resolved for one model: variables, per variable the scored
+    levels (hPa; None for surface variables) and how each was matched in each store."""
+
+    variables: list[str]
+    levels: dict[str, tuple[int, ...] | None]
+    level_matches: dict[str, tuple[LevelMatch, ...] | None]
+    level_pairs: dict[str, list[list[float | None]] | None]
 
 
 @dataclass(eq=False)
@@ -47,6 +65,8 @@ class Plan:
     land_sea_mask: StoreSpec | None
     skipna: bool
     pending: dict[str, np.ndarray] = field(default_factory=dict)  # inits left for later
+    #: inits left out because the truth has a hole they need (``missing_truth: skip``)
+    skipped: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def store_spec(cfg: StoreConfig, role: str, name: str) -> StoreSpec:
@@ -66,13 +86,16 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     )
     models: list[ModelPlan] = []
     pending: dict[str, np.ndarray] = {}
+    skipped: dict[str, np.ndarray] = {}
     has_lsm = True
     for name in model_names:
         mcfg = config.model(name)
-        plan, waiting = _model_plan(config, name, mcfg)
+        plan, waiting, left_out = _model_plan(config, name, mcfg)
         models.append(plan)
         if waiting.size:
             pending[name] = waiting
+        if left_out.size:
+            skipped[name] = left_out
         truth = open_store(plan.truth)
         has_lsm = has_lsm and (lsm is not None or LAND_SEA_MASK in truth.variables)
     try:
@@ -91,10 +114,12 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             raise ConfigError(
                 f"metric acc needs a climatology; none configured for {', '.join(lacking)}"
             )
-    return Plan(models, regions, metrics, lsm, ev.skipna, pending)
+    return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped)
 
 
-def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan, np.ndarray]:
+def _model_plan(
+    config: Config, name: str, mcfg: ModelConfig
+) -> tuple[ModelPlan, np.ndarray, np.ndarray]:
     ev = config.evaluation
     truth_cfg = mcfg.truth or config.truth
     clim_cfg = mcfg.climatology or config.climatology
@@ -127,8 +152,19 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
         source = ForecastSource(mcfg.kind)
         fields_from = clim if mcfg.kind == "climatology" else truth
 
-    variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
-    levels = _select_levels(ev.levels, variables, fields_from, truth, clim, name)
+    fields = select_fields(
+        ev,
+        name,
+        source,
+        fields_from,
+        truth,
+        clim,
+        {
+            "source": _label(source, name),
+            "truth": truth_spec.name,
+            "climatology": clim_spec.name if clim_spec else "",
+        },
+    )
 
     available_leads = None
     if source.kind == "zarr":
@@ -150,21 +186,33 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
             name, ev.lead_times, _label(source, name) if source.store else None, available_leads
         ))
 
-    pending = np.array([], dtype="datetime64[ns]")
-    missing = align.missing_valid_times(inits, leads, truth[VALID_TIME].values)
+    pending = skipped = np.array([], dtype="datetime64[ns]")
+    # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
+    gap_leads = (
+        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.kind == "persistence"
+        else leads
+    )
+    missing = align.missing_valid_times(inits, gap_leads, truth[VALID_TIME].values)
     if source.kind == "zarr" or missing.size:
-        if missing.size and ev.missing_truth == "pending":
-            valid = inits[:, None] + leads[None, :]
-            complete = ~np.isin(valid, missing).any(axis=1)
-            pending = inits[~complete]
-            inits = inits[complete]
-            if inits.size == 0:
-                raise align.AlignmentError(
-                    f"{truth_spec.name}: no init of {name!r} has its truth yet "
-                    f"(all {pending.size} pending)"
-                )
-        else:
-            align.check_truth_covers(inits, leads, truth[VALID_TIME].values, truth_spec.name)
+        gaps = align.truth_gaps(
+            inits, gap_leads, truth[VALID_TIME].values, ev.missing_truth, truth_spec.name, name
+        )
+        inits, pending, skipped = gaps.kept, gaps.pending, gaps.skipped
+        if skipped.size:
+            log.warning(
+                "%s: %d init(s) skipped (missing_truth: skip): %s lacks valid time(s) inside "
+                "its range: %s; skipped inits: %s",
+                name,
+                skipped.size,
+                truth_spec.name,
+                align.describe_times(gaps.holes),
+                align.describe_times(skipped),
+            )
+        if inits.size == 0:
+            raise align.AlignmentError(
+                f"{truth_spec.name}: no init of {name!r} has its truth yet "
+                f"(all {pending.size + skipped.size} pending or skipped)"
+            )
     if source.kind == "persistence":
         align.check_truth_covers(
             inits, np.array([0], "timedelta64[ns]"), truth[VALID_TIME].values, truth_spec.name
@@ -181,10 +229,12 @@ def _model_plan(config: Config, name: str, mcfg: ModelConfig) -> tuple[ModelPlan
         climatology=clim_spec,
         init_times=inits,
         lead_times=leads,
-        variables=tuple(variables),
-        levels=levels,
+        variables=tuple(fields.variables),
+        levels=fields.levels,
+        level_matches=fields.level_matches,
+        level_pairs=fields.level_pairs,
     )
-    return plan, pending
+    return plan, pending, skipped
 
 
 def gridded_variables(ds) -> set[str]:
@@ -237,47 +287,50 @@ def _label(source: ForecastSource, name: str) -> str:
     return source.store.name if source.store is not None else f"baseline {name}"
 
 
-def _select_levels(requested, variables, fields_from, truth, clim, name):
-    out: dict[str, tuple[int, ...] | None] = {}
+def select_fields(
+    ev, name: str, source: ForecastSource, fields_from, truth, clim, names: dict[str, str]
+) -> Fields:
+    """Variables and matched levels of one model, and the dims of every field it will read
+    checked: the one validation ``wxeval score`` (the plan) and ``wxeval check`` share.
+
+    ``fields_from`` is the forecast store (or the baseline's source); ``names`` maps
+    ``"source"``, ``"truth"`` and ``"climatology"`` to store names for messages. Raises
+    :class:`SelectionError` or :class:`~wxeval.schema.SchemaError`."""
+    variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
     for v in variables:
-        da = fields_from[v]
-        if LEVEL not in da.dims:
-            out[v] = None
-            continue
-        have = set(int(x) for x in da[LEVEL].values)
-        truth_have = (
-            set(int(x) for x in truth[v][LEVEL].values) if LEVEL in truth[v].dims else set()
+        if source.kind == "zarr":
+            schema.check_field_dims(fields_from[v], "forecast", names["source"])
+        schema.check_field_dims(truth[v], "truth", names["truth"])
+        if clim is not None and v in clim.data_vars:
+            schema.check_field_dims(clim[v], "climatology", names["climatology"])
+    matches: dict[str, tuple[LevelMatch, ...] | None] = {}
+    for v in variables:
+        c = (names["climatology"], clim[v]) if clim is not None and v in clim.data_vars else None
+        try:
+            matches[v] = match_levels(
+                v,
+                ev.levels,
+                (names["source"], fields_from[v]),
+                (names["truth"], truth[v]),
+                c,
+                source_is_forecast=source.kind == "zarr",
+            )
+        except LevelMatchError as err:
+            raise SelectionError(str(err)) from err
+    levels = {
+        v: (None if m is None else tuple(x.level for x in m)) for v, m in matches.items()
+    }
+    pairs = {
+        v: (
+            None
+            if m is None
+            else level_pairs(
+                fields_from[v], truth[v], clim[v] if clim is not None and v in clim else None
+            )
         )
-        clim_have = (
-            set(int(x) for x in clim[v][LEVEL].values)
-            if clim is not None and v in clim.data_vars and LEVEL in clim[v].dims
-            else None
-        )
-        if requested:
-            for lv in requested:
-                if lv not in have:
-                    raise SelectionError(
-                        f"{name}: variable {v!r} lacks level {lv} hPa{_has(have, ' hPa')}"
-                    )
-                if lv not in truth_have:
-                    raise SelectionError(
-                        f"truth of {name}: variable {v!r} lacks level {lv} hPa"
-                        f"{_has(truth_have, ' hPa')}"
-                    )
-                if clim_have is not None and lv not in clim_have:
-                    raise SelectionError(
-                        f"climatology: variable {v!r} lacks level {lv} hPa"
-                        f"{_has(clim_have, ' hPa')}"
-                    )
-            out[v] = tuple(sorted(requested))
-        else:
-            common = have & truth_have
-            if clim_have is not None:
-                common &= clim_have
-            if not common:
-                raise SelectionError(f"{name}: variable {v!r} shares no level with the truth")
-            out[v] = tuple(sorted(common))
-    return out
+        for v, m in matches.items()
+    }
+    return Fields(variables, levels, matches, pairs)
 
 
 def _select_leads(spec, available: np.ndarray | None) -> np.ndarray:

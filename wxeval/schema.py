@@ -3,8 +3,9 @@
 Canonical names (units as ERA5: geopotential m² s⁻², temperature K, pressure Pa, wind m s⁻¹):
 
 * forecast: ``init_time`` (datetime64), ``lead_time`` (timedelta64), ``valid_time`` (a 2-D
-  coordinate ``init_time + lead_time``), optional ``level`` (hPa, int), ``latitude`` (degrees,
-  ascending), ``longitude`` (degrees, 0 ≤ λ < 360, ascending);
+  coordinate ``init_time + lead_time``), optional ``level`` (hPa, int: see
+  :func:`_normalize_level`), ``latitude`` (degrees, ascending), ``longitude`` (degrees,
+  0 ≤ λ < 360, ascending);
 * truth: ``valid_time`` instead of ``init_time``/``lead_time``;
 * climatology: ``dayofyear`` (1..366) and ``hour`` (0..23) instead of a time axis.
 
@@ -14,6 +15,7 @@ operations on the opened store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,6 +31,8 @@ LONGITUDE = "longitude"
 DAYOFYEAR = "dayofyear"
 HOUR = "hour"
 LAND_SEA_MASK = "land_sea_mask"
+
+log = logging.getLogger("wxeval")
 
 #: Names that real stores use, mapped to canonical ones. ``time`` depends on the store's role.
 COMMON_RENAMES: dict[str, str] = {
@@ -64,6 +68,24 @@ WIND_VECTORS: dict[tuple[str, str], str] = {
 }
 
 GRID_TOLERANCE_DEG = 1e-3
+#: A stored level (in hPa after any Pa conversion) is the whole hPa it is within this of; any
+#: other value is refused (never rounded or truncated). Levels are matched across stores by
+#: these whole-hPa values, i.e. exactly on the stored values up to this tolerance.
+LEVEL_TOLERANCE_HPA = 1e-6
+#: No pressure level in hPa exceeds this (the highest surface pressures are ~1085 hPa): larger
+#: values are Pa without a ``units`` attribute saying so, and are refused with that hint.
+MAX_LEVEL_HPA = 1100.0
+#: ``units`` attribute values of a level coordinate in Pa (converted to hPa: value / 100).
+PASCAL_UNITS = frozenset({"pa", "pascal", "pascals"})
+#: Attribute of a ``level`` coordinate that :func:`_normalize_level` refused: the reason, raised
+#: as a :class:`SchemaError` when a variable on levels is scored.
+INVALID_LEVELS = "wxeval_invalid_levels"
+#: Fields are scored on these dims only (per role); any other dim is refused before scoring.
+FIELD_DIMS: dict[str, frozenset[str]] = {
+    "forecast": frozenset({INIT_TIME, LEAD_TIME, LEVEL, LATITUDE, LONGITUDE}),
+    "truth": frozenset({VALID_TIME, LEVEL, LATITUDE, LONGITUDE}),
+    "climatology": frozenset({DAYOFYEAR, HOUR, LEVEL, LATITUDE, LONGITUDE}),
+}
 
 
 class SchemaError(ValueError):
@@ -118,6 +140,7 @@ def normalize(
     ds = _normalize_latitude(ds, name)
     ds = _normalize_longitude(ds, name)
     if role == "forecast":
+        _refuse_not_a_time(ds, INIT_TIME, name, "init time")
         ds = _normalize_lead(ds, name)
         if not pd.Index(ds[INIT_TIME].values).is_unique:
             raise SchemaError(f"{name}: duplicated init times in the forecast store")
@@ -128,13 +151,107 @@ def normalize(
         times = pd.Index(ds[VALID_TIME].values)
         if not np.issubdtype(times.dtype, np.datetime64):
             raise SchemaError(f"{name}: time axis is not datetime64 (got {times.dtype})")
+        _refuse_not_a_time(ds, VALID_TIME, name, "time")
         if not times.is_unique:
             raise SchemaError(f"{name}: duplicated times in the truth store")
         if not times.is_monotonic_increasing:
             ds = ds.sortby(VALID_TIME)
-    if LEVEL in ds.dims:
-        ds = ds.assign_coords({LEVEL: ds[LEVEL].values.astype(np.int64)})
+    elif role == "climatology":
+        for dim in (DAYOFYEAR, HOUR):
+            labels = pd.Index(ds[dim].values)
+            if not labels.is_unique:
+                dup = sorted(set(labels[labels.duplicated()].tolist()))
+                raise SchemaError(f"{name}: duplicated {dim} label(s) {dup} in the climatology")
+    if LEVEL in ds.coords:
+        try:
+            ds = _normalize_level(ds, name)
+        except SchemaError as err:
+            # Refused when a variable on levels is scored (wxeval.levels.levels_of), not for
+            # the surface variables of the same store.
+            coord = ds[LEVEL]
+            ds = ds.assign_coords(
+                {LEVEL: (coord.dims, coord.values, {**coord.attrs, INVALID_LEVELS: str(err)})}
+            )
     return ds
+
+
+def _refuse_not_a_time(ds: xr.Dataset, dim: str, name: str, what: str) -> None:
+    """NaT (not a time) on a time axis is refused, naming the stored positions."""
+    values = ds[dim].values
+    if values.dtype.kind not in "mM":
+        return
+    bad = np.flatnonzero(np.isnat(values))
+    if bad.size:
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (", …" if bad.size > 5 else "")
+        raise SchemaError(
+            f"{name}: {what} axis holds NaT (not a time) at position(s) {shown} (0-based, as "
+            f"stored) of {values.size}: a missing time label; drop or fix those entries"
+        )
+
+
+def _normalize_level(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """The ``level`` coordinate (a dimension, or a scalar coordinate of a one-level store) as
+    whole hPa (int64).
+
+    Levels are hPa unless the coordinate's ``units`` attribute is Pa (``Pa``, ``pascal``), in
+    which case they are divided by 100 (logged). A value that is not within
+    :data:`LEVEL_TOLERANCE_HPA` of a whole hPa is refused (wxeval's results label levels by
+    whole hPa; it never rounds or truncates), as is a value above :data:`MAX_LEVEL_HPA` (Pa
+    without units saying so), a NaN, and a level stored twice (:func:`normalize` then keeps the
+    coordinate as stored, with the reason in the attribute :data:`INVALID_LEVELS`: only the
+    variables on levels are refused). The stored units are kept in the attribute
+    ``stored_units`` ("Pa" or "hPa") for the plan's level matching."""
+    coord = ds[LEVEL]
+    if coord.ndim > 1 or (coord.ndim == 1 and coord.dims != (LEVEL,)):
+        raise SchemaError(f"{name}: level coordinate has dims {coord.dims}, expected (level,)")
+    raw = np.asarray(coord.values)
+    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise SchemaError(f"{name}: level coordinate has dtype {raw.dtype}, expected numbers (hPa)")
+    units = str(coord.attrs.get("units", "") or "").strip()
+    in_pa = units.lower() in PASCAL_UNITS
+    hpa = raw.astype(np.float64) / (100.0 if in_pa else 1.0)
+    flat = np.atleast_1d(hpa)
+    shown_units = "Pa" if in_pa else "hPa"
+    if not np.all(np.isfinite(flat)):
+        raise SchemaError(f"{name}: level coordinate holds NaN or inf")
+    whole = np.rint(flat)
+    off = np.abs(flat - whole) > LEVEL_TOLERANCE_HPA
+    if off.any():
+        bad = ", ".join(f"{x:g}" for x in np.atleast_1d(raw.astype(np.float64))[off][:5])
+        raise SchemaError(
+            f"{name}: level(s) {bad} {shown_units} are not whole hPa: wxeval matches and labels "
+            "pressure levels in whole hPa and never rounds or truncates them (select or "
+            "relabel the levels first)"
+        )
+    if np.any(whole > MAX_LEVEL_HPA):
+        big = ", ".join(f"{x:g}" for x in whole[whole > MAX_LEVEL_HPA][:5])
+        raise SchemaError(
+            f"{name}: level(s) {big} cannot be hPa (no pressure level exceeds "
+            f"{MAX_LEVEL_HPA:g} hPa): in Pa? set the level coordinate's units attribute to "
+            "'Pa' (wxeval then divides by 100) or relabel the levels in hPa"
+            + (f" (its units attribute says {units!r})" if units else "")
+        )
+    if coord.ndim == 1 and not pd.Index(whole).is_unique:
+        dup = sorted({int(x) for x in whole[pd.Index(whole).duplicated()]})
+        raise SchemaError(f"{name}: level(s) {dup} hPa stored more than once")
+    if in_pa:
+        log.info("%s: level coordinate in %s (units %r): converted to hPa", name, "Pa", units)
+    values = whole.astype(np.int64)
+    attrs = {"units": "hPa", "stored_units": shown_units}
+    if coord.ndim == 0:
+        return ds.assign_coords({LEVEL: ((), values[0], attrs)})
+    return ds.assign_coords({LEVEL: (LEVEL, values, attrs)})
+
+
+def check_field_dims(da: xr.DataArray, role: str, store: str) -> None:
+    """Refuse a field with a dimension that is not scored (e.g. an ensemble ``number``): the
+    one check shared by ``wxeval score`` (the plan) and ``wxeval check``."""
+    extra = [str(d) for d in da.dims if d not in FIELD_DIMS.get(role, frozenset(da.dims))]
+    if extra:
+        raise SchemaError(
+            f"{store}: {da.name}: unexpected dimension(s) {extra} (fields are scored on time, "
+            "lead, level, latitude and longitude: select or average the others first)"
+        )
 
 
 def _normalize_latitude(ds: xr.Dataset, name: str) -> xr.Dataset:
@@ -175,7 +292,16 @@ def _normalize_lead(ds: xr.Dataset, name: str) -> xr.Dataset:
             f"{name}: lead time axis has dtype {lead.dtype}, expected timedelta64 "
             "(decode it, or set units like 'hours' on the store)"
         )
-    if not pd.Index(lead.values).is_monotonic_increasing:
+    _refuse_not_a_time(ds, LEAD_TIME, name, "lead time")
+    leads = pd.Index(lead.values)
+    if not leads.is_unique:
+        dup = np.unique(leads[leads.duplicated()].values)
+        shown = ", ".join(f"{x / np.timedelta64(1, 'h'):g}h" for x in dup[:5])
+        raise SchemaError(
+            f"{name}: duplicated lead time(s) {shown} in the forecast store (each lead must "
+            "appear once)"
+        )
+    if not leads.is_monotonic_increasing:
         ds = ds.sortby(LEAD_TIME)
     return ds
 

@@ -28,7 +28,7 @@ class _ForecastAxisChecks:
                     f"{name}: {len(dup)} duplicated init time(s) in the forecast store: "
                     f"{align.describe_times(np.unique(dup.values))}",
                 )
-            elif not idx.is_monotonic_increasing:
+            elif not idx.is_monotonic_increasing and not idx.hasnans:  # NaT: refused apart
                 self.add(
                     "warning",
                     "unsorted-inits",

@@ -188,7 +188,7 @@ class _Checker(
                 continue
             if fc is not None:
                 inits_by_model[name] = inits
-            variables = self.variables(name, fc, truth, clim, mcfg.kind)
+            variables = self.fields(name, mcfg.kind, fc, truth, clim)
             self.check_truth_coverage(name, inits, leads, truth, mcfg.kind)
             if clim is not None:
                 self.check_clim(inits, leads, clim)
@@ -225,6 +225,37 @@ class _Checker(
             self.add("error", code, "", "", _short(err))
 
     # -- variables
+
+    def fields(self, name, kind, fc, truth, clim) -> list[str]:
+        """The variables to check, resolved by the plan's own :func:`~wxeval.plan.select_fields`
+        (variables, unexpected dims, level matching): whatever it refuses is an error here, in
+        the same words ``wxeval score`` uses. After such an error the variables present in both
+        stores are checked still, so that other problems are reported too."""
+        from wxeval.evaluate import ForecastSource
+        from wxeval.plan import SelectionError, _label, select_fields
+
+        source = ForecastSource(kind, fc.spec if fc is not None else None)
+        source_ds = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
+        names = {
+            "source": _label(source, name),
+            "truth": truth.name,
+            "climatology": clim.name if clim is not None else "",
+        }
+        try:
+            return select_fields(
+                self.config.evaluation,
+                name,
+                source,
+                source_ds,
+                truth.ds,
+                clim.ds if clim is not None else None,
+                names,
+            ).variables
+        except (SelectionError, schema.SchemaError) as err:
+            code = "plan" if isinstance(err, SelectionError) else "schema"
+            store = next((n for n in names.values() if n and str(err).startswith(n)), "")
+            self.add("error", code, store, "", str(err))
+        return self.variables(name, fc, truth, clim, kind)
 
     def variables(self, name, fc, truth, clim, kind) -> list[str]:
         requested = self.config.evaluation.variables

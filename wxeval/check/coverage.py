@@ -12,31 +12,46 @@ from wxeval.schema import VALID_TIME
 
 class _CoverageChecks:
     def check_truth_coverage(self, name, inits, leads, truth: _Store, kind: str) -> None:
+        """Valid times the truth lacks, per lead; error or warning as ``missing_truth`` makes
+        the plan decide (the same :func:`wxeval.align.truth_gaps`)."""
         have = truth.ds[VALID_TIME].values
-        pending = self.config.evaluation.missing_truth == "pending"
         if kind == "persistence":
             leads = np.union1d(leads, np.array([0], "timedelta64[ns]"))
-        parts, total = [], 0
+        parts = []
         for lead in leads:
             valid = inits + lead
             missing = valid[~np.isin(valid, have)]
             if missing.size:
-                total += missing.size
                 parts.append(
                     f"lead {align.format_hours(lead)}: {missing.size} of {valid.size} "
                     f"({align.describe_times(missing, limit=3)})"
                 )
-        if parts:
-            shown = "; ".join(parts[:4]) + (f"; … ({len(parts)} leads)" if len(parts) > 4 else "")
-            self.add(
-                "warning" if pending else "error",
-                "truth-coverage",
-                truth.name,
-                "",
-                f"{truth.name}: truth lacks valid times needed by {name!r}: {shown}"
-                + ("; those inits stay pending" if pending else ""),
+        if not parts:
+            return
+        shown = "; ".join(parts[:4]) + (f"; … ({len(parts)} leads)" if len(parts) > 4 else "")
+        mode = self.config.evaluation.missing_truth
+        try:
+            gaps = align.truth_gaps(inits, leads, have, mode, truth.name, name)
+        except align.AlignmentError as err:
+            self.add("error", "truth-coverage", truth.name, "", f"{err} (per lead: {shown})")
+            return
+        message = f"{truth.name}: truth lacks valid times needed by {name!r}: {shown}"
+        if gaps.pending.size:
+            message += (
+                f"; {gaps.pending.size} init(s) stay pending (truth after its last time "
+                "not there yet)"
             )
-
+        if gaps.skipped.size:
+            message += (
+                f"; {gaps.skipped.size} init(s) skipped (missing_truth: skip), needing "
+                f"{align.describe_times(gaps.holes, limit=3)} inside the truth: "
+                f"{align.describe_times(gaps.skipped, limit=3)}"
+            )
+        if gaps.kept.size == 0:
+            self.add("error", "truth-coverage", truth.name, "",
+                     message + f"; no init of {name!r} has its truth yet")
+            return
+        self.add("warning", "truth-coverage", truth.name, "", message)
 
     def check_common_inits(self, inits_by_model: dict[str, np.ndarray]) -> None:
         if len(inits_by_model) < 2:

@@ -127,6 +127,9 @@ class _LocalFileChecks:
             return np.flatnonzero(np.isin(values, doy if canon == DAYOFYEAR else hour))
         selected = self.config.evaluation.levels
         if canon == LEVEL and selected:
+            ds = st.ds
+            if ds is not None and LEVEL in ds.dims and ds.sizes[LEVEL] == values.size:
+                values = ds[LEVEL].values  # whole hPa (Pa converted), in the stored order
             return np.flatnonzero(np.isin(values, selected))
         return None
 

@@ -125,6 +125,8 @@ class _SampleChecks:
             o0 = truth.ds[var].sel({VALID_TIME: init})
             levels = [int(x) for x in f[LEVEL].values] if LEVEL in f.dims else None
             if levels is not None and LEVEL in o0.dims:
+                if not set(levels) <= set(o0[LEVEL].values.tolist()):
+                    return  # unmatched levels: reported by the plan's level matching
                 o0 = o0.sel({LEVEL: levels})
             try:
                 o0 = o0.load().transpose(*f.dims)
