@@ -746,7 +746,7 @@ def test_missing_level_lists_the_levels_the_store_has(stores, tmp_path):
     cfg = dump(tmp_path / "cfg.yaml", base_config(stores, **FAST))
     res = run_in_process(*score_args(cfg, tmp_path / "out", "--variables", "temperature",
                                      "--levels", "300"))
-    assert_error(res, EXIT_DATA, "lacks level 300 hPa", "it has: 500 hPa, 850 hPa")
+    assert_error(res, EXIT_DATA, "lacks level 300 hPa", "has [500, 850] hPa")
 
 
 def test_misspelt_model_lists_each_configured_model_once(stores, tmp_path):
