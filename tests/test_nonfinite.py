@@ -241,3 +241,77 @@ def test_score_truth_inf_in_south_leaves_other_regions_exact(tmp_path, value):
             assert got == pytest.approx(ref[metric], rel=1e-10), (region, metric)
     assert float(table.sel(region="global", lead_time=lead, metric="rmse")) == np.inf
     assert float(table.sel(region="global", lead_time=lead, metric="bias")) == -value
+
+
+# --------------------------------------------------------------------------------------------
+# wxeval check names inf as inf, with counts (not "NaN")
+
+
+def _check_world(tmp_path, forecast_values=(), truth_values=(), **evaluation):
+    """Stores (5 × 8 grid, 2 inits, leads 0 h and 12 h: the sample is both inits × both leads
+    = 4 fields × 40 points = 160 values per surface variable) with values set in 2m
+    temperature: ``(init, lead, lat, lon, value)`` in the forecast, ``(time, lat, lon, value)``
+    in the truth."""
+    from builders import make_case, write_all, write_config
+
+    case = make_case(nlat=5, nlon=8, n_inits=2, leads_h=(0, 12), variables=("2m_temperature",))
+    for i, j, a, b, v in forecast_values:
+        case.forecast["2m_temperature"][i, j, a, b] = v
+    for t, a, b, v in truth_values:
+        case.truth["2m_temperature"][t, a, b] = v
+    write_all(case, tmp_path)
+    return write_config(tmp_path / "cfg.yaml", case, **evaluation), case
+
+
+def _findings(cfg, code):
+    from wxeval.check import run_checks
+    from wxeval.config import load_config
+
+    return [f for f in run_checks(load_config(cfg), ["model"]).findings if f.code == code]
+
+
+def test_check_names_inf_with_counts(tmp_path):
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+
+    cfg, case = _check_world(tmp_path, forecast_values=[
+        (0, 0, 1, 2, np.inf), (0, 0, 1, 3, np.inf), (1, 1, 4, 0, -np.inf)])
+    inf = _findings(cfg, "inf")
+    assert len(inf) == 1 and inf[0].severity == "error" and inf[0].variable == "2m_temperature"
+    assert "2 +inf, 1 −inf of 160 sampled values (1.9%) are infinite" in inf[0].message
+    assert "lead 0h" in inf[0].message and "lead 12h" in inf[0].message
+    assert case.paths["forecast"] in inf[0].store
+    assert not _findings(cfg, "nan")  # inf is not called NaN
+    res = CliRunner().invoke(app, ["check", "--config", str(cfg), "--all"])
+    assert res.exit_code == 3, res.stdout
+    assert any(ln.startswith("error: [inf]") and "infinite" in ln and "NaN" not in ln.split(":")[3]
+               for ln in res.stdout.splitlines()), res.stdout
+
+
+def test_check_inf_and_nan_in_truth_named_apart_with_skipna(tmp_path):
+    """Variant: the truth holds both; skipna skips the NaN (info) but not the inf (error)."""
+    cfg, _ = _check_world(tmp_path, truth_values=[(0, 0, 0, -np.inf), (0, 0, 1, np.nan),
+                                                  (0, 0, 2, np.nan)], skipna=True)
+    inf, nan = _findings(cfg, "inf"), _findings(cfg, "nan")
+    assert len(inf) == 1 and inf[0].severity == "error" and "1 −inf of" in inf[0].message
+    assert "skipna skips NaN only" in inf[0].message
+    # The truth sample: valid times init 0 + 0 h, init 0 + 12 h = init 1 + 0 h, init 1 + 12 h:
+    # 3 fields × 40 points.
+    assert len(nan) == 1 and nan[0].severity == "info"
+    text = nan[0].message.split("2m_temperature: ", 1)[1]
+    assert text.startswith("1.7% of sampled values are NaN (2 of 120;") and "inf" not in text
+
+
+def test_check_every_value_infinite(tmp_path):
+    """Variant: a sampled variable with nothing but ±inf and NaN."""
+    values = [(i, j, a, b, np.inf if (a + b) % 3 else np.nan if a else -np.inf)
+              for i in range(2) for j in range(2) for a in range(5) for b in range(8)]
+    cfg, _ = _check_world(tmp_path, forecast_values=values)
+    n_nan = sum(1 for v in values if np.isnan(v[-1]))
+    n_pos = sum(1 for v in values if v[-1] == np.inf)
+    n_neg = len(values) - n_nan - n_pos
+    inf = _findings(cfg, "inf")
+    assert len(inf) == 1 and inf[0].message.endswith(
+        f"every sampled value is NaN or ±inf ({n_nan} NaN, {n_pos} +inf, {n_neg} −inf) "
+        "(160 values)")
