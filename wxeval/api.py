@@ -27,7 +27,13 @@ from wxeval.cluster import run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
 from wxeval.plan import Plan, make_plan
-from wxeval.store import StatisticsStore, entry_key, remove_tmp, store_fingerprint
+from wxeval.store import (
+    StatisticsStore,
+    entry_key,
+    land_sea_mask_fingerprint,
+    remove_tmp,
+    store_fingerprint,
+)
 
 log = logging.getLogger("wxeval")
 
@@ -186,15 +192,53 @@ def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
 
 
 def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
+    """Statistics entry key per (model, variable): see :func:`wxeval.store.entry_key`."""
     keys = {}
+    masks: dict = {}
     for m in plan.models:
+        if (m.truth, plan.land_sea_mask) not in masks:
+            masks[(m.truth, plan.land_sea_mask)] = land_sea_mask_fingerprint(
+                m.truth, plan.land_sea_mask
+            )
         for var in m.variables:
             if m.source.kind == "zarr":
                 fid = store_fingerprint(m.source.store, var)
             else:
                 fid = f"baseline:{m.source.kind}"
-            keys[(m.name, var)] = entry_key(fid, m.truth, m.climatology, var, plan.skipna)
+            keys[(m.name, var)] = entry_key(
+                fid, m.truth, m.climatology, var, plan.skipna,
+                land_sea_mask=masks[(m.truth, plan.land_sea_mask)],
+                levels=_level_pairs(m, var),
+            )
     return keys
+
+
+def _level_pairs(m, var: str) -> list[list[float | None]] | None:
+    """[forecast level, matched truth level, matched climatology level] as stored, for every
+    level of the forecast's ``var`` (None for surface variables). The matching is the plan's
+    (today: equal integer hPa values, :func:`wxeval.plan._select_levels`); when the plan
+    carries its own level mapping, key on that instead."""
+    from wxeval.loaders import open_store
+    from wxeval.schema import LEVEL
+
+    def stored(spec) -> list[float] | None:
+        if spec is None:
+            return None
+        da = open_store(spec).get(var)
+        if da is None or LEVEL not in da.dims:
+            return None
+        return [float(x) for x in da[LEVEL].values]
+
+    source = {"zarr": m.source.store, "climatology": m.climatology}.get(m.source.kind, m.truth)
+    forecast = stored(source)
+    if forecast is None or m.levels.get(var) is None:
+        return None
+    truth, clim = stored(m.truth) or [], stored(m.climatology) or []
+
+    def match(value: float, have: list[float]) -> float | None:
+        return next((x for x in have if int(x) == int(value)), None)
+
+    return [[fv, match(fv, truth), match(fv, clim)] for fv in forecast]
 
 
 def _drop_done(tasks, store, keys, region_keys):
