@@ -281,6 +281,24 @@ def test_climatology_changed(tmp_path):
     _assert_numpy(other, _run(_config(tmp_path, other, regions=["global"]), out), ["global"])
 
 
+def test_forecast_and_truth_stores_changed(tmp_path):
+    """Another forecast store, then another truth store, under the same model name."""
+    case = write_all(_case(), tmp_path)
+    out = tmp_path / "out"
+    _assert_numpy(case, _run(_config(tmp_path, case, regions=["global"]), out), ["global"])
+    fc = {k: v + 0.5 for k, v in case.forecast.items()}
+    other_fc = _with(case, forecast=fc)
+    other_fc.paths.pop("forecast")
+    write_forecast(other_fc, tmp_path / "model_b.zarr")
+    _assert_numpy(other_fc, _run(_config(tmp_path, other_fc, regions=["global"]), out),
+                  ["global"])
+    truth = {k: v - 0.25 for k, v in case.truth.items()}
+    other_truth = _with(other_fc, truth=truth)
+    write_truth(other_truth, tmp_path / "truth_b.zarr")
+    _assert_numpy(other_truth, _run(_config(tmp_path, other_truth, regions=["global"]), out),
+                  ["global"])
+
+
 def test_skipna_changed(tmp_path):
     case = _case()
     case.forecast["2m_temperature"][1, 1, 2, 3] = np.nan
