@@ -253,6 +253,11 @@ def test_level_matching_is_in_the_key(tmp_path):
     m = both.models[0]
     assert _level_pairs(m, "temperature") == [[500.0, 500.0, 500.0], [850.0, 850.0, 850.0]]
     assert _level_pairs(m, "2m_temperature") is None
+    # A plan that records its own matching is keyed on that record as it is.
+    from types import SimpleNamespace
+
+    recorded = SimpleNamespace(level_pairs={"temperature": [[850.0, 850.0, None]]})
+    assert _level_pairs(recorded, "temperature") == [[850.0, 850.0, None]]
     assert _entry_keys(both) == _entry_keys(one)
 
 

@@ -215,11 +215,16 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
 
 def _level_pairs(m, var: str) -> list[list[float | None]] | None:
     """[forecast level, matched truth level, matched climatology level] as stored, for every
-    level of the forecast's ``var`` (None for surface variables). The matching is the plan's
-    (today: equal integer hPa values, :func:`wxeval.plan._select_levels`); when the plan
-    carries its own level mapping, key on that instead."""
+    level of the forecast's ``var`` (None for surface variables), selected or not. The plan's
+    own record (``ModelPlan.level_pairs``, when the plan has one) is used as it is; otherwise
+    the pairs are rebuilt with the plan's rule (equal integer hPa values,
+    :func:`wxeval.plan._select_levels`)."""
     from wxeval.loaders import open_store
     from wxeval.schema import LEVEL
+
+    planned = getattr(m, "level_pairs", None)
+    if planned:
+        return planned.get(var)
 
     def stored(spec) -> list[float] | None:
         if spec is None:
