@@ -7,7 +7,10 @@ segments* (maximal longitude runs on which every region's longitude mask is cons
 weighted by the land fraction. A region's weighted sum Σ_ij w_i a_i b_j λ_ij x_ij is then a short
 sum over its segments and latitude rows (w area weights, a/b its latitude/longitude masks, λ the
 land fraction for land regions, else 1). NaN values are counted the same way, so that a NaN
-where a region's weight is > 0 can make that region's value NaN (or be skipped with skipna).
+where a region's weight is > 0 can make that region's value NaN (or be skipped with skipna);
+±inf products are counted apart too, so that an inf where a region's weight is 0 (outside it,
+or at sea for a land region) never reaches its sum as 0 × inf = NaN (WB2 zeroes the values
+outside a region before summing).
 """
 
 from __future__ import annotations
@@ -179,8 +182,30 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
 
 
 @numba.njit(nogil=True, cache=True)
-def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad):
-    """Accumulate one field that holds NaN: NaN points count 0 and are tallied in bad."""
+def _add_product(p, lam, k, s, lat_i, acc, nonfinite):  # pragma: no cover - compiled
+    """Add one product p (weight 1 and land weight lam) to acc if finite, else tally it in
+    nonfinite[0] (+inf), [1] (−inf) or [2] (NaN, e.g. 0·inf): never 0·inf into a sum."""
+    if np.isfinite(p):
+        acc[k, 0, s, lat_i] += p
+        acc[k, 1, s, lat_i] += lam * p
+        return
+    kind = 2
+    if p > 0:
+        kind = 0
+    elif p < 0:
+        kind = 1
+    nonfinite[kind, k, 0, s, lat_i] += 1.0
+    nonfinite[kind, k, 1, s, lat_i] += lam
+
+
+@numba.njit(nogil=True, cache=True)
+def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad, nonfinite):
+    """Accumulate one field that holds a non-finite value, point by point.
+
+    NaN points (d = f − o NaN, or f′/o′ NaN for the ACC sums) count 0 and are tallied in bad;
+    a product that is ±inf or NaN at a point where d, f′, o′ are not NaN (inf inputs, overflow)
+    counts 0 in acc and is tallied in nonfinite (sign, product, land, segment, row), so that it
+    reaches only the regions whose weight there is > 0 (see :func:`_finish`)."""
     na, nb = f.shape[1], f.shape[2]
     for a in range(na):
         for b in range(nb):
@@ -201,12 +226,9 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, ba
                 bad[1, 0, s, lat_i] += 1.0
                 bad[1, 1, s, lat_i] += lam
                 continue
-            acc[0, 0, s, lat_i] += d * d
-            acc[1, 0, s, lat_i] += d
-            acc[2, 0, s, lat_i] += abs(d)
-            acc[0, 1, s, lat_i] += lam * (d * d)
-            acc[1, 1, s, lat_i] += lam * d
-            acc[2, 1, s, lat_i] += lam * abs(d)
+            _add_product(d * d, lam, 0, s, lat_i, acc, nonfinite)
+            _add_product(d, lam, 1, s, lat_i, acc, nonfinite)
+            _add_product(abs(d), lam, 2, s, lat_i, acc, nonfinite)
             if has_clim:
                 cv = np.float64(c[n, a, b])
                 fa = fv - cv
@@ -215,12 +237,26 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, ba
                     bad[1, 0, s, lat_i] += 1.0
                     bad[1, 1, s, lat_i] += lam
                     continue
-                acc[3, 0, s, lat_i] += fa * oa
-                acc[4, 0, s, lat_i] += fa * fa
-                acc[5, 0, s, lat_i] += oa * oa
-                acc[3, 1, s, lat_i] += lam * (fa * oa)
-                acc[4, 1, s, lat_i] += lam * (fa * fa)
-                acc[5, 1, s, lat_i] += lam * (oa * oa)
+                _add_product(fa * oa, lam, 3, s, lat_i, acc, nonfinite)
+                _add_product(fa * fa, lam, 4, s, lat_i, acc, nonfinite)
+                _add_product(oa * oa, lam, 5, s, lat_i, acc, nonfinite)
+
+
+@numba.njit(nogil=True, cache=True)
+def _finish(value, nonfinite, nf_total, k, land, r, full, region_segs, region_latw):
+    """A region's sum with its non-finite products put back as NumPy would sum them
+    (Σ W·x over W > 0 only): +inf if any +inf has weight > 0, −inf likewise, NaN if both or
+    if a NaN product has weight > 0. Products where the weight is 0 never matter."""
+    pos = _region_sum(nonfinite[0], nf_total[0], k, land, r, full, region_segs, region_latw)
+    neg = _region_sum(nonfinite[1], nf_total[1], k, land, r, full, region_segs, region_latw)
+    nan = _region_sum(nonfinite[2], nf_total[2], k, land, r, full, region_segs, region_latw)
+    if pos > 0:
+        value += np.inf
+    if neg > 0:
+        value -= np.inf
+    if nan > 0:
+        value = np.nan
+    return value
 
 
 @numba.njit(nogil=True, cache=True)
@@ -232,14 +268,18 @@ def field_statistics(
 
     out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
     bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
-    count as 0. Fields without NaN take a fast path; a NaN makes its accumulator NaN, and only
-    then is the field redone point by point.
+    count as 0. Fields without NaN or ±inf take a fast path; a non-finite value makes its row
+    total non-finite, and only then is the field redone point by point, where ±inf products
+    reach a region's sum only where its weight is > 0 (0 × inf is never formed: values outside
+    a region never matter).
     """
     n_fields, na, nb = f.shape
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
     acc = np.zeros((6, 2, nseg, nlat))
     bad = np.zeros((2, 2, nseg, nlat))
+    nonfinite = np.zeros((3, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products, careful path
+    nf_total = np.zeros((3, 6, 2, nlat))
     total = np.zeros((6, 2, nlat))  # acc summed over all segments (full-longitude regions)
     bad_total = np.zeros((2, 2, nlat))
     full = np.empty(nreg, dtype=np.bool_)
@@ -255,22 +295,31 @@ def field_statistics(
         else:
             _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
         _sum_segments(acc, total)
+        # Any NaN or ±inf (input, or overflow) shows up in the plain row totals (the land
+        # products are the plain ones times a finite fraction).
         has_nan = False
         for k in range(6):
             for i in range(nlat):
-                if np.isnan(total[k, 0, i]):
+                if not np.isfinite(total[k, 0, i]):
                     has_nan = True
         if has_nan:
             acc[:] = 0.0
             bad[:] = 0.0
-            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad)
+            nonfinite[:] = 0.0
+            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad,
+                     nonfinite)
             _sum_segments(acc, total)
             _sum_segments(bad, bad_total)
+            for q in range(3):
+                _sum_segments(nonfinite[q], nf_total[q])
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
-                out[n, k, r] = _region_sum(acc, total, k, land, r, full[r], region_segs,
-                                           region_latw)
+                value = _region_sum(acc, total, k, land, r, full[r], region_segs, region_latw)
+                if has_nan:
+                    value = _finish(value, nonfinite, nf_total, k, land, r, full[r],
+                                    region_segs, region_latw)
+                out[n, k, r] = value
             for k in range(2):
                 if has_nan:
                     bad_out[n, k, r] = _region_sum(bad, bad_total, k, land, r, full[r],

@@ -488,6 +488,10 @@ def _is_io_error(err: BaseException) -> bool:
 
 
 def clear_cache() -> None:
-    """Forget opened stores (e.g. after a store was rewritten in place)."""
+    """Forget opened stores (e.g. after a store was rewritten in place), and the region
+    weights built from them (a land-sea mask rewritten in place)."""
+    from wxeval import evaluate
+
     open_store.cache_clear()
     open_raw_store.cache_clear()
+    evaluate._weights.cache_clear()

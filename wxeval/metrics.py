@@ -29,7 +29,9 @@ init times t (T inits, unweighted):
 
 NaN: without ``skipna`` a NaN anywhere the region weight is > 0 makes that statistic NaN; NaNs
 outside the region never matter. With ``skipna`` NaN points are dropped from both the sums and
-``sum_weight``.
+``sum_weight``. ±inf: inside the region (weight > 0) it gives the sum NumPy gives (±inf, or NaN
+for +inf and −inf together); outside it (weight 0, a land region at sea included) it never
+matters — never 0 × inf = NaN — in every path (dense, compiled, both storage orders).
 """
 
 from __future__ import annotations
@@ -175,7 +177,17 @@ def _kernel(f, o, c, reduce, wsum, skipna):
         np.multiply(fa, oa, out=prod[:, 3])
         np.multiply(fa, fa, out=prod[:, 4])
         np.multiply(oa, oa, out=prod[:, 5])
+    # ±inf (or 0·inf = NaN) products: zeroed before the weighted sum, then put back only into
+    # the regions whose weight there is > 0 — a weight of 0 times inf must never make a NaN.
+    nonfinite = None
+    if not np.isfinite(prod).all():
+        nonfinite = [prod == np.inf, prod == -np.inf, np.isnan(prod)]
+        prod[nonfinite[0] | nonfinite[1] | nonfinite[2]] = 0.0
     sums = reduce(prod)  # (rows, nstack, R)
+    if nonfinite is not None:
+        with np.errstate(invalid="ignore"):
+            for hit, value in zip(nonfinite, (np.inf, -np.inf, np.nan), strict=True):
+                sums[reduce(hit.astype(np.float64)) > 0] += value
     out = np.empty((rows, sums.shape[-1], N_STATS), dtype=np.float64)
     # prod order: se, err, ae, fa_oa, fa2, oa2 -> statistics 1..6
     out[:, :, 1 : 1 + nstack] = np.moveaxis(sums, 1, 2)

@@ -11,12 +11,14 @@ A part counts only once its commit marker exists (written last; locally the part
 written to a temporary name and renamed), so a job killed at any moment leaves either a whole
 part or nothing that is read.
 
-The **entry key** hashes what determines the numbers: the identity of forecast, truth and
-climatology stores (path plus a fingerprint of their metadata that ignores the length of the
-time axis, so appending inits to a store keeps its key), the variable and the metric settings
-(``skipna``). Regions are matched by their definition key, so renaming nothing but adding a
-region recomputes only what is missing. The init range and lead selection are *not* part of
-the key: widening them reuses every part already computed.
+The **entry key** hashes everything that determines a number other than the init, lead,
+level and region a statistic is stored under: see :func:`entry_key` for the list of inputs and
+why each is (or is not) in it. The init range and lead selection are *not* part of the key:
+widening them reuses every part already computed. Regions are matched by their definition key
+(:meth:`wxeval.regions.Region.key`: name, bounds, land), so adding a region, or changing one
+custom box, recomputes the inits that lack it (all regions of those inits are written again; the
+other regions' numbers are unchanged). An entry written under an older key definition
+(:data:`KEY_VERSION`) lives in another folder: it is never read, its statistics are recomputed.
 
 Writers: only the process that runs ``wxeval score`` writes (workers return statistics to it),
 and every part has a name unique to its writer (block id + a random suffix), so two jobs
@@ -46,6 +48,10 @@ from wxeval.schema import INIT_TIME, LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MARKER = ".wxeval-complete"
 FORMAT_VERSION = 1
+#: Version of what :func:`entry_key` covers. Raising it changes every key, so entries of an
+#: older definition are not found (recomputed, never mixed with new ones); parts keep
+#: :data:`FORMAT_VERSION`. 2: + land-sea mask values, level matching, exact level values.
+KEY_VERSION = 2
 #: Parts of one entry (same leads, levels, regions) merged into one by a run: see ``compact``.
 COMPACT_AFTER = 16
 #: Largest merged part (uncompressed statistics); larger parts are never merged again.
@@ -72,26 +78,91 @@ def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
         da = ds[variable]
         parts += [str(da.dtype), sorted((k, str(v)) for k, v in da.attrs.items())]
         parts += [sorted((k, str(v)) for k, v in da.encoding.items() if k in _VALUE_ENCODING)]
-        if LEVEL in da.dims:
-            parts.append([int(x) for x in da[LEVEL].values])
+        if LEVEL in da.dims:  # exact stored values (850.9 is not 850)
+            parts.append([float(x) for x in np.atleast_1d(da[LEVEL].values)])
     for dim in (LATITUDE, LONGITUDE):
         if dim in ds.coords:
             parts.append(np.round(ds[dim].values.astype(float), 6).tolist())
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
+def land_sea_mask_fingerprint(truth: StoreSpec, land_sea_mask: StoreSpec | None) -> str:
+    """Identity of the land fraction the land regions of a model use (``land_sea_mask`` from
+    the config, else the truth's own ``land_sea_mask``): the source's path and renames, and a
+    hash of the values (one 2-D field, cheap: a mask rewritten in place under the same path
+    changes it too). ``"none"`` when there is no mask."""
+    from wxeval.schema import LAND_SEA_MASK
+
+    source = land_sea_mask or truth
+    ds = open_store(source)
+    if LAND_SEA_MASK not in ds.variables:
+        return "none"
+    da = ds[LAND_SEA_MASK]
+    drop = [d for d in da.dims if d not in (LATITUDE, LONGITUDE)]
+    if drop:  # as wxeval.evaluate.land_sea_mask_array reads it
+        da = da.isel({d: 0 for d in drop})
+    values = np.ascontiguousarray(np.asarray(da.values, dtype=np.float64))
+    digest = hashlib.sha256(
+        json.dumps([source.path, sorted(source.rename), list(da.dims), list(values.shape)])
+        .encode()
+    )
+    digest.update(values.tobytes())
+    return digest.hexdigest()[:20]
+
+
 def entry_key(
-    forecast: str, truth: StoreSpec, climatology: StoreSpec | None, variable: str, skipna: bool
+    forecast: str,
+    truth: StoreSpec,
+    climatology: StoreSpec | None,
+    variable: str,
+    skipna: bool,
+    *,
+    land_sea_mask: str = "none",
+    levels: Sequence[Sequence[float | None]] | None = None,
+    recipe: str | None = None,
 ) -> str:
-    """Hash of everything that determines a statistic's value except inits, leads and region."""
+    """Hash of everything that determines a statistic's value except the init, lead, level
+    and region it is stored under.
+
+    In the key, and why:
+
+    * ``forecast`` — fingerprint of the forecast store's variable (:func:`store_fingerprint`:
+      path, renames, dtype, attrs, value encodings, exact level values, grid), or
+      ``baseline:<kind>`` for the built-in baselines: the forecast values.
+    * ``truth``, ``climatology`` — the same fingerprints: the values compared against. The
+      truth's latitudes and longitudes in its fingerprint are the grid the area weights
+      w_i and every region mask are computed on.
+    * ``variable`` — which field.
+    * ``skipna`` — NaN points dropped or making values NaN.
+    * ``land_sea_mask`` — :func:`land_sea_mask_fingerprint`: the land fraction of the land
+      regions (a new mask, or the same path rewritten, recomputes the whole entry; box regions
+      included, simpler than per-region keys and as correct).
+    * ``levels`` — per forecast level, the truth (and climatology) level it is matched to, as
+      stored: ``[[forecast, truth, climatology or None], ...]`` over every level of the
+      forecast (not only the selected ones, so a level selection keeps the key).
+    * ``recipe`` — hook for derived variables (e.g. wind speed from u and v): a description of
+      how the field is derived; ``None`` for stored variables.
+    * :data:`KEY_VERSION` — what the key covers, and the rules coded in wxeval (alignment by
+      init, climatology lookup, area weights, level matching).
+
+    Not in the key: the init times and lead times (parts are indexed by them, so widening a
+    selection reuses what is stored), the selected levels (indexed too), the regions (indexed by
+    :meth:`wxeval.regions.Region.key`, name + bounds + land: a changed custom box is a new
+    region key, recomputed on its own), the metrics (all derive from the same sums), chunking
+    and the length of a store's time axis (appending inits keeps the key), compute settings.
+    """
     payload = json.dumps(
         {
             "format": FORMAT_VERSION,
+            "key_version": KEY_VERSION,
             "forecast": forecast,
             "truth": store_fingerprint(truth, variable),
             "climatology": store_fingerprint(climatology, variable),
             "variable": variable,
             "skipna": bool(skipna),
+            "land_sea_mask": land_sea_mask,
+            "levels": [list(p) for p in levels] if levels is not None else None,
+            "recipe": recipe,
         },
         sort_keys=True,
     )

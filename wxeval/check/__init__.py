@@ -14,7 +14,7 @@ Severity:
 
 Finding codes: ``config``, ``open``, ``schema``, ``duplicate-inits``, ``unsorted-inits``,
 ``lead-units``, ``init-vs-valid``, ``grid``, ``latitude-order``, ``latitude-flipped``,
-``truth-coverage``, ``common-inits``, ``units``, ``units-attr``, ``range``, ``nan``,
+``truth-coverage``, ``common-inits``, ``units``, ``units-attr``, ``range``, ``nan``, ``inf``,
 ``missing-chunks``, ``missing-metadata``, ``read``, ``clim-coverage``, ``clim-overlap``,
 ``clim-period``, ``plan``.
 

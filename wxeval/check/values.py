@@ -1,4 +1,5 @@
-"""Sampled values: NaN (error, warning or info depending on ``skipna``) and implausible ranges."""
+"""Sampled values: NaN (error, warning or info depending on ``skipna``), ±inf (error, named
+as inf with counts) and implausible ranges."""
 
 from __future__ import annotations
 
@@ -15,22 +16,39 @@ NAN_WARN_FRACTION = 0.1  # with skipna: a warning above this NaN fraction of the
 
 class _ValueChecks:
     def check_values(self, st: _Store, var: str, values: xr.DataArray) -> None:
+        """NaN (code ``nan``) and ±inf (code ``inf``) in a sample, named apart with counts:
+        ``skipna`` skips NaN points but not inf ones (an inf where a region's weight is > 0
+        makes its value inf or NaN; outside every region it never matters)."""
         arr = np.asarray(values.values, dtype=np.float64)
         if arr.size == 0:
             return
-        nan = ~np.isfinite(arr)
-        frac = float(nan.mean())
+        nan = np.isnan(arr)
+        pos, neg = np.isposinf(arr), np.isneginf(arr)
+        n_nan, n_pos, n_neg = int(nan.sum()), int(pos.sum()), int(neg.sum())
         skipna = self.config.evaluation.skipna
-        if frac == 1.0:
+        if n_nan + n_pos + n_neg == arr.size:
+            what = "NaN" if n_nan == arr.size else f"NaN or ±inf ({_counts(n_nan, n_pos, n_neg)})"
             self.add(
                 "error",
-                "nan",
+                "nan" if n_nan == arr.size else "inf",
                 st.name,
                 var,
-                f"{st.name}: {var}: every sampled value is NaN ({arr.size} values)",
+                f"{st.name}: {var}: every sampled value is {what} ({arr.size} values)",
             )
             return
-        if frac > 0:
+        if n_pos + n_neg:
+            where = _nan_where(values, pos | neg)
+            self.add(
+                "error",
+                "inf",
+                st.name,
+                var,
+                f"{st.name}: {var}: {_counts(0, n_pos, n_neg)} of {arr.size} sampled values "
+                f"({(n_pos + n_neg) / arr.size:.1%}) are infinite ({where}): regions containing "
+                "them will score inf or NaN (skipna skips NaN only)",
+            )
+        if n_nan:
+            frac = n_nan / arr.size
             where = _nan_where(values, nan)
             if not skipna:
                 self.add(
@@ -38,8 +56,9 @@ class _ValueChecks:
                     "nan",
                     st.name,
                     var,
-                    f"{st.name}: {var}: {frac:.1%} of sampled values are NaN ({where}): "
-                    "regions containing them will score NaN (skipna is off)",
+                    f"{st.name}: {var}: {frac:.1%} of sampled values are NaN ({n_nan} of "
+                    f"{arr.size}; {where}): regions containing them will score NaN (skipna is "
+                    "off)",
                 )
             else:
                 self.add(
@@ -47,8 +66,8 @@ class _ValueChecks:
                     "nan",
                     st.name,
                     var,
-                    f"{st.name}: {var}: {frac:.1%} of sampled values are NaN ({where}); "
-                    "skipped (skipna is on)",
+                    f"{st.name}: {var}: {frac:.1%} of sampled values are NaN ({n_nan} of "
+                    f"{arr.size}; {where}); skipped (skipna is on)",
                 )
         problem = plausibility(var, values.where(np.isfinite(values)))
         if problem:
@@ -56,8 +75,15 @@ class _ValueChecks:
             self.add(severity, "range", st.name, var, f"{st.name}: {var}: {text}")
 
 
+def _counts(n_nan: int, n_pos: int, n_neg: int) -> str:
+    """``"2 NaN, 3 +inf, 1 −inf"`` (zero counts left out)."""
+    parts = [f"{n} {name}" for n, name in ((n_nan, "NaN"), (n_pos, "+inf"), (n_neg, "−inf")) if n]
+    return ", ".join(parts)
+
+
 def _nan_where(values: xr.DataArray, nan: np.ndarray) -> str:
-    """``"init 2020-01-01T00:00, lead 24h"`` for the sampled fields that hold NaN."""
+    """``"init 2020-01-01T00:00, lead 24h"`` for the sampled fields where ``nan`` (any mask of
+    bad values: NaN or inf) is set."""
     lead_dims = [d for d in values.dims if d not in (LATITUDE, LONGITUDE, LEVEL)]
     if not lead_dims:
         return "static field"
