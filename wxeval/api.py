@@ -224,42 +224,9 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
             keys[(m.name, var)] = entry_key(
                 fid, m.truth, m.climatology, var, plan.skipna,
                 land_sea_mask=masks[(m.truth, plan.land_sea_mask)],
-                levels=_level_pairs(m, var),
+                levels=m.level_pairs.get(var),
             )
     return keys
-
-
-def _level_pairs(m, var: str) -> list[list[float | None]] | None:
-    """[forecast level, matched truth level, matched climatology level] as stored, for every
-    level of the forecast's ``var`` (None for surface variables), selected or not. The plan's
-    own record (``ModelPlan.level_pairs``, when the plan has one) is used as it is; otherwise
-    the pairs are rebuilt with the plan's rule (equal integer hPa values,
-    :func:`wxeval.plan._select_levels`)."""
-    from wxeval.loaders import open_store
-    from wxeval.schema import LEVEL
-
-    planned = getattr(m, "level_pairs", None)
-    if planned:
-        return planned.get(var)
-
-    def stored(spec) -> list[float] | None:
-        if spec is None:
-            return None
-        da = open_store(spec).get(var)
-        if da is None or LEVEL not in da.dims:
-            return None
-        return [float(x) for x in da[LEVEL].values]
-
-    source = {"zarr": m.source.store, "climatology": m.climatology}.get(m.source.kind, m.truth)
-    forecast = stored(source)
-    if forecast is None or m.levels.get(var) is None:
-        return None
-    truth, clim = stored(m.truth) or [], stored(m.climatology) or []
-
-    def match(value: float, have: list[float]) -> float | None:
-        return next((x for x in have if int(x) == int(value)), None)
-
-    return [[fv, match(fv, truth), match(fv, clim)] for fv in forecast]
 
 
 def _drop_done(tasks, store, keys, region_keys):
