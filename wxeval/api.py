@@ -28,6 +28,7 @@ from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
 from wxeval.names import check_name
 from wxeval.plan import Plan, make_plan
+from wxeval.redact import redacted_config
 from wxeval.store import (
     StatisticsStore,
     entry_key,
@@ -338,22 +339,6 @@ def provenance(m, plan: Plan, cfg: Config) -> dict[str, Any]:
         "versions": _versions(dask, zarr),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-
-
-def redacted_config(cfg: Config) -> dict:
-    from wxeval.loaders import _is_secret
-
-    def scrub(obj):
-        if isinstance(obj, dict):
-            return {
-                k: ("<redacted>" if _is_secret(str(k)) and k != "storage_options" else scrub(v))
-                for k, v in obj.items()
-            }
-        if isinstance(obj, list):
-            return [scrub(x) for x in obj]
-        return obj
-
-    return scrub(cfg.model_dump(mode="json"))
 
 
 def _versions(dask, zarr) -> dict[str, str]:

@@ -45,6 +45,7 @@ import xarray as xr
 import zarr  # noqa: F401 - xarray imports it on the first open_zarr; pay that at import
 
 from wxeval import schema
+from wxeval.redact import redact, scrub
 
 log = logging.getLogger("wxeval")
 
@@ -100,14 +101,7 @@ class StoreSpec:
 
     def redacted_options(self) -> dict[str, Any]:
         """Storage options safe to log or write to results (credentials removed)."""
-        return {k: ("<redacted>" if _is_secret(k) else v) for k, v in self.options.items()}
-
-
-_SECRET_WORDS = ("token", "secret", "key", "password", "credential", "auth")
-
-
-def _is_secret(key: str) -> bool:
-    return any(w in key.lower() for w in _SECRET_WORDS)
+        return redact(self.options)
 
 
 def storage_options_for(path: str, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -311,24 +305,6 @@ def _is_permanent(e: BaseException) -> bool:
     return isinstance(e, OSError) and str(e).startswith("Forbidden")
 
 
-def _scrub(text: str, options: Mapping[str, Any] | None) -> str:
-    """Remove credential values (of secret-looking option keys) from ``text``."""
-
-    def secrets(obj, secret=False):
-        if isinstance(obj, Mapping):
-            for k, v in obj.items():
-                yield from secrets(v, secret or _is_secret(str(k)))
-        elif isinstance(obj, list | tuple):
-            for v in obj:
-                yield from secrets(v, secret)
-        elif secret and isinstance(obj, str) and len(obj) >= 4 and obj != "anon":
-            yield obj
-
-    for s in sorted(set(secrets(dict(options or {}))), key=len, reverse=True):
-        text = text.replace(s, "<redacted>")
-    return text
-
-
 def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, name: str = "store"):
     """Open a Zarr store (v2 or v3, consolidated or not) lazily, without dask, as xarray.
 
@@ -340,7 +316,7 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
     )
     from wxeval import progress
 
-    progress.report(f"opening {_scrub(name.replace(path, safe_url(path)), storage_options)}")
+    progress.report(f"opening {scrub(name.replace(path, safe_url(path)), storage_options)}")
     attempt = 1
     while True:
         try:
@@ -353,11 +329,11 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
         except LoadError:
             raise
         except Exception as err:  # noqa: BLE001 - turned into one clear message
-            why = _scrub(_describe(err), storage_options)
+            why = scrub(_describe(err), storage_options)
             if attempt < OPEN_ATTEMPTS and is_transient(err):
                 delay = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
                 progress.report(
-                    f"{_scrub(name.replace(path, safe_url(path)), storage_options)}: transient "
+                    f"{scrub(name.replace(path, safe_url(path)), storage_options)}: transient "
                     f"error opening {safe_url(path)} ({why}): attempt {attempt}/{OPEN_ATTEMPTS}"
                     f" failed, retrying in {delay:g} s",
                     logging.WARNING,
@@ -368,7 +344,7 @@ def open_raw(path: str, *, storage_options: Mapping[str, Any] | None = None, nam
                 continue
             tried = f" (after {attempt} attempts)" if attempt > 1 else ""
             message = f"{name}: cannot open Zarr store at {path!r}: {why}{tried}"
-            raise LoadError(_scrub(message, storage_options)) from err
+            raise LoadError(scrub(message, storage_options)) from err
 
 
 def _invalidate(path: str, opts: Mapping[str, Any] | None) -> None:
@@ -474,8 +450,8 @@ class _NamedReads(_backend_array()):
             why = _describe(err)
             where = f"{self._name}: reading {self._variable!r} from {self._path!r} failed"
             if _is_io_error(err):
-                raise LoadError(_scrub(f"{where}: {why}", options)) from err
-            raise CorruptChunkError(_scrub(
+                raise LoadError(scrub(f"{where}: {why}", options)) from err
+            raise CorruptChunkError(scrub(
                 f"{where}: {why} (a corrupted chunk? check the store's files)", options
             )) from err
 

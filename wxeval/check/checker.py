@@ -12,7 +12,6 @@ from wxeval.check.coverage import _CoverageChecks
 from wxeval.check.findings import Finding, _short
 from wxeval.check.grid import _GridChecks
 from wxeval.check.local_files import _LocalFileChecks
-from wxeval.check.redact import _secret_values
 from wxeval.check.sample import _SampleChecks
 from wxeval.check.stores import _Store
 from wxeval.check.units import _UnitChecks
@@ -20,6 +19,7 @@ from wxeval.check.values import _ValueChecks
 from wxeval.config import Config, ConfigError
 from wxeval.loaders import LoadError, StoreSpec, open_raw_store, open_store
 from wxeval.plan import gridded_variables
+from wxeval.redact import scrub
 from wxeval.schema import (
     INIT_TIME,
     LEAD_TIME,
@@ -55,7 +55,7 @@ class _Checker(
         self._stores: dict[tuple, _Store] = {}
         self._grid_pairs: set[tuple[str, str]] = set()
         self._sampled: set[tuple[str, str, tuple]] = set()
-        self._secrets = _secret_values(config)
+        self._config_data = config.model_dump(mode="json")  # its credentials: redact.scrub
 
     # -- bookkeeping
 
@@ -64,10 +64,8 @@ class _Checker(
         self.findings.append(Finding(severity, code, store, variable, text))
 
     def redact(self, f: Finding) -> Finding:
-        msg, store = f.message, f.store
-        for s in self._secrets:
-            msg, store = msg.replace(s, "<redacted>"), store.replace(s, "<redacted>")
-        return Finding(f.severity, f.code, store, f.variable, msg)
+        return Finding(f.severity, f.code, scrub(f.store, self._config_data), f.variable,
+                       scrub(f.message, self._config_data))
 
     # -- opening
 
