@@ -1,6 +1,8 @@
 """Area weights and region masks against hand-written NumPy (shared/README.md §2–§3).
 
-Expected values come from closed forms and hand-built boolean masks, never from wxeval.
+Expected values come from closed forms and hand-built boolean masks, never from wxeval. A
+region's weights W_ij = w_i · m_ij (· land fraction) are the ones the kernel uses: rebuilt from
+:class:`~wxeval.regions.RegionReducer`'s separable parts by :func:`kernel_weights`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from builders import (
 from wxeval.regions import (
     LAND_REGIONS,
     STANDARD_REGIONS,
+    Region,
+    RegionReducer,
     area_weights,
     custom_region,
-    region_weights,
     resolve_regions,
 )
 
 STANDARD_NAMES = list(STANDARD_REGION_NAMES)
 LAND_NAMES = list(LAND_REGION_NAMES)
+
+
+def kernel_weights(region: Region, lat, lon, land_sea_mask=None) -> np.ndarray:
+    """W (latitude, longitude) of one region as the kernel applies it: per row w_i · a_i, per
+    longitude segment b_j, times the land fraction for land regions; its sum must equal the
+    reducer's Σ W."""
+    r = RegionReducer([region], lat, lon, land_sea_mask, lon_axis=-1)
+    w = r.region_latw[0][:, None] * r.region_segs[0][r.seg_of_lon][None, :]
+    if r.region_land[0]:
+        w = w * r.lsm
+    np.testing.assert_allclose(r.weight_sums()[0], w.sum(), rtol=1e-12)
+    return w
 
 
 def grid(step: float):
@@ -73,7 +88,7 @@ def test_area_weights_with_poles_closed_form(step):
 def test_region_weights_use_full_grid_weights():
     """A region multiplies a mask into the full-grid weights; never a latitude slice."""
     lat, lon = grid(1.5)
-    w = region_weights([STANDARD_REGIONS["tropics"]], lat, lon)[0]
+    w = kernel_weights(STANDARD_REGIONS["tropics"], lat, lon)
     expected = ref_area_weights(lat)[:, None] * ref_region_mask(lat, lon, "tropics")
     np.testing.assert_allclose(w, expected, rtol=1e-12, atol=0)
     # Not the weights re-normalised over the tropical band alone.
@@ -102,7 +117,7 @@ def test_standard_region_masks(name, step):
     got = STANDARD_REGIONS[name].mask(lat, lon)
     assert got.shape == (lat.size, lon.size)
     np.testing.assert_array_equal(got, expected)
-    w = region_weights([STANDARD_REGIONS[name]], lat, lon)[0]
+    w = kernel_weights(STANDARD_REGIONS[name], lat, lon)
     np.testing.assert_allclose(w, ref_area_weights(lat)[:, None] * expected, rtol=1e-12, atol=0)
 
 
@@ -140,14 +155,14 @@ def test_land_regions_multiply_by_land_fraction(name):
     assert 0 < np.mean((lsm > 0) & (lsm < 1))  # fractional values present
     base = REF_LAND_REGIONS[name]
     expected = ref_area_weights(lat)[:, None] * ref_region_mask(lat, lon, base) * lsm
-    got = region_weights([LAND_REGIONS[name]], lat, lon, lsm)[0]
+    got = kernel_weights(LAND_REGIONS[name], lat, lon, lsm)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
 
 
 def test_land_region_without_mask_is_an_error():
     lat, lon = grid(2.5)
     with pytest.raises(ValueError, match="land_sea_mask"):
-        region_weights([LAND_REGIONS["global_land"]], lat, lon, None)
+        RegionReducer([LAND_REGIONS["global_land"]], lat, lon, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +202,7 @@ def test_custom_box_wrapping_longitude():
     assert box.mask(lat, lon)[lat == 30, lon == 350] == 1  # inclusive on both ends
     assert box.mask(lat, lon)[lat == 60, lon == 20] == 1
     assert box.mask(lat, lon)[lat == 45, lon == 22.5] == 0
-    w = region_weights([box], lat, lon)[0]
+    w = kernel_weights(box, lat, lon)
     np.testing.assert_allclose(w, ref_area_weights(lat)[:, None] * expected, rtol=1e-12, atol=0)
 
 

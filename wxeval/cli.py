@@ -392,9 +392,5 @@ def check(
         raise typer.Exit(code)
 
 
-def run() -> None:  # pragma: no cover - console entry point helper
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

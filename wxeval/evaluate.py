@@ -107,10 +107,6 @@ class Task:
     label: str = field(default="")
 
     @property
-    def size(self) -> int:
-        return sum(len(p.init_times) * len(p.lead_times) for p in self.parts)
-
-    @property
     def cost(self) -> int:
         """Fields the task reads (forecast, plus truth and climatology at each valid time):
         a measure of its run time, to start the longest tasks first."""

@@ -37,7 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,7 +75,6 @@ class StoreSpec:
     name: str
     rename: tuple[tuple[str, str], ...] = ()
     storage_options: str = "{}"  # JSON, so the spec is hashable and picklable
-    extra: tuple[tuple[str, Any], ...] = field(default=())
 
     @classmethod
     def make(

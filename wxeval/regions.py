@@ -155,30 +155,6 @@ def resolve_regions(
     return out
 
 
-def region_weights(
-    regions: Sequence[Region],
-    latitude: np.ndarray,
-    longitude: np.ndarray,
-    land_sea_mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """Stack of W = w_i · m_ij, shape (region, latitude, longitude), float64.
-
-    ``land_sea_mask`` is the land fraction on (latitude, longitude), needed by land regions.
-    """
-    w = area_weights(latitude)
-    out = np.empty((len(regions), len(latitude), len(longitude)), dtype=np.float64)
-    for k, region in enumerate(regions):
-        m = region.mask(latitude, longitude)
-        if region.land:
-            if land_sea_mask is None:
-                raise ValueError(f"region {region.name!r} needs a land_sea_mask")
-            m = m * np.clip(np.nan_to_num(land_sea_mask, nan=0.0), 0.0, 1.0)
-        out[k] = w[:, None] * m
-        if not np.any(out[k] > 0):
-            raise ValueError(f"region {region.name!r} contains no grid point of this grid")
-    return out
-
-
 class RegionReducer:
     """The structure of all region weights of one grid, for the compiled kernel.
 

@@ -34,7 +34,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
@@ -603,7 +603,3 @@ def remove_tmp(root: str) -> None:
             ):
                 shutil.rmtree(path, ignore_errors=True)
                 dirnames.remove(d)
-
-
-def blocks_of(items: Iterable[int]) -> list[int]:
-    return sorted(set(items))
