@@ -17,6 +17,8 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
+from wxeval.indexing import positions
+
 
 class AlignmentError(ValueError):
     """Forecast, truth and climatology cannot be aligned; the message says what is missing."""
@@ -220,8 +222,8 @@ def climatology_positions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integer positions (dayofyear, hour) in the climatology store for each valid time."""
     doy, hour = climatology_labels(valid_times)
-    doy_pos = _positions(doy, np.asarray(clim_dayofyear))
-    hour_pos = _positions(hour, np.asarray(clim_hour))
+    doy_pos = positions(np.asarray(clim_dayofyear), doy)
+    hour_pos = positions(np.asarray(clim_hour), hour)
     bad = (doy_pos < 0) | (hour_pos < 0)
     if bad.any():
         pairs = sorted({(int(d), int(h)) for d, h in zip(doy[bad], hour[bad], strict=True)})
@@ -231,11 +233,3 @@ def climatology_positions(
             f"{clim_name}: climatology lacks labels needed for valid times: {shown}{more}"
         )
     return doy_pos, hour_pos
-
-
-def _positions(values: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    order = np.argsort(axis)
-    found = np.searchsorted(axis[order], values)
-    found = np.clip(found, 0, len(axis) - 1)
-    pos = order[found]
-    return np.where(axis[pos] == values, pos, -1)

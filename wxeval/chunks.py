@@ -25,6 +25,8 @@ import numpy as np
 from xarray.backends.common import BackendArray
 from xarray.core import indexing
 
+from wxeval.indexing import as_slice, orthogonal
+
 log = logging.getLogger("wxeval")
 
 FETCH_BYTES = 256 * 2**20
@@ -92,7 +94,7 @@ class ChunkReader(BackendArray):
             groups = []
             for cid in np.unique(ids):
                 sel = np.flatnonzero(ids == cid)
-                groups.append((int(cid), _as_slice(sel), _as_slice(pos[sel] - cid * c)))
+                groups.append((int(cid), as_slice(sel), as_slice(pos[sel] - cid * c)))
             per_axis.append(groups)
         jobs = list(itertools.product(*per_axis))
         chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
@@ -103,8 +105,9 @@ class ChunkReader(BackendArray):
             blobs = self.fs.cat(keys, on_error="return")
             for job, key in zip(part, keys, strict=True):
                 data = self._decode(blobs.get(key), key)
-                dst = _index(g[1] for g in job)
-                out[dst] = data if data.ndim == 0 else data[_index(g[2] for g in job)]
+                dst = orthogonal([g[1] for g in job], out.shape)
+                out[dst] = data if data.ndim == 0 else data[orthogonal([g[2] for g in job],
+                                                                       data.shape)]
 
     def _key(self, ids: tuple[int, ...]) -> str:
         self.fs  # noqa: B018 - makes sure _root is set
@@ -227,22 +230,6 @@ def single_chunk_group(
         f"{name}/.zattrs": dump(attrs),
         f"{name}/{chunk_key}": bytes(compressor.encode(values)),
     }
-
-
-def _as_slice(idx: np.ndarray):
-    """Consecutive ascending positions as a slice (basic indexing copies are much faster)."""
-    if idx.size and np.all(np.diff(idx) == 1):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
-
-
-def _index(parts) -> tuple:
-    """A NumPy index from per-axis slices or position arrays (orthogonal semantics)."""
-    parts = list(parts)
-    if all(isinstance(p, slice) for p in parts):
-        return tuple(parts)
-    arrays = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts]
-    return np.ix_(*arrays)
 
 
 def _codec(config):

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay that at import
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from wxeval import schema
-from wxeval.chunks import _as_slice
+from wxeval.indexing import as_slice, positions
 from wxeval.levels import LevelMatch
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
@@ -409,7 +408,8 @@ def _data_var(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
 
 
 def _positions(axis: np.ndarray, values: np.ndarray, name: str, what: str) -> np.ndarray:
-    idx = pd.Index(axis).get_indexer(values)
+    """Positions of ``values`` on ``axis``; a missing one is a SchemaError naming ``name``."""
+    idx = positions(axis, values)
     if (idx < 0).any():
         from wxeval.align import describe_times
 
@@ -428,7 +428,7 @@ def _level_positions(da: xr.DataArray, levels, name: str) -> dict:
         if LEVEL in da.coords and da[LEVEL].ndim == 0 and tuple(levels) == (int(da[LEVEL]),):
             return {}
         raise schema.SchemaError(f"{name}: variable {da.name!r} has no level dimension")
-    idx = pd.Index(da[LEVEL].values).get_indexer(list(levels))
+    idx = positions(da[LEVEL].values, list(levels))
     if (idx < 0).any():
         lacking = [lv for lv, i in zip(levels, idx, strict=True) if i < 0]
         raise schema.SchemaError(f"{name}: variable {da.name!r} lacks level(s) {lacking}")
@@ -444,20 +444,13 @@ def _subset_positions(levels: tuple[int, ...] | None, subset: tuple[int, ...] | 
     return np.asarray(pos)
 
 
-def _as_indexer(idx):
-    """Consecutive integer positions become a slice (a cheaper contiguous read)."""
-    if isinstance(idx, np.ndarray) and idx.ndim == 1:
-        return _as_slice(idx)
-    return idx
-
-
 def _read(
     da: xr.DataArray, indexers: dict, leading: list[str], spatial, store: str = "store"
 ) -> np.ndarray:
     """Read an orthogonal selection as NumPy with dims (leading…, level, *spatial); variables
     without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
-    sub = da.isel({k: _as_indexer(v) for k, v in indexers.items()})
+    sub = da.isel({k: as_slice(v) for k, v in indexers.items()})
     lead_dims = [d for d in leading if d in sub.dims and d != LEVEL]
     order = lead_dims + ([LEVEL] if LEVEL in sub.dims else []) + list(spatial)
     extra = [d for d in sub.dims if d not in order]
