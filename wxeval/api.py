@@ -36,6 +36,7 @@ from wxeval.store import (
     remove_tmp,
     store_fingerprint,
 )
+from wxeval.store import load_statistics as load_statistics  # public API (README), moved
 
 log = logging.getLogger("wxeval")
 
@@ -376,41 +377,3 @@ def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str
         manifest,
     )
     return [str(nc), str(csv), str(manifest)]
-
-
-def load_statistics(
-    results_dir: str | Path, model: str, storage_options: dict | None = None
-) -> xr.Dataset:
-    """The per-init statistics behind ``<results_dir>/<model>.nc`` (no forecast store is read).
-
-    ``storage_options`` are the fsspec options of a statistics store on an object store (the
-    config's ``output.storage_options``; credentials are never saved with the results).
-
-    Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
-    region[, level]); see :mod:`wxeval.metrics` for the statistics.
-    """
-    import json
-
-    check_name(model, "model name")
-    manifest = json.loads((Path(results_dir) / f"{model}.json").read_text())
-    root = manifest["statistics_store"]
-    if root and "://" not in root and not Path(root).is_absolute():
-        root = str(Path(results_dir) / root)
-    store = StatisticsStore(root, storage_options)
-    inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
-    leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
-    out = {}
-    for var, levels in manifest["variables"].items():
-        out[var] = store.load(
-            model,
-            var,
-            manifest["entry_keys"][var],
-            inits,
-            leads,
-            tuple(levels) if levels else None,
-            manifest["region_names"],
-            manifest["region_keys"],
-        )
-    ds = xr.Dataset(out)
-    ds.attrs["model"] = model
-    return ds

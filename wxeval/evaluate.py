@@ -23,9 +23,9 @@ import xarray as xr
 
 from wxeval import schema
 from wxeval.indexing import as_slice, positions
-from wxeval.levels import LevelMatch
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import STATISTICS, accumulate_statistics
+from wxeval.plan import ForecastSource, ModelPlan
 from wxeval.regions import Region, RegionReducer
 from wxeval.schema import (
     DAYOFYEAR,
@@ -46,38 +46,6 @@ TRUTH_STEP = np.timedelta64(6, "h")
 MAX_BLOCK_DAYS = 16
 #: Forecast bytes read at once by a task (several lead chunks when inits are few).
 READ_BYTES = 16 * 2**20
-
-
-@dataclass(frozen=True)
-class ForecastSource:
-    """Where a model's forecast fields come from: a Zarr store or a built-in baseline.
-
-    ``kind``: ``"zarr"``; ``"persistence"`` (f(t, l) = o(t), the truth at init time);
-    ``"climatology"`` (f(t, l) = c(dayofyear(t+l), hour(t+l))).
-    """
-
-    kind: str
-    store: StoreSpec | None = None
-
-
-@dataclass(eq=False)
-class ModelPlan:
-    """What to score for one model (all selections already resolved and checked)."""
-
-    name: str
-    source: ForecastSource
-    truth: StoreSpec
-    climatology: StoreSpec | None
-    init_times: np.ndarray  # datetime64[ns]
-    lead_times: np.ndarray  # timedelta64[ns]
-    variables: tuple[str, ...]
-    levels: dict[str, tuple[int, ...] | None]  # None for surface variables
-    #: Per variable, the stored level each scored level is taken from in the forecast, truth and
-    #: climatology (:class:`wxeval.levels.LevelMatch`; None for surface variables).
-    level_matches: dict[str, tuple[LevelMatch, ...] | None] = field(default_factory=dict)
-    #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
-    #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
-    level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -507,8 +475,6 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
 
 
 __all__ = [
-    "ForecastSource",
-    "ModelPlan",
     "Task",
     "TaskResult",
     "compute_task",

@@ -20,7 +20,6 @@ import numpy as np
 
 from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
-from wxeval.evaluate import ForecastSource, ModelPlan
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import METRICS
@@ -55,6 +54,38 @@ class Fields:
     levels: dict[str, tuple[int, ...] | None]
     level_matches: dict[str, tuple[LevelMatch, ...] | None]
     level_pairs: dict[str, list[list[float | None]] | None]
+
+
+@dataclass(frozen=True)
+class ForecastSource:
+    """Where a model's forecast fields come from: a Zarr store or a built-in baseline.
+
+    ``kind``: ``"zarr"``; ``"persistence"`` (f(t, l) = o(t), the truth at init time);
+    ``"climatology"`` (f(t, l) = c(dayofyear(t+l), hour(t+l))).
+    """
+
+    kind: str
+    store: StoreSpec | None = None
+
+
+@dataclass(eq=False)
+class ModelPlan:
+    """What to score for one model (all selections already resolved and checked)."""
+
+    name: str
+    source: ForecastSource
+    truth: StoreSpec
+    climatology: StoreSpec | None
+    init_times: np.ndarray  # datetime64[ns]
+    lead_times: np.ndarray  # timedelta64[ns]
+    variables: tuple[str, ...]
+    levels: dict[str, tuple[int, ...] | None]  # None for surface variables
+    #: Per variable, the stored level each scored level is taken from in the forecast, truth and
+    #: climatology (:class:`wxeval.levels.LevelMatch`; None for surface variables).
+    level_matches: dict[str, tuple[LevelMatch, ...] | None] = field(default_factory=dict)
+    #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
+    #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
+    level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

@@ -240,6 +240,15 @@ def write_json(obj: dict, path: str | Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def read_manifest(results_dir: str | Path, model: str) -> dict:
+    """The manifest ``<results_dir>/<model>.json`` that ``wxeval score`` wrote (provenance, the
+    statistics store, entry keys, inits, leads, variables, regions, metrics)."""
+    from wxeval.names import check_name
+
+    check_name(model, "model name")
+    return json.loads((Path(results_dir) / f"{model}.json").read_text())
+
+
 def read_table(path: str | Path) -> xr.Dataset:
     """A table written by :func:`write_netcdf`."""
     with open(path, "rb") as fh:

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import fsspec
 import numcodecs
@@ -587,3 +588,41 @@ def remove_tmp(root: str) -> None:
             ):
                 shutil.rmtree(path, ignore_errors=True)
                 dirnames.remove(d)
+
+
+def load_statistics(
+    results_dir: str | Path, model: str, storage_options: dict | None = None
+) -> xr.Dataset:
+    """The per-init statistics behind ``<results_dir>/<model>.nc`` (no forecast store is read),
+    found through the model's manifest (:func:`wxeval.results.read_manifest`).
+
+    ``storage_options`` are the fsspec options of a statistics store on an object store (the
+    config's ``output.storage_options``; credentials are never saved with the results).
+
+    Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
+    region[, level]); see :mod:`wxeval.metrics` for the statistics.
+    """
+    from wxeval.results import read_manifest
+
+    manifest = read_manifest(results_dir, model)
+    root = manifest["statistics_store"]
+    if root and "://" not in root and not Path(root).is_absolute():
+        root = str(Path(results_dir) / root)
+    store = StatisticsStore(root, storage_options)
+    inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
+    leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
+    out = {}
+    for var, levels in manifest["variables"].items():
+        out[var] = store.load(
+            model,
+            var,
+            manifest["entry_keys"][var],
+            inits,
+            leads,
+            tuple(levels) if levels else None,
+            manifest["region_names"],
+            manifest["region_keys"],
+        )
+    ds = xr.Dataset(out)
+    ds.attrs["model"] = model
+    return ds

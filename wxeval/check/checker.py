@@ -229,8 +229,7 @@ class _Checker(
         (variables, unexpected dims, level matching): whatever it refuses is an error here, in
         the same words ``wxeval score`` uses. After such an error the variables present in both
         stores are checked still, so that other problems are reported too."""
-        from wxeval.evaluate import ForecastSource
-        from wxeval.plan import SelectionError, _label, select_fields
+        from wxeval.plan import ForecastSource, SelectionError, _label, select_fields
 
         source = ForecastSource(kind, fc.spec if fc is not None else None)
         source_ds = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)

@@ -2,7 +2,7 @@
 
 Only the results folder that ``wxeval score --output DIR`` wrote is read (its ``<model>.json``
 manifests and the per-init statistics store behind them, through
-:func:`wxeval.api.load_statistics`); forecast stores are never opened.
+:func:`wxeval.store.load_statistics`); forecast stores are never opened.
 
 For every model, metric, row (variable and level), region and lead time the comparison holds:
 
@@ -126,12 +126,11 @@ class Inputs:
 
 def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -> Inputs:
     """Read the per-init scores of ``baseline`` and ``models`` from a results folder."""
-    import json
 
     from wxeval import progress
-    from wxeval.api import load_statistics
     from wxeval.config import ConfigError
-    from wxeval.results import per_init
+    from wxeval.results import per_init, read_manifest
+    from wxeval.store import load_statistics
 
     results_dir = Path(results_dir)
     models = [str(m) for m in models]
@@ -144,8 +143,7 @@ def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -
     _check_results_exist(results_dir, [baseline, *models])
     scores, manifests = {}, {}
     for name in progress.iterate([baseline, *models], "reading results", "model"):
-        manifest = results_dir / f"{name}.json"
-        manifests[name] = json.loads(manifest.read_text())
+        manifests[name] = read_manifest(results_dir, name)
         stats = load_statistics(results_dir, name).load()
         scores[name] = {var: ds.load() for var, ds in per_init(stats).items()}
     return Inputs(results_dir, baseline, models, scores, manifests)
