@@ -44,7 +44,6 @@ import numpy as np
 import xarray as xr
 
 import wxeval
-from wxeval.redact import redacted_config
 from wxeval.results import atomic_write, units_of
 from wxeval.schema import LEAD_TIME
 from wxeval.scorecard.compare import (
@@ -577,6 +576,8 @@ def _severity(text: str) -> str:
 
 
 def _provenance(inputs: Inputs, ds, cv, cfg, cfg_path, labels, created) -> dict:
+    from wxeval.redact import redacted_config
+
     models = []
     for name in [inputs.baseline, *inputs.models]:
         man = inputs.manifests[name]
