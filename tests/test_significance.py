@@ -515,3 +515,16 @@ def test_simulation_script_prints_every_method_and_n(capsys):
     for n in (30, 60):
         for m in ("ar2bc", "ar2", "naive", "ar2_neff", "ar2bc_neff", "ewc", "nw_fixb", "mbb"):
             assert out.count(f"| {n} | {m} |") == 3, (n, m)
+
+
+def test_public_entry_point_and_default():
+    import wxeval.scorecard as sc
+    from wxeval.scorecard.significance import DEFAULT_METHOD
+
+    assert sc.paired_test_array is paired_test_array and DEFAULT_METHOD == "ar2bc"
+    d = simulate_ar2(np.random.default_rng(20), 0.6, 0.15, 60, 3)
+    default = sc.paired_test_array(d, axis=-1)
+    explicit = sc.paired_test_array(d, axis=-1, method="ar2bc")
+    np.testing.assert_array_equal(default.p_value, explicit.p_value)
+    geer = sc.paired_test_array(d, axis=-1, method="ar2")
+    assert not np.allclose(default.p_value, geer.p_value)
