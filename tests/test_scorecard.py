@@ -588,8 +588,8 @@ def test_cli_scorecard_test_names(realistic, tmp_path, test, words):
     html = out.read_text()
     assert words in html
     method = test or "ar2bc"
-    m = re.search(r"size at 5 %: measured ([0-9.]+) % for n = (\d+) \(median n of the tested "
-                  r"cells: ([0-9.]+)\)", html)
+    m = re.search(r"size at 5 %: measured ([0-9.]+) % at n = (\d+) with .*? median n of the "
+                  r"tested cells: ([0-9.]+)", html, re.S)
     assert m, "method note without the measured size"
     at_07, near, median = float(m.group(1)), int(m.group(2)), float(m.group(3))
     assert 4 <= median <= N_INITS

@@ -491,12 +491,12 @@ def test_size_note_quotes_the_nearest_simulated_n():
     # median of (55, 61, 64) = 61: nearest simulated n is 60 (log distance), not 30 or 120
     note = size_note("ar2", np.array([55, 61, 64]))
     at_07, low, high = MEASURED_SIZE["ar2"][60]
-    assert f"measured {at_07:.1f} % for n = 60" in note
-    assert "median n of the tested cells: 61" in note
+    assert f"measured {at_07:.1f} % at n = 60 with" in note
+    assert note.endswith("median n of the tested cells: 61")
     assert f"{low:.1f}\u2013{high:.1f} %" in note
     # on a log scale 85 is nearer 120 than 60: 120/85 = 1.412 < 85/60 = 1.417
-    assert "for n = 120" in size_note("ar2bc", [85])
-    assert "for n = 730" in size_note("naive", [2000])
+    assert "at n = 120 with" in size_note("ar2bc", [85])
+    assert "at n = 730 with" in size_note("naive", [2000])
     assert size_note("ar2bc", []) == "size at 5 %: no testable cell"
     with pytest.raises(ValueError):
         size_note("geer", [60])

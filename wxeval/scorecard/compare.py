@@ -90,8 +90,8 @@ CAVEAT = (
     "correlation. The Geer (2016) AR(2) test (ECMWF's) is optimistic for short series (about "
     "14 % false positives at a nominal 5 % for 60 inits with lag-1 correlation 0.7); the "
     "default bias-corrected test stays near 5 % from about 60 inits but is somewhat "
-    "optimistic below that and for very persistent differences, and conservative for "
-    "uncorrelated ones (see the measured size in the method note)."
+    "optimistic below that and for very persistent differences, and slightly conservative "
+    "for uncorrelated ones (see the measured size in the method note)."
 )
 #: Preferred row order (upper air, then surface); other variables follow alphabetically.
 ROW_ORDER = (

@@ -694,10 +694,10 @@ def size_note(method: str, n: npt.ArrayLike) -> str:
     near = min(table, key=lambda m: abs(np.log(m / typical)))
     at_07, low, high = table[near]
     return (
-        f"size at 5 %: measured {at_07:.1f} % for n = {near} (median n of the tested cells: "
-        f"{typical:g}) at lag-1 correlation 0.7, {low:.1f}\u2013{high:.1f} % over AR(1) and "
-        "AR(2) differences with lag-1 correlation 0\u20130.85 "
-        "(scripts/significance_simulation.py)"
+        f"size at 5 %: measured {at_07:.1f} % at n = {near} with lag-1 correlation 0.7 and "
+        f"{low:.1f}\u2013{high:.1f} % with lag-1 correlation 0\u20130.85 (AR(1) and AR(2) "
+        "differences, scripts/significance_simulation.py); median n of the tested cells: "
+        f"{typical:g}"
     )
 
 
