@@ -100,6 +100,10 @@ def ref_ar2_p(d: np.ndarray) -> tuple[float, float]:
 def ref_p(a: pd.Series, b: pd.Series, method: str) -> float:
     if method == "naive":
         return float(stats.ttest_rel(a.to_numpy(), b.to_numpy()).pvalue)
+    if method == "ar2bc":
+        from test_significance import ref_ar2bc
+
+        return ref_ar2bc((a - b).to_numpy())["p"]
     return ref_ar2_p((a - b).to_numpy())[0]
 
 
@@ -339,7 +343,7 @@ def test_common_init_pairing_with_gaps(realistic):
                 assert float(cell["baseline_value"]) != pytest.approx(math.sqrt(full.mean()))
 
 
-@pytest.mark.parametrize("method", ["naive", "ar2"])
+@pytest.mark.parametrize("method", ["naive", "ar2", "ar2bc"])
 def test_tests_match_independent_computation(realistic, method):
     ds = compare(realistic["results"], ["model_a"], "base", method=method,
                  metrics=["rmse", "acc", "mae", "bias"])
@@ -361,6 +365,13 @@ def test_tests_match_independent_computation(realistic, method):
                     k = ref_ar2_p((a - b).to_numpy())[1]
                     assert float(cell["inflation"]) == pytest.approx(k, rel=1e-9)
                     assert float(cell["effective_n"]) == pytest.approx(len(a) / k**2, rel=1e-9)
+                elif method == "ar2bc":
+                    from test_significance import ref_ar2bc
+
+                    ref = ref_ar2bc((a - b).to_numpy())
+                    assert float(cell["inflation"]) == pytest.approx(ref["k"], rel=1e-7)
+                    assert float(cell["effective_n"]) == pytest.approx(ref["neff"], rel=1e-7)
+                    assert float(cell["dof"]) == pytest.approx(ref["dof"], rel=1e-5)
                 else:
                     assert float(cell["inflation"]) == 1.0
                 checked += 1
@@ -583,6 +594,48 @@ def test_cli_scorecard(realistic, tmp_path):
                                    "--output", str(out), "--test", "naive"])
     assert res.exit_code == 0, res.output
     assert out.is_file() and "naive paired t-test" in out.read_text()
+
+
+@pytest.mark.parametrize("test, words", [("ar2", "Geer (2016) paired t-test"),
+                                         ("ar2bc", "bias-corrected AR(2) fit"),
+                                         (None, "bias-corrected AR(2) fit")])
+def test_cli_scorecard_test_names(realistic, tmp_path, test, words):
+    """--test takes every method name (default ar2bc); the method note names the test and
+    quotes its measured size for n like this card's."""
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+    from wxeval.scorecard.significance import MEASURED_SIZE
+
+    out = tmp_path / "cli.html"
+    args = ["scorecard", "--results", str(realistic["results"]), "--models", "model_a",
+            "--baseline", "base", "--output", str(out)] + (["--test", test] if test else [])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert words in html
+    method = test or "ar2bc"
+    m = re.search(r"size at 5 %: measured ([0-9.]+) % at n = (\d+) with .*? median n of the "
+                  r"tested cells: ([0-9.]+)", html, re.S)
+    assert m, "method note without the measured size"
+    at_07, near, median = float(m.group(1)), int(m.group(2)), float(m.group(3))
+    assert 4 <= median <= N_INITS
+    assert near == min(MEASURED_SIZE[method], key=lambda v: abs(math.log(v / median)))
+    assert at_07 == pytest.approx(MEASURED_SIZE[method][near][0])
+
+
+def test_cli_scorecard_unknown_test_names_the_choices(realistic, tmp_path):
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+
+    res = CliRunner().invoke(app, ["scorecard", "--results", str(realistic["results"]),
+                                   "--models", "model_a", "--baseline", "base", "--output",
+                                   str(tmp_path / "x.html"), "--test", "geer2"])
+    # exit code: 3 like every ValueError of the scorecard options today (README: usage = 2;
+    # left to the CLI's error mapping)
+    assert res.exit_code != 0
+    assert "ar2bc, ar2, naive" in res.output and "geer2" in res.output
 
 
 def _shifted(inputs: Inputs, name: str, days: int = 0, region: str | None = None) -> Inputs:

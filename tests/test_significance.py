@@ -162,7 +162,7 @@ def test_ar2_against_independent_computation():
     se = math.sqrt(np.var(d, ddof=1) / len(d)) * k
     t = d.mean() / se
     p = 2 * stats.t.sf(abs(t), len(d) - 1)
-    res = paired_test(a, b)  # method="ar2" is the default
+    res = paired_test(a, b, method="ar2")
     assert res.inflation == pytest.approx(k, rel=1e-12)
     assert res.std_err == pytest.approx(se, rel=1e-12)
     assert res.t_stat == pytest.approx(t, rel=1e-12)
@@ -182,11 +182,11 @@ def test_nan_pairs_are_dropped_and_counted():
     ref = stats.ttest_rel(a[keep], b[keep])
     assert (res.n, res.n_dropped) == (36, 4)
     assert res.p_value == pytest.approx(ref.pvalue, rel=1e-12, abs=1e-12)
-    res_ar2 = paired_test(a, b)
+    res_ar2 = paired_test(a, b, method="ar2")
     assert res_ar2.inflation == pytest.approx(ref_k(a[keep] - b[keep]), rel=1e-12)
 
 
-@pytest.mark.parametrize("method", ["ar2", "naive"])
+@pytest.mark.parametrize("method", ["ar2bc", "ar2", "naive"])
 def test_degenerate_series_not_testable(method):
     base = np.linspace(0.0, 1.0, 50)
     cases = {
@@ -225,7 +225,7 @@ def test_random_walk_gets_large_inflation():
     # walk stays "testable", but the inflation is large and the effective sample size small.
     rng = np.random.default_rng(6)
     walk = rng.standard_normal(365).cumsum()
-    res = paired_test(walk, np.zeros(365))
+    res = paired_test(walk, np.zeros(365), method="ar2")
     assert res.testable
     assert res.inflation > 5 and res.effective_n < 365 / 25
 
@@ -282,7 +282,7 @@ def test_ar2_power_with_mean_shift():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["ar2", "naive"])
+@pytest.mark.parametrize("method", ["ar2bc", "ar2", "naive"])
 def test_vectorised_equals_scalar(method):
     rng = np.random.default_rng(7)
     n_t = 60
@@ -303,7 +303,7 @@ def test_vectorised_equals_scalar(method):
         ref = paired_test(cell, np.zeros(n_t), method=method)
         got = {f: getattr(out, f)[idx] for f in out._fields}
         assert got["n"] == ref.n, idx
-        for f in ("mean_diff", "std_err", "t_stat", "p_value", "inflation"):
+        for f in ("mean_diff", "std_err", "t_stat", "p_value", "inflation", "effective_n", "dof"):
             np.testing.assert_allclose(got[f], getattr(ref, f), rtol=1e-12, equal_nan=True)
         assert np.isfinite(got["p_value"]) == ref.testable
     assert out.n[1, 1, 1] == 0 and out.n[0, 0, 0] == n_t - 3 and out.n[1, 0, 0] == n_t // 2
@@ -363,3 +363,168 @@ def test_benjamini_hochberg_matches_scipy():
     expected[finite] = adjusted <= 0.05
     np.testing.assert_array_equal(benjamini_hochberg(p, 0.05), expected)
     assert expected.sum() > 50  # the comparison is not vacuous
+
+
+# --------------------------------------------------------------------------------------------
+# The default test: bias-corrected AR(2), finite-n variance of the mean, Satterthwaite dof
+# --------------------------------------------------------------------------------------------
+
+
+def ref_ar2bc(d: np.ndarray) -> dict[str, float]:
+    """The "ar2bc" test written out independently of the module.
+
+    AR(2) fit by a Yule-Walker solve (scipy.linalg), the autocorrelations of the fitted process
+    from its MA(infinity) impulse response (scipy.signal.lfilter, not the AR recursion), the
+    finite-n variance of the mean as 1' R 1 / n with R the n x n Toeplitz correlation matrix,
+    and the variance of log k^2 by central finite differences of the spectral formula.
+    """
+    from scipy import linalg
+
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    x = d - d.mean()
+    acov = np.array([np.sum(x[: n - lag] * x[lag:]) / n for lag in range(3)])
+    rho = acov / acov[0]
+    phi = linalg.solve(linalg.toeplitz(rho[:2]), rho[1:3])
+    corr = phi + np.array([(1 + 2 * phi[0] + phi[1]) / n, (2 + 5 * phi[1]) / n])
+    if corr.sum() < 1 and corr[1] - corr[0] < 1 and abs(corr[1]) < 1:
+        phi = corr
+    impulse = np.zeros(20_000)
+    impulse[0] = 1.0
+    psi = signal.lfilter([1.0], [1.0, -phi[0], -phi[1]], impulse)
+    gam = np.array([psi[: psi.size - h] @ psi[h:] for h in range(n)])
+    rho_h = gam / gam[0]
+    big_r = linalg.toeplitz(rho_h)
+    kn2 = float(np.ones(n) @ big_r @ np.ones(n) / n)
+
+    def log_k2(p: np.ndarray) -> float:
+        ps = signal.lfilter([1.0], [1.0, -p[0], -p[1]], impulse)
+        return math.log(ps.sum() ** 2 / (ps @ ps))
+
+    h = 1e-6
+    grad = np.array(
+        [(log_k2(phi + h * e) - log_k2(phi - h * e)) / (2 * h) for e in np.eye(2)]
+    )
+    cov = np.array([[1 - phi[1] ** 2, -phi[0] * (1 + phi[1])],
+                    [-phi[0] * (1 + phi[1]), 1 - phi[1] ** 2]]) / n
+    var_log_k2 = float(grad @ cov @ grad)
+    gamma0 = np.sum(x * x) / (n - kn2)
+    se = math.sqrt(gamma0 * kn2 / n)
+    neff = n / kn2
+    dof = 1 / (1 / (neff - 1) + var_log_k2 / 2)
+    t = d.mean() / se
+    return {"se": se, "t": t, "p": 2 * stats.t.sf(abs(t), dof), "neff": neff, "dof": dof,
+            "k": se / math.sqrt(np.var(d, ddof=1) / n)}
+
+
+@pytest.mark.parametrize(
+    "phi1, phi2, n, shift, seed",
+    [(0.6, 0.15, 60, 0.3, 11), (0.85, 0.0, 60, 0.0, 12), (0.3, 0.0, 120, 0.2, 13),
+     (0.0, 0.0, 40, 0.5, 14), (-0.3, 0.0, 80, 0.1, 15), (0.6, 0.15, 365, 0.1, 16)],
+)
+def test_ar2bc_against_independent_computation(phi1, phi2, n, shift, seed):
+    d = simulate_ar2(np.random.default_rng(seed), phi1, phi2, n, 1)[0] + shift
+    ref = ref_ar2bc(d)
+    res = paired_test(d, np.zeros(n))  # "ar2bc" is the default
+    assert res.testable
+    assert res.std_err == pytest.approx(ref["se"], rel=1e-7)
+    assert res.t_stat == pytest.approx(ref["t"], rel=1e-7)
+    assert res.inflation == pytest.approx(ref["k"], rel=1e-7)
+    assert res.effective_n == pytest.approx(ref["neff"], rel=1e-7)
+    assert res.dof == pytest.approx(ref["dof"], rel=1e-5)  # finite-difference gradient
+    assert res.p_value == pytest.approx(ref["p"], rel=1e-5, abs=1e-12)
+    got = paired_test_array(d[None, :], method="ar2bc")
+    assert got.p_value[0] == pytest.approx(ref["p"], rel=1e-5, abs=1e-12)
+
+
+def test_ar2bc_hand_worked_white_noise_terms():
+    # rho1 = rho2 = 0: Yule-Walker phi = (0, 0), bias-corrected (1/n, 2/n) = (0.01, 0.02).
+    from wxeval.scorecard.significance import ar2bc_terms
+
+    p1, p2, kn2, vlk = ar2bc_terms(0.0, 0.0, 100)
+    assert (float(p1), float(p2)) == pytest.approx((0.01, 0.02), rel=1e-12)
+    # k_n^2 = 1 + 2 sum (1 - h/n) rho_h, rho_1 = 0.01/0.98, rho_h = 0.01 rho_{h-1} + 0.02 rho_{h-2}
+    r = [1.0, 0.01 / 0.98]
+    for _ in range(2, 100):
+        r.append(0.01 * r[-1] + 0.02 * r[-2])
+    assert float(kn2) == pytest.approx(1 + 2 * sum((1 - h / 100) * r[h] for h in range(1, 100)))
+    # d log k^2 / d phi1 = 1/0.99 + 1/0.97; d/d phi2 = 1/1.02 - 1/0.99 + 1/0.98 + 1/0.97;
+    # covariance (1/n) [[1 - 0.02^2, -0.01 * 1.02], [same, 1 - 0.02^2]]
+    g1 = 1 / 0.99 + 1 / 0.97
+    g2 = 1 / 1.02 - 1 / 0.99 + 1 / 0.98 + 1 / 0.97
+    s11, s12 = 1 - 0.02**2, -0.01 * 1.02
+    assert float(vlk) == pytest.approx((g1 * g1 * s11 + 2 * g1 * g2 * s12 + g2 * g2 * s11) / 100)
+
+
+def test_ar2bc_false_positive_rate_short_series():
+    """Size of the default test at n = 60 (a month of 00/12 UTC inits), nominal 5 %.
+
+    4000 replicates per process; the binomial standard error of a rate near 6 % is
+    sqrt(0.06 * 0.94 / 4000) = 0.38 %.  scripts/significance_simulation.py measures (20 000
+    replicates) about 5.9 % for AR(2) phi = (0.6, 0.15) and 5.8 % for AR(1) rho = 0.85, against
+    14-18 % for Geer's test; the bound 6.5 % + 2 standard errors tests the property, not the
+    seed.  White noise must not be grossly conservative either.
+    """
+    rng = np.random.default_rng(1995)
+    reps, n = 4000, 60
+    se = math.sqrt(0.06 * 0.94 / reps)
+    for phi1, phi2 in ((0.6, 0.15), (0.85, 0.0)):
+        d = simulate_ar2(rng, phi1, phi2, n, reps)
+        rate = _rejection_rate(d, "ar2bc")
+        geer = _rejection_rate(d, "ar2")
+        print(f"AR(2) {phi1}, {phi2}, n = {n}: ar2bc {rate:.2%}, Geer {geer:.2%}")
+        assert 0.05 - 3 * se < rate <= 0.065 + 2 * se
+        assert geer > 0.11  # the same replicates show Geer's excess
+    white = _rejection_rate(rng.standard_normal((reps, n)), "ar2bc")
+    assert 0.03 < white <= 0.065 + 2 * se
+
+
+def test_ar2bc_power_with_mean_shift():
+    # n = 365, phi = (0.6, 0.15): a shift of 0.8 is ~3.8 true standard errors (see above)
+    d = simulate_ar2(np.random.default_rng(2018), PHI1, PHI2, N_INIT, REPS) + 0.8
+    assert _rejection_rate(d, "ar2bc") > 0.80
+
+
+def test_size_note_quotes_the_nearest_simulated_n():
+    from wxeval.scorecard.significance import MEASURED_SIZE, size_note
+
+    # median of (55, 61, 64) = 61: nearest simulated n is 60 (log distance), not 30 or 120
+    note = size_note("ar2", np.array([55, 61, 64]))
+    at_07, low, high = MEASURED_SIZE["ar2"][60]
+    assert f"measured {at_07:.1f} % at n = 60 with" in note
+    assert note.endswith("median n of the tested cells: 61")
+    assert f"{low:.1f}\u2013{high:.1f} %" in note
+    # on a log scale 85 is nearer 120 than 60: 120/85 = 1.412 < 85/60 = 1.417
+    assert "at n = 120 with" in size_note("ar2bc", [85])
+    assert "at n = 730 with" in size_note("naive", [2000])
+    assert size_note("ar2bc", []) == "size at 5 %: no testable cell"
+    with pytest.raises(ValueError):
+        size_note("geer", [60])
+
+
+def test_simulation_script_prints_every_method_and_n(capsys):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "significance_simulation.py"
+    mod = runpy.run_path(str(script))
+    mod["main"](["--replicates", "200", "--n", "30,60", "--seed", "1"])
+    out = capsys.readouterr().out
+    for what in ("Size (false positives, %)", "Power (%)", "Size-adjusted power (%)"):
+        assert what in out
+    for n in (30, 60):
+        for m in ("ar2bc", "ar2", "naive", "ar2_neff", "ar2bc_neff", "ewc", "nw_fixb", "mbb"):
+            assert out.count(f"| {n} | {m} |") == 3, (n, m)
+
+
+def test_public_entry_point_and_default():
+    import wxeval.scorecard as sc
+    from wxeval.scorecard.significance import DEFAULT_METHOD
+
+    assert sc.paired_test_array is paired_test_array and DEFAULT_METHOD == "ar2bc"
+    d = simulate_ar2(np.random.default_rng(20), 0.6, 0.15, 60, 3)
+    default = sc.paired_test_array(d, axis=-1)
+    explicit = sc.paired_test_array(d, axis=-1, method="ar2bc")
+    np.testing.assert_array_equal(default.p_value, explicit.p_value)
+    geer = sc.paired_test_array(d, axis=-1, method="ar2")
+    assert not np.allclose(default.p_value, geer.p_value)

@@ -329,7 +329,7 @@ def scorecard(
         Path | None, typer.Option("--config", "-c", help="Config, for labels.")
     ] = None,
     metrics: Annotated[str | None, typer.Option(help="Metrics, comma-separated.")] = None,
-    test: Annotated[str, typer.Option(help="Significance test: ar2 (Geer 2016) or naive.")] = "ar2",
+    test: Annotated[str, typer.Option(help="Test: ar2bc, ar2 (Geer 2016) or naive.")] = "ar2bc",
 ) -> None:
     """Compare models against a baseline from saved results; write one self-contained HTML."""
     if not results.is_dir():

@@ -2,5 +2,6 @@
 
 from wxeval.scorecard.compare import compare, to_dataframe
 from wxeval.scorecard.report import write_report
+from wxeval.scorecard.significance import paired_test_array
 
-__all__ = ["compare", "to_dataframe", "write_report"]
+__all__ = ["compare", "paired_test_array", "to_dataframe", "write_report"]

@@ -104,7 +104,7 @@ def write_report(
     output_html: str | Path,
     config: Any = None,
     metrics: Sequence[str] | None = None,
-    method: str = "ar2",
+    method: str = "ar2bc",
     *,
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
@@ -113,9 +113,9 @@ def write_report(
 
     ``config`` (a path or a :class:`wxeval.config.Config`) adds model labels
     (``models.<name>.label``) and provenance. ``metrics`` defaults to rmse, acc, mae, bias.
-    ``method`` is the significance test (``"ar2"``: Geer 2016, ``"naive"``), ``correction``
-    the multiple-testing treatment per card (``"bh"``, ``"sidak"``, ``"none"``). Returns the
-    path written (atomically: a reader sees the old or the new file).
+    ``method`` is the significance test (``"ar2bc"``, ``"ar2"``: Geer 2016, ``"naive"``),
+    ``correction`` the multiple-testing treatment per card (``"bh"``, ``"sidak"``,
+    ``"none"``). Returns the path written (atomically: a reader sees the old or the new file).
     """
     html = render_report(
         results_dir,
@@ -139,7 +139,7 @@ def render_report(
     *,
     config: Any = None,
     metrics: Sequence[str] | None = None,
-    method: str = "ar2",
+    method: str = "ar2bc",
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
 ) -> str:
@@ -196,7 +196,7 @@ def build_context(
     *,
     config: Any = None,
     metrics: Sequence[str] | None = None,
-    method: str = "ar2",
+    method: str = "ar2bc",
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
 ) -> dict:
@@ -250,6 +250,7 @@ def build_context(
         "correction_description": ds.attrs["multiple_testing_description"],
         "correction_short": CORRECTION_SHORT[ds.attrs["multiple_testing"]],
         "caveat": CAVEAT,
+        "size_note": ds.attrs["size_note"],
         "band": cv.attrs["band"],
     }
 
