@@ -684,7 +684,7 @@ def _sig_digits(x) -> int:
 
 def test_page_values_match_hand_computation(realistic):
     """Values, colours, p, n and effective n of the page's cells, against NumPy/scipy."""
-    ctx = build_context(realistic["results"], ["model_a", "model_b"], "base")
+    ctx = build_context(realistic["results"], ["model_a", "model_b"], "base", method="ar2")
     data = ctx["data"]
     cases = realistic["cases"]
     labels = [r["label"] for r in data["rows"]]

@@ -340,9 +340,11 @@ def scorecard(
     if output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give the HTML file to write")
     _folder(output, "--output", is_file=True)
-    if test not in ("ar2", "naive"):
-        raise UsageError(f"--test {test!r}: choose ar2 (Geer 2016) or naive")
     from wxeval.scorecard.report import write_report
+    from wxeval.scorecard.compare import TESTS
+
+    if test not in TESTS:
+        raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
 
     path = write_report(
         results,
