@@ -26,8 +26,10 @@ from wxeval import results
 from wxeval.cluster import run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
+from wxeval.metrics import statistics_for
 from wxeval.names import check_name
 from wxeval.plan import Plan, make_plan
+from wxeval.statistics import ALWAYS, GROUPS, groups_for
 from wxeval.store import (
     StatisticsStore,
     entry_key,
@@ -50,6 +52,11 @@ class ScoreReport:
     pending: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, np.ndarray] = field(default_factory=dict)  # missing_truth: skip
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    #: Statistic groups computed (not reused) per model, e.g. ``{"m": {"errors"}}``.
+    computed_groups: dict[str, set[str]] = field(default_factory=dict)
+    #: Per model, Σ W over NaN points (``nan_weight``, :mod:`wxeval.statistics`) per
+    #: (variable →) init, lead, region[, level]; NaN where unknown (older parts).
+    nan_weight: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
 def score(
@@ -114,12 +121,14 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         if store._local:
             remove_tmp(stats_root)
     budget = parse_memory(cfg.compute.memory_per_task)
+    groups = groups_for(statistics_for(plan.metrics))
     tasks = make_tasks(
         plan.models,
         plan.regions,
         land_sea_mask=plan.land_sea_mask,
         skipna=plan.skipna,
         memory_budget=budget,
+        groups=groups,
     )
     keys = _entry_keys(plan)
     region_keys = [r.key() for r in plan.regions]
@@ -127,6 +136,11 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
+    for task in tasks:  # NaN counts come with the fused pass, nearly free
+        if {"errors", "anomalies"} & set(task.groups):
+            task.groups = (*task.groups, *(g for g in ALWAYS if g not in task.groups))
+        for p in task.parts:
+            report.computed_groups.setdefault(p.model, set()).update(task.groups)
     log.info(
         "%d task(s) to compute; %d field(s) reused from the statistics store",
         len(tasks), report.reused_fields,
@@ -154,7 +168,8 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     def on_result(task: Task, res) -> None:
         for model, (inits, leads, arr) in res.per_model.items():
             report.computed_fields += arr.shape[0] * arr.shape[1] * arr.shape[2]
-            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr)
+            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr,
+                               res.statistics)
             if store is not None:
                 store.write_part(
                     model,
@@ -182,6 +197,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
         report.statistics[m.name] = stats
         report.tables[m.name] = table
+        report.nan_weight[m.name] = _collect(m, plan, store, keys, memory, ("nan_weight",))
         if output is not None:
             report.outputs[m.name] = _write_outputs(
                 Path(output), m, plan, cfg, table, stats_root, keys
@@ -230,36 +246,45 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
 
 
 def _drop_done(tasks, store, keys, region_keys):
-    """Remove every task part the store already covers; count the reused fields."""
+    """Remove every task part the store already covers, group by group: a task keeps the
+    inits that lack any of its groups and computes only the groups lacking there. Count the
+    reused fields (fields whose every group is stored)."""
     kept, reused = [], 0
     for task in tasks:
         parts = []
+        missing: set[str] = set()
         for p in task.parts:
-            have = store.coverage(
-                p.model,
-                task.variable,
-                keys[(p.model, task.variable)],
-                p.init_times,
-                p.lead_times,
-                p.levels,
-                region_keys,
-            )
-            if have.all():
-                reused += int(np.prod(have.shape[:3]))
-                continue
-            # Recompute the inits that lack anything (whole lead/level/region rows).
-            todo = ~have.all(axis=(1, 2, 3))
-            reused += int(np.prod(have[~todo].shape[:3]))
-            parts.append(TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels))
+            todo = np.zeros(len(p.init_times), bool)
+            for g in task.groups:
+                have = store.coverage(
+                    p.model,
+                    task.variable,
+                    keys[(p.model, task.variable)],
+                    p.init_times,
+                    p.lead_times,
+                    p.levels,
+                    region_keys,
+                    GROUPS[g].statistics,
+                )
+                # Recompute the inits that lack anything (whole lead/level/region rows).
+                lacking = ~have.all(axis=(1, 2, 3))
+                if lacking.any():
+                    missing.add(g)
+                    todo |= lacking
+            nfields = len(p.lead_times) * (1 if p.levels is None else len(p.levels))
+            reused += int((~todo).sum()) * nfields
+            if todo.any():
+                parts.append(
+                    TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels)
+                )
         if parts:
             task.parts = tuple(parts)
+            task.groups = tuple(g for g in task.groups if g in missing)
             kept.append(task)
     return kept, reused
 
 
-def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
-    from wxeval.metrics import STATISTICS
-
+def _as_dataarray(inits, leads, levels, regions, arr, statistics) -> xr.DataArray:
     da = xr.DataArray(
         arr,
         dims=("init_time", "lead_time", "level", "region", "statistic"),
@@ -268,7 +293,7 @@ def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
             "lead_time": leads,
             "level": list(levels) if levels is not None else [0],
             "region": list(regions),
-            "statistic": list(STATISTICS),
+            "statistic": list(statistics),
         },
     )
     if levels is None:
@@ -277,7 +302,11 @@ def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
     return da.transpose(*dims)
 
 
-def _collect(m, plan: Plan, store, keys, memory) -> xr.Dataset:
+def _collect(m, plan: Plan, store, keys, memory, statistics=None) -> xr.Dataset:
+    """The statistics ``statistics`` (default: those the plan's metrics need) of model ``m``,
+    one data variable per weather variable; NaN where a statistic was not computed."""
+    if statistics is None:
+        statistics = statistics_for(plan.metrics)
     region_names = [r.name for r in plan.regions]
     region_keys = [r.key() for r in plan.regions]
     out = {}
@@ -293,10 +322,12 @@ def _collect(m, plan: Plan, store, keys, memory) -> xr.Dataset:
                 lev,
                 region_names,
                 region_keys,
+                statistics,
             )
         else:
             pieces = [d for (mm, v, d) in memory if mm == m.name and v == var]
             da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
+            da = da.reindex(statistic=list(statistics))
             da = da.sel(init_time=m.init_times, lead_time=m.lead_times)
         out[var] = da
     ds = xr.Dataset(out)
@@ -414,6 +445,9 @@ def load_statistics(
     store = StatisticsStore(root, storage_options)
     inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
     leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
+    from wxeval.metrics import METRICS
+
+    statistics = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
     out = {}
     for var, levels in manifest["variables"].items():
         out[var] = store.load(
@@ -425,6 +459,7 @@ def load_statistics(
             tuple(levels) if levels else None,
             manifest["region_names"],
             manifest["region_keys"],
+            statistics,
         )
     ds = xr.Dataset(out)
     ds.attrs["model"] = model

@@ -26,8 +26,8 @@ from wxeval import schema
 from wxeval.chunks import _as_slice
 from wxeval.levels import LevelMatch
 from wxeval.loaders import StoreSpec, open_store
-from wxeval.metrics import STATISTICS, accumulate_statistics
 from wxeval.regions import Region, RegionReducer
+from wxeval.statistics import GROUPS, compute, statistic_names
 from wxeval.schema import (
     DAYOFYEAR,
     HOUR,
@@ -105,6 +105,8 @@ class Task:
     parts: tuple[TaskPart, ...]
     block: int = 0
     label: str = field(default="")
+    #: Statistic groups to compute (:mod:`wxeval.statistics`), in this order.
+    groups: tuple[str, ...] = ("errors", "anomalies")
 
     @property
     def size(self) -> int:
@@ -138,8 +140,11 @@ def make_tasks(
     skipna: bool,
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
+    groups: Sequence[str] = ("errors", "anomalies"),
 ) -> list[Task]:
-    """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated)."""
+    """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated), each computing
+    the statistic ``groups`` (those needing a climatology only where one is configured)."""
+    wanted = tuple(groups)
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
     for m in models:
         groups[(m.truth, m.climatology)].append(m)
@@ -186,6 +191,10 @@ def make_tasks(
                                 tuple(parts),
                                 block=b,
                                 label=f"{var} block {b}",
+                                groups=tuple(
+                                    g for g in wanted
+                                    if clim is not None or not GROUPS[g].needs_climatology
+                                ),
                             )
                         )
     return tasks
@@ -249,7 +258,8 @@ def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1)
 
 @dataclass(eq=False)
 class TaskResult:
-    """Statistics of one task: per model, an array (init, lead, level, region, statistic)."""
+    """Statistics of one task: per model, an array (init, lead, level, region, statistic)
+    with the statistics ``statistics`` (those of the task's groups, group by group)."""
 
     variable: str
     levels: tuple[int, ...] | None
@@ -257,6 +267,7 @@ class TaskResult:
     per_model: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # inits, leads, stats
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
+    statistics: tuple[str, ...] = ()
 
 
 def compute_task(task: Task) -> TaskResult:
@@ -299,12 +310,14 @@ def compute_task(task: Task) -> TaskResult:
         del block
 
     nreg = weights.n_regions
+    names = statistic_names(task.groups)
+    nstat = len(names)
     per_model = {}
     model_levels = {}
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
-        out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, len(STATISTICS)))
+        out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
@@ -312,14 +325,17 @@ def compute_task(task: Task) -> TaskResult:
             o = obs[vslot][:, lev_sel]
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
-            stats = accumulate_statistics(
+            # Every group from the same decoded arrays (one read of each chunk).
+            got = compute(
+                task.groups,
                 f.reshape(n, *f.shape[2:]),
                 o.reshape(n, *o.shape[2:]),
                 None if c is None else c.reshape(n, *c.shape[2:]),
                 weights,
                 skipna=task.skipna,
             )
-            out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, len(STATISTICS))
+            stats = np.concatenate([got[g] for g in task.groups], axis=-1)
+            out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
     return TaskResult(
@@ -329,6 +345,7 @@ def compute_task(task: Task) -> TaskResult:
         per_model,
         tuple(r.name for r in task.regions),
         model_levels,
+        names,
     )
 
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from wxeval.metric_defs import BY_NAME, REGISTRY
 from wxeval.metrics import (
     METRICS,
-    STATISTICS,
     VECTOR_METRICS,
     per_init_scores,
     table_from_statistics,
@@ -62,15 +62,17 @@ def summarize(
     arrays = {str(v): _statistics_array(statistics[v]) for v in statistics.data_vars}
     tables = {}
     for name, (da, values) in arrays.items():
-        tables[name] = _table_array(da, table_from_statistics(values, metrics, skipna=skipna),
-                                    metrics, name)
+        names = [str(x) for x in da["statistic"].values.tolist()]
+        table = table_from_statistics(values, metrics, skipna=skipna, names=names)
+        tables[name] = _table_array(da, table, metrics, name)
     for (u, v), name in WIND_VECTORS.items():
         wanted = tuple(m for m in metrics if m in VECTOR_METRICS)
         if u not in arrays or v not in arrays or not wanted:
             continue
         du, dv = xr.align(arrays[u][0], arrays[v][0], join="inner", copy=False)
+        first = ["sum_weight", "sum_se"]
         values = vector_table_from_statistics(
-            _statistics_array(du)[1], _statistics_array(dv)[1], wanted, skipna=skipna
+            du.sel(statistic=first).values, dv.sel(statistic=first).values, wanted, skipna=skipna
         )
         tables[name] = _table_array(du, values, wanted, name)
     ds = xr.Dataset(tables)
@@ -79,14 +81,10 @@ def summarize(
 
 
 def _statistics_array(da: xr.DataArray) -> tuple[xr.DataArray, np.ndarray]:
-    """``da`` as (statistic, init_time, lead_time, region[, level]) and its values with the
-    statistics in :data:`~wxeval.metrics.STATISTICS` order."""
+    """``da`` as (statistic, init_time, lead_time, region[, level]) and its values."""
     dims = ["statistic", INIT_TIME, LEAD_TIME, "region"] + ([LEVEL] if LEVEL in da.dims else [])
     da = da.transpose(*dims)
-    names = [str(x) for x in da["statistic"].values.tolist()]
-    order = [names.index(s) for s in STATISTICS]
-    values = da.values
-    return da, (values if order == list(range(len(order))) else values[order])
+    return da, da.values
 
 
 def _table_array(da: xr.DataArray, values: np.ndarray, metrics, name: str) -> xr.DataArray:
@@ -99,20 +97,25 @@ def _table_array(da: xr.DataArray, values: np.ndarray, metrics, name: str) -> xr
     order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in cell_dims else [])
     out = out.transpose(*order)
     out.attrs["units"] = units_of(name)
-    out.attrs["units_note"] = (
-        "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
-        "acc_pooled dimensionless"
-    )
+    out.attrs["units_note"] = units_note([str(m) for m in metrics])
     return out
+
+
+def units_note(metrics: Sequence[str]) -> str:
+    """Which of ``metrics`` are in the variable's units, its square, or dimensionless."""
+    rules = {"same": "in these units", "squared": "in their square", "none": "dimensionless"}
+    parts = []
+    for rule, words in rules.items():
+        names = [m for m in metrics if BY_NAME[m].units == rule]
+        if names:
+            parts.append(f"{', '.join(names)} {words}")
+    return "; ".join(parts)
 
 
 METRIC_DOC = (
     "Latitude-weighted regional means per init, then unweighted mean over inits. "
-    "rmse = sqrt(mean_t MSE_t) (WB2: sqrt of mse); rmse_per_init = mean_t sqrt(MSE_t) "
-    "(WB2: rmse_sqrt_before_time_avg); mse; mae; bias = mean(f - o); "
-    "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2); "
-    "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X). "
-    "Alignment by init: truth at valid_time = init_time + lead_time."
+    + "; ".join(m.doc for m in REGISTRY)
+    + ". Alignment by init: truth at valid_time = init_time + lead_time."
 )
 
 
