@@ -27,7 +27,6 @@ from wxeval.chunks import _as_slice
 from wxeval.levels import LevelMatch
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.regions import Region, RegionReducer
-from wxeval.statistics import GROUPS, compute, statistic_names
 from wxeval.schema import (
     DAYOFYEAR,
     HOUR,
@@ -39,6 +38,7 @@ from wxeval.schema import (
     LONGITUDE,
     VALID_TIME,
 )
+from wxeval.statistics import GROUPS, compute, statistic_names
 
 EPOCH = np.datetime64("1970-01-01T00:00", "ns")
 TRUTH_STEP = np.timedelta64(6, "h")

@@ -52,6 +52,8 @@ class Metric:
     needs: frozenset[str] = field(default_factory=frozenset)
     #: In the table when the config names no metrics.
     default: bool = True
+    #: Position among the scorecard's default cards (None: only when asked for).
+    card: int | None = None
 
     @property
     def series(self) -> str | None:
@@ -67,6 +69,29 @@ class Metric:
         """Value from the mean of its per-init score (:attr:`series`)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.value({self.series: mean})
+
+    def relative_change(self, m: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
+        """Relative change (fraction) to the baseline b: (m − b)/b for errors, (m − b)/(1 − b)
+        for skill scores; NaN where undefined (|denominator| ≤ tol·|m| for errors, ≤ tol for
+        skill) and for the other metrics."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.compare == "error":
+                den = b
+                ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > tol * np.abs(m))
+            elif self.compare == "skill":
+                den = 1.0 - b
+                ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > tol)
+            else:
+                return np.full(np.broadcast(m, b).shape, np.nan)
+            return np.where(ok, (m - b) / np.where(ok, den, 1.0), np.nan)
+
+    def better_sign(self, m: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """> 0 where the model value m is better than the baseline's b, < 0 worse."""
+        if self.better == "higher":
+            return m - b
+        if self.better == "zero":
+            return np.abs(b) - np.abs(m)
+        return b - m
 
     def units_of(self, units: str) -> str:
         if not units or self.units == "none":
@@ -97,7 +122,7 @@ REGISTRY: tuple[Metric, ...] = (
         "rmse", "RMSE", ("sum_weight", "sum_se"), {"mse": _mse},
         lambda m: np.sqrt(m["mse"]), "lower", "error", "same",
         "rmse = sqrt(mean_t MSE_t) (root after the time mean; WB2: sqrt of mse)",
-        aliases=("wind_vector_rmse", "rmse_after_time_avg"),
+        aliases=("wind_vector_rmse", "rmse_after_time_avg"), card=1,
     ),
     Metric(
         "rmse_per_init", "RMSE (root per init)", ("sum_weight", "sum_se"),
@@ -111,18 +136,18 @@ REGISTRY: tuple[Metric, ...] = (
     ),
     Metric(
         "mae", "MAE", ("sum_weight", "sum_ae"), {"mae": lambda s: s["sum_ae"] / s["sum_weight"]},
-        _same("mae"), "lower", "error", "same", "mae = mean_t <|f - o|>",
+        _same("mae"), "lower", "error", "same", "mae = mean_t <|f - o|>", card=3,
     ),
     Metric(
         "bias", "Bias", ("sum_weight", "sum_err"),
         {"bias": lambda s: s["sum_err"] / s["sum_weight"]}, _same("bias"), "zero", "abs",
-        "same", "bias = mean_t <f - o>",
+        "same", "bias = mean_t <f - o>", card=4,
     ),
     Metric(
         "acc", "ACC", _ACC,
         {"acc": lambda s: s["sum_fa_oa"] / np.sqrt(s["sum_fa2"] * s["sum_oa2"])},
         _same("acc"), "higher", "skill", "none",
-        "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2)", needs=_CLIM,
+        "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2)", needs=_CLIM, card=2,
     ),
     Metric(
         "acc_pooled", "ACC (pooled)", ("sum_weight", *_ACC),

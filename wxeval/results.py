@@ -46,8 +46,12 @@ def per_init(statistics: xr.Dataset) -> dict[str, xr.Dataset]:
     """Per-init scores (mse, bias, mae, acc, …) of every variable, wind vectors included."""
     out = {str(v): per_init_scores(statistics[v]) for v in statistics.data_vars}
     for (u, v), name in WIND_VECTORS.items():
-        if u in out and v in out:
-            out[name] = xr.Dataset({"mse": out[u]["mse"] + out[v]["mse"]})
+        if u in out and v in out and "mse" in out[u] and "mse" in out[v]:
+            mse = out[u]["mse"] + out[v]["mse"]  # the vector's statistics of unit weight
+            stats = {"sum_weight": xr.ones_like(mse), "sum_se": mse}
+            terms = {t: fn for m in REGISTRY if m.vector for t, fn in m.terms.items()}
+            with np.errstate(invalid="ignore"):
+                out[name] = xr.Dataset({t: fn(stats) for t, fn in terms.items()})
     return out
 
 
