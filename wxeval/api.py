@@ -57,6 +57,8 @@ class ScoreReport:
     #: Per model, Σ W over NaN points (``nan_weight``, :mod:`wxeval.statistics`) per
     #: (variable →) init, lead, region[, level]; NaN where unknown (older parts).
     nan_weight: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Per model, the fields that held NaN inside a region (:func:`results.nan_fields`).
+    nan_fields: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def score(
@@ -198,15 +200,29 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         report.statistics[m.name] = stats
         report.tables[m.name] = table
         report.nan_weight[m.name] = _collect(m, plan, store, keys, memory, ("nan_weight",))
+        nan_found = results.nan_fields(report.nan_weight[m.name])
+        report.nan_fields[m.name] = nan_found
+        _report_nan(m, nan_found, check_report)
         if output is not None:
             report.outputs[m.name] = _write_outputs(
-                Path(output), m, plan, cfg, table, stats_root, keys
+                Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def _report_nan(m, fields: list[dict], check_report) -> None:
+    """Warn on the terminal and add a ``nan-fields`` warning to ``check.json`` (and so to the
+    scorecard's pre-flight box) per variable whose fields held NaN inside a region."""
+    from wxeval.check import Finding
+
+    store = m.source.store.name if m.source.store is not None else m.name
+    for var, message in results.nan_summary(m.name, fields):
+        log.warning("%s", message)
+        check_report.findings.append(Finding("warning", "nan-fields", store, var, message))
 
 
 def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
@@ -397,7 +413,7 @@ def _versions(dask, zarr) -> dict[str, str]:
     }
 
 
-def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str]:
+def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys, nan_found=()) -> list[str]:
     prov = provenance(m, plan, cfg)
     nc, csv, manifest = out / f"{m.name}.nc", out / f"{m.name}.csv", out / f"{m.name}.json"
     results.write_netcdf(table, nc, prov)
@@ -418,6 +434,7 @@ def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str
             "metrics": list(plan.metrics),
             "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
             "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
+            "nan_fields": list(nan_found),
         },
         manifest,
     )

@@ -362,8 +362,8 @@ def anomaly_sums(
 ):  # pragma: no cover - compiled
     """The ``anomaly_sums`` group (:mod:`wxeval.statistics`), point by point.
 
-    out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where neither is NaN;
-    bad_out: (N, R) — Σ W [f′ or o′ is NaN]. ±inf values reach a region's sum only where its
+    out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where none of f − o, f′,
+    o′ is NaN (the points of the ``anomalies`` sums); bad_out: (N, R) — Σ W over the others. ±inf values reach a region's sum only where its
     weight is > 0 (as in :func:`field_statistics`' careful path)."""
     n_fields, na, nb = f.shape
     nlat = nb if lon_first else na
@@ -394,10 +394,12 @@ def anomaly_sums(
                     lat_i = a
                 s = seg_of_lon[lon_i]
                 lam = lsm[a, b] if use_land else 0.0
+                fv = np.float64(f[n, a, b])
+                ov = np.float64(o[n, a, b])
                 cv = np.float64(c[n, a, b])
-                fa = np.float64(f[n, a, b]) - cv
-                oa = np.float64(o[n, a, b]) - cv
-                if np.isnan(fa) or np.isnan(oa):
+                fa = fv - cv
+                oa = ov - cv
+                if np.isnan(fv - ov) or np.isnan(fa) or np.isnan(oa):
                     bad[0, 0, s, lat_i] += 1.0
                     bad[0, 1, s, lat_i] += lam
                     continue

@@ -123,6 +123,54 @@ METRIC_DOC = (
 )
 
 
+def nan_fields(nan_weight: xr.Dataset) -> list[dict]:
+    """The fields that held NaN inside a scored region, from the ``nan_weight`` statistic
+    (:mod:`wxeval.statistics`: Σ W over the points where f − o is NaN, > 0 in some region):
+    one entry per variable, level and init, ``{"variable", "level", "init_time",
+    "lead_time_hours"}`` (``level`` None for surface variables), sorted."""
+    out = []
+    for name in sorted(str(v) for v in nan_weight.data_vars):
+        da = nan_weight[name]
+        if "statistic" in da.dims:
+            da = da.isel(statistic=0, drop=True)
+        if LEVEL not in da.dims:
+            da = da.expand_dims({LEVEL: [None]})
+        da = da.transpose(LEVEL, INIT_TIME, LEAD_TIME, "region")
+        held = (da.values > 0).any(axis=-1)  # (level, init, lead); NaN (unknown) is not > 0
+        hours = da[LEAD_TIME].values / np.timedelta64(1, "h")
+        for li, ii in zip(*np.nonzero(held.any(axis=-1)), strict=True):
+            level = da[LEVEL].values[li]
+            out.append({
+                "variable": name,
+                "level": None if level is None else int(level),
+                "init_time": str(np.datetime_as_string(da[INIT_TIME].values[ii], unit="m")),
+                "lead_time_hours": [float(h) for h in hours[held[li, ii]]],
+            })
+    return out
+
+
+def nan_summary(model: str, fields: list[dict], limit: int = 3) -> list[tuple[str, str]]:
+    """One line per variable (and level) naming the inits and leads of ``fields``
+    (:func:`nan_fields`): ``[(variable, message), ...]``."""
+    by_var: dict[tuple, list[dict]] = {}
+    for f in fields:
+        by_var.setdefault((f["variable"], f["level"]), []).append(f)
+    lines = []
+    for (var, level), items in by_var.items():
+        where = "; ".join(
+            f"init {f['init_time']} lead(s) {', '.join(f'{h:g}' for h in f['lead_time_hours'])} h"
+            for f in items[:limit]
+        )
+        more = f"; … (+{len(items) - limit} init(s))" if len(items) > limit else ""
+        name = var if level is None else f"{var} level {level}"
+        lines.append((var, (
+            f"model {model}, {name}: NaN in forecast or truth inside a scored region at "
+            f"{len(items)} init(s): {where}{more} (those scores are NaN, or skip the NaN "
+            "points with skipna)"
+        )))
+    return lines
+
+
 def units_of(name: str) -> str:
     """Units of a variable's scores (wind vectors in m s**-1); "" when unknown."""
     if name in WIND_VECTORS.values():

@@ -6,16 +6,16 @@ together in one pass over the decoded fields of a chunk; a run computes only the
 metrics need (:func:`groups_for`), and the statistics store keeps each part's statistic names,
 so a metric of a new group later computes only that group for the inits already stored.
 
-==============  =========================================  =======================================
-group           statistics                                 definition (sums over W > 0 only)
-==============  =========================================  =======================================
-``errors``      sum_weight, sum_se, sum_err, sum_ae        Σ W, Σ W (f−o)², Σ W (f−o), Σ W |f−o|
-``anomalies``   sum_fa_oa, sum_fa2, sum_oa2                Σ W f′o′, Σ W f′², Σ W o′²
-``anomaly_sums``  sum_weight_a, sum_fa, sum_oa             Σ W (f′, o′ not NaN), Σ W f′, Σ W o′
-``nan_counts``  nan_weight                                 Σ W [f − o is NaN]
-==============  =========================================  =======================================
+* ``errors``: ``sum_weight`` Σ W, ``sum_se`` Σ W (f−o)², ``sum_err`` Σ W (f−o),
+  ``sum_ae`` Σ W |f−o|;
+* ``anomalies``: ``sum_fa_oa`` Σ W f′o′, ``sum_fa2`` Σ W f′², ``sum_oa2`` Σ W o′²;
+* ``anomaly_sums``: ``sum_weight_a`` Σ W (over the points of the anomaly sums), ``sum_fa``
+  Σ W f′, ``sum_oa`` Σ W o′ (for the centred ACC);
+* ``nan_counts``: ``nan_weight`` Σ W [f − o is NaN].
 
-NaN: a point where f − o is NaN (for the anomaly groups: f′ or o′ is NaN) makes the sums it
+Sums run over the points where W > 0 only.
+
+NaN: a point where f − o is NaN (for the anomaly groups: f − o, f′ or o′) makes the sums it
 enters NaN (``sum_weight``/``sum_weight_a`` too), or with ``skipna`` is left out of them and of
 the weight. ±inf inside a region gives the sum NumPy gives; outside it (W = 0) it never matters.
 ``nan_weight`` is > 0 exactly when the field held a NaN (forecast or truth) inside the region.
@@ -51,7 +51,7 @@ GROUPS: dict[str, StatisticGroup] = {
         StatisticGroup("anomalies", ("sum_fa_oa", "sum_fa2", "sum_oa2"), True,
                        "Σ W f′o′, Σ W f′², Σ W o′²"),
         StatisticGroup("anomaly_sums", ("sum_weight_a", "sum_fa", "sum_oa"), True,
-                       "Σ W where f′ and o′ are not NaN, Σ W f′, Σ W o′"),
+                       "Σ W where f − o, f′, o′ are not NaN, Σ W f′, Σ W o′"),
         StatisticGroup("nan_counts", ("nan_weight",), False, "Σ W [f − o is NaN]"),
     )
 }
@@ -98,7 +98,7 @@ def reference(group: str, f, o, c, weights, *, skipna: bool = False) -> np.ndarr
                     terms = {"sum_se": d * d, "sum_err": d, "sum_ae": np.abs(d)}
                     weight_name = "sum_weight"
                 else:
-                    bad = (np.isnan(fa) | np.isnan(oa)) & inside
+                    bad = (np.isnan(d) | np.isnan(fa) | np.isnan(oa)) & inside
                     terms = {"sum_fa_oa": fa * oa, "sum_fa2": fa * fa, "sum_oa2": oa * oa,
                              "sum_fa": fa, "sum_oa": oa}
                     weight_name = "sum_weight_a"
