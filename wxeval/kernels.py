@@ -362,9 +362,10 @@ def anomaly_sums(
 ):  # pragma: no cover - compiled
     """The ``anomaly_sums`` group (:mod:`wxeval.statistics`), point by point.
 
-    out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where none of f − o, f′,
-    o′ is NaN (the points of the ``anomalies`` sums); bad_out: (N, R) — Σ W over the others. ±inf values reach a region's sum only where its
-    weight is > 0 (as in :func:`field_statistics`' careful path)."""
+    out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where none of f − o, f′, o′
+    is NaN (the points of the ``anomalies`` sums); bad_out: (N, R) — Σ W over the others.
+    ±inf values reach a region's sum only where its weight is > 0 (as in
+    :func:`field_statistics`' careful path)."""
     n_fields, na, nb = f.shape
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
