@@ -282,12 +282,7 @@ def field_statistics(
     nf_total = np.zeros((3, 6, 2, nlat))
     total = np.zeros((6, 2, nlat))  # acc summed over all segments (full-longitude regions)
     bad_total = np.zeros((2, 2, nlat))
-    full = np.empty(nreg, dtype=np.bool_)
-    for r in range(nreg):
-        full[r] = True
-        for s in range(nseg):
-            if not region_segs[r, s]:
-                full[r] = False
+    full = _full_longitude(region_segs)
     for n in range(n_fields):
         acc[:] = 0.0
         if lon_first:
@@ -308,10 +303,7 @@ def field_statistics(
             nonfinite[:] = 0.0
             _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad,
                      nonfinite)
-            _sum_segments(acc, total)
-            _sum_segments(bad, bad_total)
-            for q in range(3):
-                _sum_segments(nonfinite[q], nf_total[q])
+            _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
@@ -326,6 +318,27 @@ def field_statistics(
                                                    region_segs, region_latw)
                 else:
                     bad_out[n, k, r] = 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total):  # pragma: no cover
+    """All-segment row totals of the sums, NaN tallies and non-finite tallies."""
+    _sum_segments(acc, total)
+    _sum_segments(bad, bad_total)
+    for q in range(3):
+        _sum_segments(nonfinite[q], nf_total[q])
+
+
+@numba.njit(nogil=True, cache=True)
+def _full_longitude(region_segs):  # pragma: no cover - compiled
+    """Per region: does it hold every longitude segment (then its sums use the row totals)?"""
+    nreg, nseg = region_segs.shape
+    full = np.ones(nreg, dtype=np.bool_)
+    for r in range(nreg):
+        for s in range(nseg):
+            if not region_segs[r, s]:
+                full[r] = False
+    return full
 
 
 @numba.njit(nogil=True, cache=True)
@@ -375,29 +388,17 @@ def anomaly_sums(
     nf_total = np.zeros((3, 2, 2, nlat))
     total = np.zeros((2, 2, nlat))
     bad_total = np.zeros((1, 2, nlat))
-    full = np.empty(nreg, dtype=np.bool_)
-    for r in range(nreg):
-        full[r] = True
-        for s in range(nseg):
-            if not region_segs[r, s]:
-                full[r] = False
+    full = _full_longitude(region_segs)
     for n in range(n_fields):
         acc[:] = 0.0
         bad[:] = 0.0
         nonfinite[:] = 0.0
         for a in range(na):
             for b in range(nb):
-                if lon_first:
-                    lon_i = a
-                    lat_i = b
-                else:
-                    lon_i = b
-                    lat_i = a
-                s = seg_of_lon[lon_i]
+                s = seg_of_lon[a if lon_first else b]
+                lat_i = b if lon_first else a
                 lam = lsm[a, b] if use_land else 0.0
-                fv = np.float64(f[n, a, b])
-                ov = np.float64(o[n, a, b])
-                cv = np.float64(c[n, a, b])
+                fv, ov, cv = np.float64(f[n, a, b]), np.float64(o[n, a, b]), np.float64(c[n, a, b])
                 fa = fv - cv
                 oa = ov - cv
                 if np.isnan(fv - ov) or np.isnan(fa) or np.isnan(oa):
@@ -406,10 +407,7 @@ def anomaly_sums(
                     continue
                 _add_product(fa, lam, 0, s, lat_i, acc, nonfinite)
                 _add_product(oa, lam, 1, s, lat_i, acc, nonfinite)
-        _sum_segments(acc, total)
-        _sum_segments(bad, bad_total)
-        for q in range(3):
-            _sum_segments(nonfinite[q], nf_total[q])
+        _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(2):
