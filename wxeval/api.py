@@ -123,14 +123,13 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         if store._local:
             remove_tmp(stats_root)
     budget = parse_memory(cfg.compute.memory_per_task)
-    groups = groups_for(statistics_for(plan.metrics))
     tasks = make_tasks(
         plan.models,
         plan.regions,
         land_sea_mask=plan.land_sea_mask,
         skipna=plan.skipna,
         memory_budget=budget,
-        groups=groups,
+        statistic_groups=groups_for(statistics_for(plan.metrics)),
     )
     keys = _entry_keys(plan)
     region_keys = [r.key() for r in plan.regions]
@@ -139,7 +138,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
     for task in tasks:  # NaN counts come with the fused pass, nearly free
-        if {"errors", "anomalies"} & set(task.groups):
+        if {"errors", "anomalies"} & set(task.groups) or not task.groups:
             task.groups = (*task.groups, *(g for g in ALWAYS if g not in task.groups))
         for p in task.parts:
             report.computed_groups.setdefault(p.model, set()).update(task.groups)

@@ -140,11 +140,10 @@ def make_tasks(
     skipna: bool,
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
-    groups: Sequence[str] = ("errors", "anomalies"),
+    statistic_groups: Sequence[str] = ("errors", "anomalies"),
 ) -> list[Task]:
     """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated), each computing
-    the statistic ``groups`` (those needing a climatology only where one is configured)."""
-    wanted = tuple(groups)
+    ``statistic_groups`` (those needing a climatology only where one is configured)."""
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
     for m in models:
         groups[(m.truth, m.climatology)].append(m)
@@ -192,7 +191,7 @@ def make_tasks(
                                 block=b,
                                 label=f"{var} block {b}",
                                 groups=tuple(
-                                    g for g in wanted
+                                    g for g in statistic_groups
                                     if clim is not None or not GROUPS[g].needs_climatology
                                 ),
                             )
