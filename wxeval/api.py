@@ -26,9 +26,11 @@ from wxeval import results
 from wxeval.cluster import run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
+from wxeval.metrics import statistics_for
 from wxeval.names import check_name
 from wxeval.plan import Plan, make_plan
 from wxeval.redact import redacted_config
+from wxeval.statistics import ALWAYS, GROUPS, groups_for
 from wxeval.store import (
     StatisticsStore,
     entry_key,
@@ -52,6 +54,13 @@ class ScoreReport:
     pending: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, np.ndarray] = field(default_factory=dict)  # missing_truth: skip
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    #: Statistic groups computed (not reused) per model, e.g. ``{"m": {"errors"}}``.
+    computed_groups: dict[str, set[str]] = field(default_factory=dict)
+    #: Per model, Σ W over NaN points (``nan_weight``, :mod:`wxeval.statistics`) per
+    #: (variable →) init, lead, region[, level]; NaN where unknown (older parts).
+    nan_weight: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Per model, the fields that held NaN inside a region (:func:`results.nan_fields`).
+    nan_fields: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def score(
@@ -122,6 +131,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         land_sea_mask=plan.land_sea_mask,
         skipna=plan.skipna,
         memory_budget=budget,
+        statistic_groups=groups_for(statistics_for(plan.metrics)),
     )
     keys = _entry_keys(plan)
     region_keys = [r.key() for r in plan.regions]
@@ -129,6 +139,11 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     if store is not None:
         tasks, reused = _drop_done(tasks, store, keys, region_keys)
         report.reused_fields = reused
+    for task in tasks:  # NaN counts come with the fused pass, nearly free
+        if {"errors", "anomalies"} & set(task.groups) or not task.groups:
+            task.groups = (*task.groups, *(g for g in ALWAYS if g not in task.groups))
+        for p in task.parts:
+            report.computed_groups.setdefault(p.model, set()).update(task.groups)
     log.info(
         "%d task(s) to compute; %d field(s) reused from the statistics store",
         len(tasks), report.reused_fields,
@@ -156,7 +171,8 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     def on_result(task: Task, res) -> None:
         for model, (inits, leads, arr) in res.per_model.items():
             report.computed_fields += arr.shape[0] * arr.shape[1] * arr.shape[2]
-            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr)
+            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr,
+                               res.statistics)
             if store is not None:
                 store.write_part(
                     model,
@@ -184,15 +200,30 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
         report.statistics[m.name] = stats
         report.tables[m.name] = table
+        report.nan_weight[m.name] = _collect(m, plan, store, keys, memory, ("nan_weight",))
+        nan_found = results.nan_fields(report.nan_weight[m.name])
+        report.nan_fields[m.name] = nan_found
+        _report_nan(m, nan_found, check_report)
         if output is not None:
             report.outputs[m.name] = _write_outputs(
-                Path(output), m, plan, cfg, table, stats_root, keys
+                Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def _report_nan(m, fields: list[dict], check_report) -> None:
+    """Warn on the terminal and add a ``nan-fields`` warning to ``check.json`` (and so to the
+    scorecard's pre-flight box) per variable whose fields held NaN inside a region."""
+    from wxeval.check import Finding
+
+    store = m.source.store.name if m.source.store is not None else m.name
+    for var, message in results.nan_summary(m.name, fields):
+        log.warning("%s", message)
+        check_report.findings.append(Finding("warning", "nan-fields", store, var, message))
 
 
 def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
@@ -232,36 +263,45 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
 
 
 def _drop_done(tasks, store, keys, region_keys):
-    """Remove every task part the store already covers; count the reused fields."""
+    """Remove every task part the store already covers, group by group: a task keeps the
+    inits that lack any of its groups and computes only the groups lacking there. Count the
+    reused fields (fields whose every group is stored)."""
     kept, reused = [], 0
     for task in tasks:
         parts = []
+        missing: set[str] = set()
         for p in task.parts:
-            have = store.coverage(
-                p.model,
-                task.variable,
-                keys[(p.model, task.variable)],
-                p.init_times,
-                p.lead_times,
-                p.levels,
-                region_keys,
-            )
-            if have.all():
-                reused += int(np.prod(have.shape[:3]))
-                continue
-            # Recompute the inits that lack anything (whole lead/level/region rows).
-            todo = ~have.all(axis=(1, 2, 3))
-            reused += int(np.prod(have[~todo].shape[:3]))
-            parts.append(TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels))
+            todo = np.zeros(len(p.init_times), bool)
+            for g in task.groups:
+                have = store.coverage(
+                    p.model,
+                    task.variable,
+                    keys[(p.model, task.variable)],
+                    p.init_times,
+                    p.lead_times,
+                    p.levels,
+                    region_keys,
+                    GROUPS[g].statistics,
+                )
+                # Recompute the inits that lack anything (whole lead/level/region rows).
+                lacking = ~have.all(axis=(1, 2, 3))
+                if lacking.any():
+                    missing.add(g)
+                    todo |= lacking
+            nfields = len(p.lead_times) * (1 if p.levels is None else len(p.levels))
+            reused += int((~todo).sum()) * nfields
+            if todo.any():
+                parts.append(
+                    TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels)
+                )
         if parts:
             task.parts = tuple(parts)
+            task.groups = tuple(g for g in task.groups if g in missing)
             kept.append(task)
     return kept, reused
 
 
-def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
-    from wxeval.metrics import STATISTICS
-
+def _as_dataarray(inits, leads, levels, regions, arr, statistics) -> xr.DataArray:
     da = xr.DataArray(
         arr,
         dims=("init_time", "lead_time", "level", "region", "statistic"),
@@ -270,7 +310,7 @@ def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
             "lead_time": leads,
             "level": list(levels) if levels is not None else [0],
             "region": list(regions),
-            "statistic": list(STATISTICS),
+            "statistic": list(statistics),
         },
     )
     if levels is None:
@@ -279,7 +319,11 @@ def _as_dataarray(inits, leads, levels, regions, arr) -> xr.DataArray:
     return da.transpose(*dims)
 
 
-def _collect(m, plan: Plan, store, keys, memory) -> xr.Dataset:
+def _collect(m, plan: Plan, store, keys, memory, statistics=None) -> xr.Dataset:
+    """The statistics ``statistics`` (default: those the plan's metrics need) of model ``m``,
+    one data variable per weather variable; NaN where a statistic was not computed."""
+    if statistics is None:
+        statistics = statistics_for(plan.metrics)
     region_names = [r.name for r in plan.regions]
     region_keys = [r.key() for r in plan.regions]
     out = {}
@@ -295,10 +339,12 @@ def _collect(m, plan: Plan, store, keys, memory) -> xr.Dataset:
                 lev,
                 region_names,
                 region_keys,
+                statistics,
             )
         else:
             pieces = [d for (mm, v, d) in memory if mm == m.name and v == var]
             da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
+            da = da.reindex(statistic=list(statistics))
             da = da.sel(init_time=m.init_times, lead_time=m.lead_times)
         out[var] = da
     ds = xr.Dataset(out)
@@ -352,7 +398,7 @@ def _versions(dask, zarr) -> dict[str, str]:
     }
 
 
-def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str]:
+def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys, nan_found=()) -> list[str]:
     prov = provenance(m, plan, cfg)
     nc, csv, manifest = out / f"{m.name}.nc", out / f"{m.name}.csv", out / f"{m.name}.json"
     results.write_netcdf(table, nc, prov)
@@ -373,6 +419,7 @@ def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys) -> list[str
             "metrics": list(plan.metrics),
             "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
             "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
+            "nan_fields": list(nan_found),
         },
         manifest,
     )

@@ -24,7 +24,6 @@ import xarray as xr
 from wxeval import schema
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
-from wxeval.metrics import STATISTICS, accumulate_statistics
 from wxeval.plan import ForecastSource, ModelPlan
 from wxeval.regions import Region, RegionReducer
 from wxeval.schema import (
@@ -38,6 +37,7 @@ from wxeval.schema import (
     LONGITUDE,
     VALID_TIME,
 )
+from wxeval.statistics import GROUPS, compute, statistic_names
 
 EPOCH = np.datetime64("1970-01-01T00:00", "ns")
 TRUTH_STEP = np.timedelta64(6, "h")
@@ -72,6 +72,8 @@ class Task:
     parts: tuple[TaskPart, ...]
     block: int = 0
     label: str = field(default="")
+    #: Statistic groups to compute (:mod:`wxeval.statistics`), in this order.
+    groups: tuple[str, ...] = ("errors", "anomalies")
 
     @property
     def cost(self) -> int:
@@ -101,8 +103,10 @@ def make_tasks(
     skipna: bool,
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
+    statistic_groups: Sequence[str] = ("errors", "anomalies"),
 ) -> list[Task]:
-    """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated)."""
+    """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated), each computing
+    ``statistic_groups`` (those needing a climatology only where one is configured)."""
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
     for m in models:
         groups[(m.truth, m.climatology)].append(m)
@@ -149,6 +153,10 @@ def make_tasks(
                                 tuple(parts),
                                 block=b,
                                 label=f"{var} block {b}",
+                                groups=tuple(
+                                    g for g in statistic_groups
+                                    if clim is not None or not GROUPS[g].needs_climatology
+                                ),
                             )
                         )
     return tasks
@@ -212,7 +220,8 @@ def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1)
 
 @dataclass(eq=False)
 class TaskResult:
-    """Statistics of one task: per model, an array (init, lead, level, region, statistic)."""
+    """Statistics of one task: per model, an array (init, lead, level, region, statistic)
+    with the statistics ``statistics`` (those of the task's groups, group by group)."""
 
     variable: str
     levels: tuple[int, ...] | None
@@ -220,6 +229,7 @@ class TaskResult:
     per_model: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # inits, leads, stats
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
+    statistics: tuple[str, ...] = ()
 
 
 def compute_task(task: Task) -> TaskResult:
@@ -262,12 +272,14 @@ def compute_task(task: Task) -> TaskResult:
         del block
 
     nreg = weights.n_regions
+    names = statistic_names(task.groups)
+    nstat = len(names)
     per_model = {}
     model_levels = {}
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
-        out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, len(STATISTICS)))
+        out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
@@ -275,14 +287,17 @@ def compute_task(task: Task) -> TaskResult:
             o = obs[vslot][:, lev_sel]
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
-            stats = accumulate_statistics(
+            # Every group from the same decoded arrays (one read of each chunk).
+            got = compute(
+                task.groups,
                 f.reshape(n, *f.shape[2:]),
                 o.reshape(n, *o.shape[2:]),
                 None if c is None else c.reshape(n, *c.shape[2:]),
                 weights,
                 skipna=task.skipna,
             )
-            out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, len(STATISTICS))
+            stats = np.concatenate([got[g] for g in task.groups], axis=-1)
+            out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
     return TaskResult(
@@ -292,6 +307,7 @@ def compute_task(task: Task) -> TaskResult:
         per_model,
         tuple(r.name for r in task.regions),
         model_levels,
+        names,
     )
 
 

@@ -282,12 +282,7 @@ def field_statistics(
     nf_total = np.zeros((3, 6, 2, nlat))
     total = np.zeros((6, 2, nlat))  # acc summed over all segments (full-longitude regions)
     bad_total = np.zeros((2, 2, nlat))
-    full = np.empty(nreg, dtype=np.bool_)
-    for r in range(nreg):
-        full[r] = True
-        for s in range(nseg):
-            if not region_segs[r, s]:
-                full[r] = False
+    full = _full_longitude(region_segs)
     for n in range(n_fields):
         acc[:] = 0.0
         if lon_first:
@@ -308,10 +303,7 @@ def field_statistics(
             nonfinite[:] = 0.0
             _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad,
                      nonfinite)
-            _sum_segments(acc, total)
-            _sum_segments(bad, bad_total)
-            for q in range(3):
-                _sum_segments(nonfinite[q], nf_total[q])
+            _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
@@ -326,6 +318,27 @@ def field_statistics(
                                                    region_segs, region_latw)
                 else:
                     bad_out[n, k, r] = 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total):  # pragma: no cover
+    """All-segment row totals of the sums, NaN tallies and non-finite tallies."""
+    _sum_segments(acc, total)
+    _sum_segments(bad, bad_total)
+    for q in range(3):
+        _sum_segments(nonfinite[q], nf_total[q])
+
+
+@numba.njit(nogil=True, cache=True)
+def _full_longitude(region_segs):  # pragma: no cover - compiled
+    """Per region: does it hold every longitude segment (then its sums use the row totals)?"""
+    nreg, nseg = region_segs.shape
+    full = np.ones(nreg, dtype=np.bool_)
+    for r in range(nreg):
+        for s in range(nseg):
+            if not region_segs[r, s]:
+                full[r] = False
+    return full
 
 
 @numba.njit(nogil=True, cache=True)
@@ -355,42 +368,76 @@ def _region_sum(acc, total, k, land, r, full, region_segs, region_latw):  # prag
     return value
 
 
-#: Per-init scores whose means over init :func:`init_means` returns, in this order.
-INIT_SCORES = ("mse", "rmse_per_init", "bias", "mae", "acc", "fa_oa", "fa2", "oa2")
+@numba.njit(nogil=True, cache=True)
+def anomaly_sums(
+    f, o, c, lon_first, seg_of_lon, nseg, lsm, use_land,
+    region_land, region_segs, region_latw, out, bad_out,
+):  # pragma: no cover - compiled
+    """The ``anomaly_sums`` group (:mod:`wxeval.statistics`), point by point.
+
+    out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where none of f − o, f′, o′
+    is NaN (the points of the ``anomalies`` sums); bad_out: (N, R) — Σ W over the others.
+    ±inf values reach a region's sum only where its weight is > 0 (as in
+    :func:`field_statistics`' careful path)."""
+    n_fields, na, nb = f.shape
+    nlat = nb if lon_first else na
+    nreg = region_land.shape[0]
+    acc = np.zeros((2, 2, nseg, nlat))
+    bad = np.zeros((1, 2, nseg, nlat))
+    nonfinite = np.zeros((3, 2, 2, nseg, nlat))
+    nf_total = np.zeros((3, 2, 2, nlat))
+    total = np.zeros((2, 2, nlat))
+    bad_total = np.zeros((1, 2, nlat))
+    full = _full_longitude(region_segs)
+    for n in range(n_fields):
+        acc[:] = 0.0
+        bad[:] = 0.0
+        nonfinite[:] = 0.0
+        for a in range(na):
+            for b in range(nb):
+                s = seg_of_lon[a if lon_first else b]
+                lat_i = b if lon_first else a
+                lam = lsm[a, b] if use_land else 0.0
+                fv, ov, cv = np.float64(f[n, a, b]), np.float64(o[n, a, b]), np.float64(c[n, a, b])
+                fa = fv - cv
+                oa = ov - cv
+                if np.isnan(fv - ov) or np.isnan(fa) or np.isnan(oa):
+                    bad[0, 0, s, lat_i] += 1.0
+                    bad[0, 1, s, lat_i] += lam
+                    continue
+                _add_product(fa, lam, 0, s, lat_i, acc, nonfinite)
+                _add_product(oa, lam, 1, s, lat_i, acc, nonfinite)
+        _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
+        for r in range(nreg):
+            land = region_land[r]
+            for k in range(2):
+                value = _region_sum(acc, total, k, land, r, full[r], region_segs, region_latw)
+                out[n, k, r] = _finish(value, nonfinite, nf_total, k, land, r, full[r],
+                                       region_segs, region_latw)
+            bad_out[n, r] = _region_sum(bad, bad_total, 0, land, r, full[r], region_segs,
+                                        region_latw)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def init_means(stats, skipna):  # pragma: no cover - compiled
-    """Means over init time of the per-init scores of :data:`INIT_SCORES`, in one pass.
+def time_means(values, skipna):  # pragma: no cover - compiled
+    """Means over init time of K per-init scores (K, T, M) float64, in one pass: (K, M).
 
-    ``stats`` (7, T, M) float64: the statistics of :data:`wxeval.metrics.STATISTICS` for T
-    inits and M cells (lead × region × level). Per init t: MSE_t = sum_se/sum_weight, its
-    root, bias_t = sum_err/sum_weight, mae_t = sum_ae/sum_weight, ACC_t = sum_fa_oa /
-    √(sum_fa2·sum_oa2), and ⟨f′o′⟩_t, ⟨f′²⟩_t, ⟨o′²⟩_t (sums / sum_weight). Returns (8, M):
-    the plain means (a NaN init makes the mean NaN) or, with ``skipna``, the means of the
-    finite-or-infinite values (NaN when every init is NaN), as ``numpy.nanmean``."""
-    nt, nm = stats.shape[1], stats.shape[2]
-    sums = np.zeros((8, nm))
-    counts = np.zeros((8, nm))
-    q = np.empty(8)
+    The plain means (a NaN init makes the mean NaN) or, with ``skipna``, the means of the
+    finite-or-infinite values (NaN when every init is NaN), as ``numpy.nanmean``; summed in
+    init order."""
+    nk, nt, nm = values.shape
+    sums = np.zeros((nk, nm))
+    counts = np.zeros((nk, nm))
     for t in range(nt):
-        for m in range(nm):
-            w = stats[0, t, m]
-            q[0] = stats[1, t, m] / w
-            q[1] = np.sqrt(q[0])
-            q[2] = stats[2, t, m] / w
-            q[3] = stats[3, t, m] / w
-            q[4] = stats[4, t, m] / np.sqrt(stats[5, t, m] * stats[6, t, m])
-            q[5] = stats[4, t, m] / w
-            q[6] = stats[5, t, m] / w
-            q[7] = stats[6, t, m] / w
-            for k in range(8):
+        for k in range(nk):
+            for m in range(nm):
+                q = values[k, t, m]
                 if skipna:
-                    if not np.isnan(q[k]):
-                        sums[k, m] += q[k]
+                    if not np.isnan(q):
+                        sums[k, m] += q
                         counts[k, m] += 1.0
                 else:
-                    sums[k, m] += q[k]
+                    sums[k, m] += q
     if not skipna:
         counts[:] = nt
     return sums / counts

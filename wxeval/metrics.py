@@ -3,29 +3,22 @@
 Notation (WeatherBench 2 conventions): forecast f, truth o, climatology c, anomalies
 f′ = f − c and o′ = o − c (not de-meaned), region weights W (see :mod:`wxeval.regions`).
 
-*Statistics* are weighted sums over one region of one field (one init, lead, level):
-
-==============  =====================  ==========================
-name            formula                used by
-==============  =====================  ==========================
-``sum_weight``  Σ W                    every per-init mean
-``sum_se``      Σ W (f − o)²           mse, rmse, rmse_per_init
-``sum_err``     Σ W (f − o)            bias
-``sum_ae``      Σ W |f − o|            mae
-``sum_fa_oa``   Σ W f′ o′              acc, acc_pooled
-``sum_fa2``     Σ W f′²                acc, acc_pooled
-``sum_oa2``     Σ W o′²                acc, acc_pooled
-==============  =====================  ==========================
-
+*Statistics* are weighted sums over one region of one field (one init, lead, level), in named
+groups (:mod:`wxeval.statistics`: ``errors``, ``anomalies``, ``anomaly_sums``, ``nan_counts``).
 They add across chunks, workers and resumed runs. *Metrics* are functions of their means over
-init times t (T inits, unweighted):
+init times t (T inits, unweighted), each declared once in :mod:`wxeval.metric_defs`:
 
 * ``mse`` = mean_t MSE_t with MSE_t = sum_se/sum_weight; ``rmse`` = √mse (root after the time
   mean, the ECMWF/WB2 headline); ``rmse_per_init`` = mean_t √MSE_t (WB2's
   ``rmse_sqrt_before_time_avg``). Jensen: rmse ≥ rmse_per_init.
 * ``bias`` = mean_t sum_err/sum_weight; ``mae`` = mean_t sum_ae/sum_weight.
+* ``stde`` = √(mean_t MSE_t − (mean_t bias_t)²), the standard deviation of the error.
 * ``acc`` = mean_t ACC_t, ACC_t = sum_fa_oa / √(sum_fa2 · sum_oa2) (WB2).
 * ``acc_pooled`` = mean_t⟨f′o′⟩ / √(mean_t⟨f′²⟩ · mean_t⟨o′²⟩) (WeatherBench-X).
+* ``acc_centred`` = mean_t ACC_c,t, the anomalies de-meaned over the region per init.
+
+This module keeps the table arithmetic (:func:`table_from_statistics`, :func:`per_init_scores`)
+and the name lookup (:func:`canonical_metric`); what each metric is lives in its declaration.
 
 NaN: without ``skipna`` a NaN anywhere the region weight is > 0 makes that statistic NaN; NaNs
 outside the region never matter. With ``skipna`` NaN points are dropped from both the sums and
@@ -36,25 +29,29 @@ matters — never 0 × inf = NaN — in every path (dense, compiled, both storag
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 import xarray as xr
 
-STATISTICS = ("sum_weight", "sum_se", "sum_err", "sum_ae", "sum_fa_oa", "sum_fa2", "sum_oa2")
+from wxeval.metric_defs import ALIASES, BY_NAME, REGISTRY
+from wxeval.statistics import groups_for, statistic_names
+
+#: The statistics of the ``errors`` and ``anomalies`` groups, in the order the parts written
+#: before statistic groups (``wxeval_format`` 1) store them; what :func:`accumulate_statistics`
+#: returns.
+STATISTICS = statistic_names(("errors", "anomalies"))
 N_STATS = len(STATISTICS)
 
-METRICS = ("rmse", "rmse_per_init", "mse", "mae", "bias", "acc", "acc_pooled")
+#: Every metric (:data:`wxeval.metric_defs.REGISTRY`), and those a table has by default.
+ALL_METRICS = tuple(m.name for m in REGISTRY)
+METRICS = tuple(m.name for m in REGISTRY if m.default)
 #: Metrics defined for the wind vector error ⟨(f_u−o_u)² + (f_v−o_v)²⟩.
-VECTOR_METRICS = ("rmse", "rmse_per_init", "mse")
+VECTOR_METRICS = tuple(m.name for m in REGISTRY if m.vector)
 #: Names users may type for our metrics (WeatherBench 2's own names included).
-METRIC_ALIASES = {
-    "rmse_sqrt_before_time_avg": "rmse_per_init",
-    "wind_vector_rmse": "rmse",
-    "wind_vector_rmse_sqrt_before_time_avg": "rmse_per_init",
-    "wind_vector_mse": "mse",
-    "rmse_after_time_avg": "rmse",
-}
+METRIC_ALIASES = dict(ALIASES)
 #: Metrics whose values are lower-is-better errors (for relative change and colours).
-ERROR_METRICS = ("rmse", "rmse_per_init", "mse", "mae")
+ERROR_METRICS = tuple(m.name for m in REGISTRY if m.compare == "error")
 
 _ROW_BATCH = 1 << 16  # grid points per kernel batch: the float64 products stay in cache
 
@@ -64,13 +61,24 @@ def canonical_metric(name: str) -> str:
     import difflib
 
     name = name.strip()
-    if name in METRICS:
+    if name in BY_NAME:
         return name
-    if name in METRIC_ALIASES:
-        return METRIC_ALIASES[name]
-    hint = difflib.get_close_matches(name, list(METRICS) + list(METRIC_ALIASES), n=1)
+    if name in ALIASES:
+        return ALIASES[name]
+    hint = difflib.get_close_matches(name, list(BY_NAME) + list(ALIASES), n=1)
     suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-    raise ValueError(f"unknown metric {name!r}{suffix} (known: {', '.join(METRICS)})")
+    raise ValueError(f"unknown metric {name!r}{suffix} (known: {', '.join(ALL_METRICS)})")
+
+
+def statistics_for(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The statistics ``metrics`` need, in group order."""
+    wanted = {s for m in metrics for s in BY_NAME[m].statistics}
+    return statistic_names(groups_for(wanted)) if wanted else ()
+
+
+def needs(metrics: Iterable[str], what: str) -> list[str]:
+    """The metrics among ``metrics`` that need input ``what`` (e.g. ``"climatology"``)."""
+    return [m for m in metrics if what in BY_NAME[m].needs]
 
 
 def accumulate_statistics(
@@ -120,32 +128,16 @@ def accumulate_statistics(
 
 
 def _compiled_statistics(f, o, c, reducer, skipna) -> np.ndarray:
-    """The compiled one-pass kernel (:mod:`wxeval.kernels`) on fields (N, A, B)."""
-    from wxeval.kernels import field_statistics
+    """The compiled kernels (:func:`wxeval.statistics.compute`) on fields (N, A, B), as
+    (N, R, len(STATISTICS)) (the anomaly sums NaN without climatology)."""
+    from wxeval.statistics import compute
 
-    n = f.shape[0]
-    nreg = reducer.n_regions
-    sums = np.empty((n, 6, nreg))
-    bad = np.empty((n, 2, nreg))
-    has_clim = c is not None
-    field_statistics(
-        np.ascontiguousarray(f), np.ascontiguousarray(o),
-        np.ascontiguousarray(c) if has_clim else np.ascontiguousarray(f[:1]),
-        has_clim, reducer.lon_axis == -2, reducer.seg_of_lon, reducer.nseg, reducer.lsm,
-        reducer.use_land, reducer.region_land, reducer.region_segs, reducer.region_latw,
-        sums, bad,
-    )
-    out = np.empty((n, nreg, N_STATS))
-    out[:, :, 1:] = np.moveaxis(sums, 1, 2)
-    wsum = reducer.weight_sums()[None, :]
-    if skipna:
-        out[:, :, 0] = wsum - bad[:, 0]
-    else:
-        out[:, :, 0] = wsum
-        out[:, :, :4][bad[:, 0] > 0] = np.nan
-        out[:, :, 4:][bad[:, 1] > 0] = np.nan
-    if not has_clim:
-        out[:, :, 4:] = np.nan
+    groups = ("errors", "anomalies") if c is not None else ("errors",)
+    got = compute(groups, f, o, c, reducer, skipna=skipna)
+    out = np.full((f.shape[0], reducer.n_regions, N_STATS), np.nan)
+    out[:, :, :4] = got["errors"]
+    if c is not None:
+        out[:, :, 4:] = got["anomalies"]
     return out
 
 
@@ -229,30 +221,32 @@ class _one_blas_thread:
 
 
 def table_from_statistics(
-    stats: np.ndarray, metrics: tuple[str, ...] = METRICS, *, skipna: bool = False
+    stats: np.ndarray | Mapping[str, np.ndarray], metrics: Iterable[str] = METRICS, *,
+    skipna: bool = False, names: Iterable[str] = STATISTICS,
 ) -> np.ndarray:
-    """Metrics (len(metrics), *cells) from statistics (len(STATISTICS), T inits, *cells):
-    per-init scores averaged over the T inits in one compiled pass
-    (:func:`wxeval.kernels.init_means`), then ``rmse`` = √mse and ``acc_pooled`` from the
-    mean ⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩. ``skipna`` averages the non-NaN per-init scores only."""
-    from wxeval.kernels import INIT_SCORES, init_means
+    """Metrics (len(metrics), *cells) from statistics: an array (len(names), T inits, *cells)
+    or a mapping name → (T, *cells). Each metric's per-init terms
+    (:data:`wxeval.metric_defs.REGISTRY`) are averaged over the T inits in one compiled pass
+    (:func:`wxeval.kernels.time_means`), then the metric follows from those means.
+    ``skipna`` averages the non-NaN per-init values only."""
+    from wxeval.kernels import time_means
 
-    values = np.ascontiguousarray(stats, dtype=np.float64)
-    cells = values.shape[2:]
-    flat = values.reshape(N_STATS, values.shape[1], int(np.prod(cells, dtype=np.int64)))
-    means = dict(zip(INIT_SCORES, init_means(flat, skipna).reshape(len(INIT_SCORES), *cells),
-                     strict=True))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        table = {
-            "mse": means["mse"],
-            "rmse": np.sqrt(means["mse"]),
-            "rmse_per_init": means["rmse_per_init"],
-            "bias": means["bias"],
-            "mae": means["mae"],
-            "acc": means["acc"],
-            "acc_pooled": means["fa_oa"] / np.sqrt(means["fa2"] * means["oa2"]),
-        }
-    return np.stack([table[m] for m in metrics])
+    metrics = tuple(metrics)
+    if not isinstance(stats, Mapping):
+        stats = dict(zip(names, np.asarray(stats, dtype=np.float64), strict=True))
+    first = next(iter(stats.values()))
+    nt, cells = first.shape[0], first.shape[1:]
+    terms: dict[str, object] = {}
+    for m in metrics:
+        terms.update(BY_NAME[m].terms)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        per_init = np.empty((len(terms), nt, int(np.prod(cells, dtype=np.int64))))
+        for k, fn in enumerate(terms.values()):
+            per_init[k] = np.asarray(fn(stats), dtype=np.float64).reshape(nt, -1)
+        means = time_means(per_init, skipna).reshape(len(terms), *cells)
+        mean_of = dict(zip(terms, means, strict=True))
+        values = [BY_NAME[m].value(mean_of) for m in metrics]
+    return np.stack(values) if values else np.empty((0, *cells))
 
 
 def vector_table_from_statistics(
@@ -260,16 +254,14 @@ def vector_table_from_statistics(
     skipna: bool = False,
 ) -> np.ndarray:
     """Wind-vector metrics (:data:`VECTOR_METRICS` only) from the statistics of the u and v
-    components: per init, MSE_t = sum_se_u/sum_weight_u + sum_se_v/sum_weight_v."""
+    components (sum_weight, sum_se first): per init, MSE_t = sum_se_u/sum_weight_u +
+    sum_se_v/sum_weight_v, as the statistics of unit weight."""
     bad = [m for m in metrics if m not in VECTOR_METRICS]
     if bad:
         raise ValueError(f"metrics {bad} are not defined for a wind vector")
     with np.errstate(invalid="ignore", divide="ignore"):
         mse = stats_u[1] / stats_u[0] + stats_v[1] / stats_v[0]
-    # The vector error as statistics of unit weight: only mse (and its root) are used.
-    pseudo = np.full((N_STATS, *mse.shape), np.nan)
-    pseudo[0] = 1.0
-    pseudo[1] = mse
+    pseudo = {"sum_weight": np.ones_like(mse), "sum_se": mse}
     return table_from_statistics(pseudo, metrics, skipna=skipna)
 
 
@@ -278,29 +270,20 @@ def vector_table_from_statistics(
 
 
 def per_init_scores(stats: xr.DataArray) -> xr.Dataset:
-    """Per-init scores from one variable's statistics (dim ``statistic``).
-
-    Returns ``mse``, ``bias``, ``mae``, ``acc`` and the per-init means ``fa_oa``, ``fa2``, ``oa2``
-    (⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩) with the statistic dimension removed. The arithmetic runs on the
+    """Per-init terms of every metric whose statistics ``stats`` holds (dim ``statistic``):
+    e.g. ``mse``, ``rmse``, ``bias``, ``mae``, ``acc`` and ``fa_oa``, ``fa2``, ``oa2``
+    (⟨f′o′⟩, ⟨f′²⟩, ⟨o′²⟩), with the statistic dimension removed. The arithmetic runs on the
     unlabelled variables (the operands share every coordinate: no alignment to pay for).
     """
     pos = {str(s): i for i, s in enumerate(stats["statistic"].values.tolist())}
     var = stats.variable
-
-    def stat(name: str) -> xr.Variable:
-        return var[{"statistic": pos[name]}]
-
-    w = stat("sum_weight")
-    fo, ff, oo = (stat(k) for k in ("sum_fa_oa", "sum_fa2", "sum_oa2"))
+    have = {name: var[{"statistic": i}] for name, i in pos.items()}
+    data = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        data = {
-            "mse": stat("sum_se") / w,
-            "bias": stat("sum_err") / w,
-            "mae": stat("sum_ae") / w,
-            "acc": fo / np.sqrt(ff * oo),
-            "fa_oa": fo / w,
-            "fa2": ff / w,
-            "oa2": oo / w,
-        }
+        for m in REGISTRY:
+            if set(m.statistics) <= set(have):
+                for term, fn in m.terms.items():
+                    if term not in data:
+                        data[term] = fn(have)
     coords = {k: c for k, c in stats.coords.items() if "statistic" not in c.dims}
     return xr.Dataset(data, coords=coords)

@@ -22,7 +22,7 @@ from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
-from wxeval.metrics import METRICS
+from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
     DAYOFYEAR,
@@ -139,11 +139,13 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             raise SelectionError(str(err)) from err
         raise ConfigError(str(err)) from err  # a misspelt name is a usage error
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
-    if any(m.startswith("acc") for m in metrics):
+    wanting = needs(metrics, "climatology")
+    if wanting:
         lacking = [m.name for m in models if m.climatology is None]
         if lacking and ev.metrics:
             raise ConfigError(
-                f"metric acc needs a climatology; none configured for {', '.join(lacking)}"
+                f"metric {wanting[0]} needs a climatology; none configured for "
+                f"{', '.join(lacking)}"
             )
     return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped)
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from wxeval.metric_defs import BY_NAME, REGISTRY
 from wxeval.metrics import (
     METRICS,
-    STATISTICS,
     VECTOR_METRICS,
     per_init_scores,
     table_from_statistics,
@@ -46,8 +46,12 @@ def per_init(statistics: xr.Dataset) -> dict[str, xr.Dataset]:
     """Per-init scores (mse, bias, mae, acc, …) of every variable, wind vectors included."""
     out = {str(v): per_init_scores(statistics[v]) for v in statistics.data_vars}
     for (u, v), name in WIND_VECTORS.items():
-        if u in out and v in out:
-            out[name] = xr.Dataset({"mse": out[u]["mse"] + out[v]["mse"]})
+        if u in out and v in out and "mse" in out[u] and "mse" in out[v]:
+            mse = out[u]["mse"] + out[v]["mse"]  # the vector's statistics of unit weight
+            stats = {"sum_weight": xr.ones_like(mse), "sum_se": mse}
+            terms = {t: fn for m in REGISTRY if m.vector for t, fn in m.terms.items()}
+            with np.errstate(invalid="ignore"):
+                out[name] = xr.Dataset({t: fn(stats) for t, fn in terms.items()})
     return out
 
 
@@ -62,15 +66,17 @@ def summarize(
     arrays = {str(v): _statistics_array(statistics[v]) for v in statistics.data_vars}
     tables = {}
     for name, (da, values) in arrays.items():
-        tables[name] = _table_array(da, table_from_statistics(values, metrics, skipna=skipna),
-                                    metrics, name)
+        names = [str(x) for x in da["statistic"].values.tolist()]
+        table = table_from_statistics(values, metrics, skipna=skipna, names=names)
+        tables[name] = _table_array(da, table, metrics, name)
     for (u, v), name in WIND_VECTORS.items():
         wanted = tuple(m for m in metrics if m in VECTOR_METRICS)
         if u not in arrays or v not in arrays or not wanted:
             continue
         du, dv = xr.align(arrays[u][0], arrays[v][0], join="inner", copy=False)
+        first = ["sum_weight", "sum_se"]
         values = vector_table_from_statistics(
-            _statistics_array(du)[1], _statistics_array(dv)[1], wanted, skipna=skipna
+            du.sel(statistic=first).values, dv.sel(statistic=first).values, wanted, skipna=skipna
         )
         tables[name] = _table_array(du, values, wanted, name)
     ds = xr.Dataset(tables)
@@ -79,14 +85,10 @@ def summarize(
 
 
 def _statistics_array(da: xr.DataArray) -> tuple[xr.DataArray, np.ndarray]:
-    """``da`` as (statistic, init_time, lead_time, region[, level]) and its values with the
-    statistics in :data:`~wxeval.metrics.STATISTICS` order."""
+    """``da`` as (statistic, init_time, lead_time, region[, level]) and its values."""
     dims = ["statistic", INIT_TIME, LEAD_TIME, "region"] + ([LEVEL] if LEVEL in da.dims else [])
     da = da.transpose(*dims)
-    names = [str(x) for x in da["statistic"].values.tolist()]
-    order = [names.index(s) for s in STATISTICS]
-    values = da.values
-    return da, (values if order == list(range(len(order))) else values[order])
+    return da, da.values
 
 
 def _table_array(da: xr.DataArray, values: np.ndarray, metrics, name: str) -> xr.DataArray:
@@ -99,21 +101,74 @@ def _table_array(da: xr.DataArray, values: np.ndarray, metrics, name: str) -> xr
     order = ["metric", "region", LEAD_TIME] + ([LEVEL] if LEVEL in cell_dims else [])
     out = out.transpose(*order)
     out.attrs["units"] = units_of(name)
-    out.attrs["units_note"] = (
-        "rmse, rmse_per_init, mae and bias in these units; mse in their square; acc and "
-        "acc_pooled dimensionless"
-    )
+    out.attrs["units_note"] = units_note([str(m) for m in metrics])
     return out
+
+
+def units_note(metrics: Sequence[str]) -> str:
+    """Which of ``metrics`` are in the variable's units, its square, or dimensionless."""
+    rules = {"same": "in these units", "squared": "in their square", "none": "dimensionless"}
+    parts = []
+    for rule, words in rules.items():
+        names = [m for m in metrics if BY_NAME[m].units == rule]
+        if names:
+            parts.append(f"{', '.join(names)} {words}")
+    return "; ".join(parts)
 
 
 METRIC_DOC = (
     "Latitude-weighted regional means per init, then unweighted mean over inits. "
-    "rmse = sqrt(mean_t MSE_t) (WB2: sqrt of mse); rmse_per_init = mean_t sqrt(MSE_t) "
-    "(WB2: rmse_sqrt_before_time_avg); mse; mae; bias = mean(f - o); "
-    "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2); "
-    "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X). "
-    "Alignment by init: truth at valid_time = init_time + lead_time."
+    + "; ".join(m.doc for m in REGISTRY)
+    + ". Alignment by init: truth at valid_time = init_time + lead_time."
 )
+
+
+def nan_fields(nan_weight: xr.Dataset) -> list[dict]:
+    """The fields that held NaN inside a scored region, from the ``nan_weight`` statistic
+    (:mod:`wxeval.statistics`: Σ W over the points where f − o is NaN, > 0 in some region):
+    one entry per variable, level and init, ``{"variable", "level", "init_time",
+    "lead_time_hours"}`` (``level`` None for surface variables), sorted."""
+    out = []
+    for name in sorted(str(v) for v in nan_weight.data_vars):
+        da = nan_weight[name]
+        if "statistic" in da.dims:
+            da = da.isel(statistic=0, drop=True)
+        if LEVEL not in da.dims:
+            da = da.expand_dims({LEVEL: [None]})
+        da = da.transpose(LEVEL, INIT_TIME, LEAD_TIME, "region")
+        held = (da.values > 0).any(axis=-1)  # (level, init, lead); NaN (unknown) is not > 0
+        hours = da[LEAD_TIME].values / np.timedelta64(1, "h")
+        for li, ii in zip(*np.nonzero(held.any(axis=-1)), strict=True):
+            level = da[LEVEL].values[li]
+            out.append({
+                "variable": name,
+                "level": None if level is None else int(level),
+                "init_time": str(np.datetime_as_string(da[INIT_TIME].values[ii], unit="m")),
+                "lead_time_hours": [float(h) for h in hours[held[li, ii]]],
+            })
+    return out
+
+
+def nan_summary(model: str, fields: list[dict], limit: int = 3) -> list[tuple[str, str]]:
+    """One line per variable (and level) naming the inits and leads of ``fields``
+    (:func:`nan_fields`): ``[(variable, message), ...]``."""
+    by_var: dict[tuple, list[dict]] = {}
+    for f in fields:
+        by_var.setdefault((f["variable"], f["level"]), []).append(f)
+    lines = []
+    for (var, level), items in by_var.items():
+        where = "; ".join(
+            f"init {f['init_time']} lead(s) {', '.join(f'{h:g}' for h in f['lead_time_hours'])} h"
+            for f in items[:limit]
+        )
+        more = f"; … (+{len(items) - limit} init(s))" if len(items) > limit else ""
+        name = var if level is None else f"{var} level {level}"
+        lines.append((var, (
+            f"model {model}, {name}: NaN in forecast or truth inside a scored region at "
+            f"{len(items)} init(s): {where}{more} (those scores are NaN, or skip the NaN "
+            "points with skipna)"
+        )))
+    return lines
 
 
 def units_of(name: str) -> str:

@@ -6,7 +6,11 @@ Layout (a folder of small Zarr groups, local or on any fsspec URL such as ``gs:/
     <root>/<model>/<variable>/<entry key>/<part>.zarr/.wxeval-complete   commit marker
 
 Each part holds one data variable ``stats`` with dims (statistic, init_time, lead_time, region
-[, level]) — the weighted sums of :mod:`wxeval.metrics` — and attributes naming its inputs.
+[, level]) — the weighted sums of :mod:`wxeval.statistics`, of the groups its task computed —
+and attributes naming its inputs. Its index (in the commit marker) lists its statistics by name
+(``statistics``), so each group is found on its own: a metric of a new group computes only that
+group for the inits already stored. A part written before statistic groups (format 1, no
+``statistics`` in its index) holds :data:`wxeval.metrics.STATISTICS` and is read as such.
 A part counts only once its commit marker exists (written last; locally the part is also
 written to a temporary name and renamed), so a job killed at any moment leaves either a whole
 part or nothing that is read.
@@ -319,11 +323,15 @@ class StatisticsStore:
         lead_times: np.ndarray,
         levels: Sequence[int] | None,
         region_keys: Sequence[str],
+        statistics: Sequence[str] = STATISTICS,
     ) -> np.ndarray:
-        """Boolean (init, lead, level, region) mask of what the store already holds."""
+        """Boolean (init, lead, level, region) mask of where the store already holds every one
+        of ``statistics`` (in one part)."""
         nlev = 1 if levels is None else len(levels)
         have = np.zeros((len(init_times), len(lead_times), nlev, len(region_keys)), bool)
         for p in self.parts(model, variable, key):
+            if not set(statistics) <= set(part_statistics(self.index(p))):
+                continue
             sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
             if sel is None:
                 continue
@@ -341,19 +349,26 @@ class StatisticsStore:
         levels: Sequence[int] | None,
         regions: Sequence[str],
         region_keys: Sequence[str],
+        statistics: Sequence[str] = STATISTICS,
     ) -> xr.DataArray:
-        """Statistics (statistic, init_time, lead_time, region[, level]); missing values NaN
-        and reported through :meth:`coverage`."""
+        """``statistics`` (statistic, init_time, lead_time, region[, level]), each from the
+        parts that hold it; missing values NaN and reported through :meth:`coverage`."""
         nlev = 1 if levels is None else len(levels)
+        statistics = list(statistics)
         arr = np.full(
-            (len(STATISTICS), len(init_times), len(lead_times), len(regions), nlev), np.nan
+            (len(statistics), len(init_times), len(lead_times), len(regions), nlev), np.nan
         )
         for attempt in range(1, LIST_ATTEMPTS + 1):
             matches = {}
             for p in self.parts(model, variable, key):
+                held = part_statistics(self.index(p))
+                dst_s = [k for k, name in enumerate(statistics) if name in held]
+                if not dst_s:
+                    continue
                 sel = _match(self.index(p), init_times, lead_times, levels, region_keys)
                 if sel is not None:
-                    matches[p] = sel
+                    src_s = [held.index(statistics[k]) for k in dst_s]
+                    matches[p] = (*sel, np.asarray(src_s), np.asarray(dst_s))
             try:
                 values_of = self.values(list(matches)) if matches else {}
                 break
@@ -365,12 +380,12 @@ class StatisticsStore:
                 self.fs.invalidate_cache()
                 self._listed.clear()
                 time.sleep(0.2 * attempt)
-        for p, (ii, ll, vv, rr, src) in matches.items():
+        for p, (ii, ll, vv, rr, src, src_s, dst_s) in matches.items():
             values = values_of[p]
-            block = values[orthogonal((slice(None), *src), values.shape)]
-            arr[orthogonal((slice(None), ii, ll, rr, vv), arr.shape)] = block
+            block = values[orthogonal((src_s, *src), values.shape)]
+            arr[orthogonal((dst_s, ii, ll, rr, vv), arr.shape)] = block
         coords = {
-            "statistic": list(STATISTICS),
+            "statistic": statistics,
             INIT_TIME: init_times,
             LEAD_TIME: lead_times,
             "region": list(regions),
@@ -410,7 +425,8 @@ class StatisticsStore:
             idx = self.index(p)
             if _part_bytes(idx) > MERGED_PART_BYTES // 2:
                 continue  # already large (a merged part): left as it is
-            layout = json.dumps([idx["dims"], idx["lead_time"], idx["level"], idx["region_keys"]])
+            layout = json.dumps([idx["dims"], idx["lead_time"], idx["level"], idx["region_keys"],
+                                 part_statistics(idx)])
             groups.setdefault(layout, []).append(p)
         removed = 0
         for members in groups.values():
@@ -483,10 +499,15 @@ def _covered(paths: list[str], index_of) -> set[str]:
     }
 
 
+def part_statistics(index: dict) -> list[str]:
+    """The statistics a part holds, in its order (format 1 parts: :data:`STATISTICS`)."""
+    return list(index.get("statistics") or STATISTICS)
+
+
 def _part_bytes(index: dict) -> int:
     """Uncompressed size of a part's statistics, from its index."""
     nlev = 1 if index["level"] is None else len(index["level"])
-    return (len(STATISTICS) * len(index["init_time"]) * len(index["lead_time"])
+    return (len(part_statistics(index)) * len(index["init_time"]) * len(index["lead_time"])
             * len(index["region_keys"]) * nlev * 8)
 
 
@@ -497,7 +518,7 @@ def _as_stats(values: np.ndarray, inits: np.ndarray, index: dict) -> xr.DataArra
         values,
         dims=("statistic", INIT_TIME, LEAD_TIME, "region", LEVEL),
         coords={
-            "statistic": list(STATISTICS),
+            "statistic": part_statistics(index),
             INIT_TIME: np.asarray(inits, dtype=np.int64).astype("datetime64[ns]"),
             LEAD_TIME: np.asarray(index["lead_time"], dtype=np.int64).astype("timedelta64[ns]"),
             LEVEL: index["level"] if index["level"] is not None else [0],
@@ -510,6 +531,7 @@ def _index_of(stats: xr.DataArray, region_keys: Sequence[str]) -> dict:
     """The coordinates of a part, as saved in its commit marker."""
     return {
         "format": FORMAT_VERSION,
+        "statistics": [str(x) for x in stats["statistic"].values.tolist()],
         "dims": [str(d) for d in stats.dims],
         "init_time": stats[INIT_TIME].values.astype("datetime64[ns]").astype(np.int64).tolist(),
         "lead_time": stats[LEAD_TIME].values.astype("timedelta64[ns]").astype(np.int64).tolist(),
@@ -611,6 +633,9 @@ def load_statistics(
     store = StatisticsStore(root, storage_options)
     inits = np.array(manifest["init_times"], dtype="datetime64[ns]")
     leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
+    from wxeval.metrics import METRICS, statistics_for
+
+    statistics = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
     out = {}
     for var, levels in manifest["variables"].items():
         out[var] = store.load(
@@ -622,6 +647,7 @@ def load_statistics(
             tuple(levels) if levels else None,
             manifest["region_names"],
             manifest["region_keys"],
+            statistics,
         )
     ds = xr.Dataset(out)
     ds.attrs["model"] = model

@@ -16,7 +16,8 @@ Finding codes: ``config``, ``open``, ``schema``, ``duplicate-inits``, ``unsorted
 ``lead-units``, ``init-vs-valid``, ``grid``, ``latitude-order``, ``latitude-flipped``,
 ``truth-coverage``, ``common-inits``, ``units``, ``units-attr``, ``range``, ``nan``, ``inf``,
 ``missing-chunks``, ``missing-metadata``, ``read``, ``clim-coverage``, ``clim-overlap``,
-``clim-period``, ``plan``.
+``clim-period``, ``plan``; and, added by ``wxeval score`` from the fields it scored,
+``nan-fields`` (the inits, variables and leads whose fields held NaN inside a region).
 
 :func:`preflight` is the cheap part (metadata only) that ``wxeval score`` runs first: it raises
 the first error with the exception types of :mod:`wxeval.plan` and logs warnings (logger

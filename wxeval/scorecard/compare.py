@@ -50,7 +50,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from wxeval.metrics import ERROR_METRICS, canonical_metric
+from wxeval.metric_defs import BY_NAME, REGISTRY
+from wxeval.metrics import canonical_metric
 from wxeval.schema import INIT_TIME, LEAD_TIME, LEVEL
 from wxeval.scorecard import significance as sig
 
@@ -65,9 +66,11 @@ __all__ = [
     "to_dataframe",
 ]
 
-DEFAULT_METRICS = ("rmse", "acc", "mae", "bias")
+DEFAULT_METRICS = tuple(
+    m.name for m in sorted((m for m in REGISTRY if m.card), key=lambda m: m.card)
+)
 #: Metrics with a per-init score to test (acc_pooled has none: it is a ratio of means).
-COMPARABLE_METRICS = ("rmse", "rmse_per_init", "mse", "mae", "bias", "acc")
+COMPARABLE_METRICS = tuple(m.name for m in REGISTRY if m.series)
 CORRECTIONS = {
     "bh": "Benjamini-Hochberg (1995) false-discovery-rate control at each level, applied "
     "across all testable cells of one card (one model and metric: every variable, level, "
@@ -184,20 +187,21 @@ def _check_results_exist(results_dir: Path, names: Sequence[str]) -> None:
 
 
 def _per_init_series(scores: xr.Dataset, metric: str) -> xr.DataArray | None:
-    """The per-init score a metric aggregates (and is tested on), or None if unavailable."""
-    if metric in ("rmse", "mse"):
-        return scores["mse"] if "mse" in scores else None
-    if metric == "rmse_per_init":
-        return np.sqrt(scores["mse"]) if "mse" in scores else None
-    return scores[metric] if metric in scores else None
+    """The per-init score a metric aggregates (and is tested on), or None if unavailable
+    (its declaration's :attr:`~wxeval.metric_defs.Metric.series`)."""
+    term = BY_NAME[metric].series if metric in BY_NAME else None
+    if term is None:
+        return None
+    if term in scores:
+        return scores[term]
+    if term == "rmse" and "mse" in scores:  # scores made without the root-per-init term
+        return np.sqrt(scores["mse"])
+    return None
 
 
 def _aggregate(metric: str, mean: np.ndarray) -> np.ndarray:
     """Metric value from the mean of its per-init score (rmse: root after the mean)."""
-    if metric == "rmse":
-        with np.errstate(invalid="ignore"):
-            return np.sqrt(mean)
-    return mean
+    return BY_NAME[metric].aggregate(mean)
 
 
 def _card_coords(names, rows, regions, leads) -> dict:
@@ -217,23 +221,17 @@ def relative_change(metric: str, model: np.ndarray, base: np.ndarray) -> np.ndar
     """Relative change in % (README §6); NaN for bias and wherever it is undefined."""
     m = np.asarray(model, dtype=np.float64)
     b = np.asarray(base, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if metric in ERROR_METRICS:
-            den = b
-            ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > _REL_TOL * np.abs(m))
-        elif metric == "acc":
-            den = 1.0 - b
-            ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > _ACC_TOL)
-        else:
-            return np.full(np.broadcast(m, b).shape, np.nan)
-        return np.where(ok, (m - b) / np.where(ok, den, 1.0) * 100.0, np.nan)
+    decl = BY_NAME[metric]
+    tol = _ACC_TOL if decl.compare == "skill" else _REL_TOL
+    return decl.relative_change(m, b, tol) * 100.0
 
 
 def _improvement(metric: str, m: np.ndarray, b: np.ndarray, rel: np.ndarray) -> np.ndarray:
     """Signed change in %, positive = better than the baseline (what the colours show)."""
-    if metric == "acc":
+    decl = BY_NAME[metric]
+    if decl.compare == "skill":
         return rel
-    if metric == "bias":
+    if decl.compare == "abs":
         am, ab = np.abs(m), np.abs(b)
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = np.isfinite(am) & np.isfinite(ab) & (ab > _REL_TOL * am)
@@ -244,12 +242,7 @@ def _improvement(metric: str, m: np.ndarray, b: np.ndarray, rel: np.ndarray) -> 
 def _better(metric: str, m: np.ndarray, b: np.ndarray) -> np.ndarray:
     """+1 model better, −1 worse, 0 equal or undefined."""
     with np.errstate(invalid="ignore"):
-        if metric == "acc":
-            s = np.sign(m - b)
-        elif metric == "bias":
-            s = np.sign(np.abs(b) - np.abs(m))
-        else:
-            s = np.sign(b - m)
+        s = np.sign(BY_NAME[metric].better_sign(m, b))
     return np.where(np.isfinite(s), s, 0).astype(np.int8)
 
 
@@ -644,8 +637,9 @@ def curves(
                 mean = _nanmean(a, ok)
                 half = z * res.std_err
                 lo, hi = mean - half, mean + half
-                if metric == "rmse":
-                    lo = np.maximum(lo, 0.0)
+                # An end the value is undefined at (rmse: √ of a negative MSE end) is 0.
+                undefined = np.isnan(_aggregate(metric, lo)) & ~np.isnan(lo)
+                lo = np.where(undefined, 0.0, lo)
                 for j, r in enumerate(ridx):
                     at = (si, ki, r)
                     value[at] = _aggregate(metric, mean[j])

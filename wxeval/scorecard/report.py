@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 
 import wxeval
+from wxeval.metric_defs import BY_NAME, REGISTRY
 from wxeval.results import atomic_write, units_of
 from wxeval.schema import LEAD_TIME
 from wxeval.scorecard.compare import (
@@ -78,14 +79,7 @@ HEADLINE_ROWS = (
     "wind_vector 850",
 )
 MAX_HEADLINE = 4
-METRIC_LABELS = {
-    "rmse": "RMSE",
-    "rmse_per_init": "RMSE (root per init)",
-    "mse": "MSE",
-    "mae": "MAE",
-    "bias": "Bias",
-    "acc": "ACC",
-}
+METRIC_LABELS = {m.name: m.label for m in REGISTRY}
 TEMPLATE = "scorecard.html.j2"
 #: p-values below this are shown as "p < 0.001" (and stored as 0).
 P_FLOOR = 1e-3
@@ -461,7 +455,10 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
             for m, c in zip(ds["model"].values, ds["n_common_inits"].values, strict=True)
         ],
         "metrics": [
-            {"name": str(m), "label": METRIC_LABELS.get(str(m), str(m))}
+            {
+                "name": str(m), "label": METRIC_LABELS.get(str(m), str(m)),
+                "units": BY_NAME[str(m)].units, "better": BY_NAME[str(m)].better,
+            }
             for m in ds["metric"].values
         ],
         "regions": regions,

@@ -1,0 +1,184 @@
+"""Every metric, declared once: what tables, plan, check, scorecard, report and docs read.
+
+A :class:`Metric` names the statistics it needs (:mod:`wxeval.statistics`), its per-init
+*terms* (functions of one init's statistics), and its value from the means of those terms over
+the T inits (mean_t, unweighted). A metric with one term has a per-init score the scorecard can
+test (its series), and its value is ``value({term: mean_t term_t})``.
+
+Adding a metric is one entry in :data:`REGISTRY` (and a statistic group when it needs new sums):
+see README, "Adding a metric".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Stats = Mapping[str, np.ndarray]
+Means = Mapping[str, np.ndarray]
+
+
+def _same(term: str) -> Callable[[Means], np.ndarray]:
+    return lambda m: m[term]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric.
+
+    * ``terms``: per-init quantities, name → function of one init's statistics (a term name
+      means the same function in every metric that uses it).
+    * ``value``: the metric from the means over inits of its terms.
+    * ``better``: ``"lower"``, ``"higher"`` or ``"zero"`` (smaller |value| is better).
+    * ``compare``: how the scorecard's relative change to a baseline b is formed:
+      ``"error"`` (m − b)/b, ``"skill"`` (m − b)/(1 − b), ``"abs"`` (|b| − |m|)/|b| as the
+      improvement with no signed relative change, or ``None`` (not compared).
+    * ``units``: ``"same"`` (the variable's units), ``"squared"`` or ``"none"``.
+    * ``needs``: inputs beyond forecast and truth (``"climatology"``).
+    """
+
+    name: str
+    label: str
+    statistics: tuple[str, ...]
+    terms: Mapping[str, Callable[[Stats], np.ndarray]]
+    value: Callable[[Means], np.ndarray]
+    better: str
+    compare: str | None
+    units: str
+    doc: str
+    aliases: tuple[str, ...] = ()
+    needs: frozenset[str] = field(default_factory=frozenset)
+    #: In the table when the config names no metrics.
+    default: bool = True
+    #: Position among the scorecard's default cards (None: only when asked for).
+    card: int | None = None
+
+    @property
+    def series(self) -> str | None:
+        """The per-init score the scorecard tests (the single term), or None."""
+        return next(iter(self.terms)) if len(self.terms) == 1 and self.compare else None
+
+    @property
+    def vector(self) -> bool:
+        """Defined for a wind vector (the per-init vector MSE only: sum_weight, sum_se)."""
+        return set(self.statistics) <= {"sum_weight", "sum_se"}
+
+    def aggregate(self, mean: np.ndarray) -> np.ndarray:
+        """Value from the mean of its per-init score (:attr:`series`)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.value({self.series: mean})
+
+    def relative_change(self, m: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
+        """Relative change (fraction) to the baseline b: (m − b)/b for errors, (m − b)/(1 − b)
+        for skill scores; NaN where undefined (|denominator| ≤ tol·|m| for errors, ≤ tol for
+        skill) and for the other metrics."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.compare == "error":
+                den = b
+                ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > tol * np.abs(m))
+            elif self.compare == "skill":
+                den = 1.0 - b
+                ok = np.isfinite(m) & np.isfinite(b) & (np.abs(den) > tol)
+            else:
+                return np.full(np.broadcast(m, b).shape, np.nan)
+            return np.where(ok, (m - b) / np.where(ok, den, 1.0), np.nan)
+
+    def better_sign(self, m: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """> 0 where the model value m is better than the baseline's b, < 0 worse."""
+        if self.better == "higher":
+            return m - b
+        if self.better == "zero":
+            return np.abs(b) - np.abs(m)
+        return b - m
+
+    def units_of(self, units: str) -> str:
+        if not units or self.units == "none":
+            return ""
+        return f"({units})**2" if self.units == "squared" else units
+
+
+def _mse(s: Stats) -> np.ndarray:
+    return s["sum_se"] / s["sum_weight"]
+
+
+def _acc_centred(s: Stats) -> np.ndarray:
+    """ACC_c,t = Σ W (f′−f̄′)(o′−ō′) / √(Σ W (f′−f̄′)² · Σ W (o′−ō′)²), f̄′ = Σ W f′ / Σ W:
+    with W' = sum_weight_a, the numerator is sum_fa_oa − sum_fa·sum_oa/W' and the two sums of
+    squares sum_fa2 − sum_fa²/W', sum_oa2 − sum_oa²/W'."""
+    w = s["sum_weight_a"]
+    fo = s["sum_fa_oa"] - s["sum_fa"] * s["sum_oa"] / w
+    ff = s["sum_fa2"] - s["sum_fa"] ** 2 / w
+    oo = s["sum_oa2"] - s["sum_oa"] ** 2 / w
+    return fo / np.sqrt(ff * oo)
+
+
+_ACC = ("sum_fa_oa", "sum_fa2", "sum_oa2")
+_CLIM = frozenset({"climatology"})
+
+REGISTRY: tuple[Metric, ...] = (
+    Metric(
+        "rmse", "RMSE", ("sum_weight", "sum_se"), {"mse": _mse},
+        lambda m: np.sqrt(m["mse"]), "lower", "error", "same",
+        "rmse = sqrt(mean_t MSE_t) (root after the time mean; WB2: sqrt of mse)",
+        aliases=("wind_vector_rmse", "rmse_after_time_avg"), card=1,
+    ),
+    Metric(
+        "rmse_per_init", "RMSE (root per init)", ("sum_weight", "sum_se"),
+        {"rmse": lambda s: np.sqrt(_mse(s))}, _same("rmse"), "lower", "error", "same",
+        "rmse_per_init = mean_t sqrt(MSE_t) (WB2: rmse_sqrt_before_time_avg)",
+        aliases=("rmse_sqrt_before_time_avg", "wind_vector_rmse_sqrt_before_time_avg"),
+    ),
+    Metric(
+        "mse", "MSE", ("sum_weight", "sum_se"), {"mse": _mse}, _same("mse"), "lower", "error",
+        "squared", "mse = mean_t MSE_t, MSE_t = <(f - o)^2>", aliases=("wind_vector_mse",),
+    ),
+    Metric(
+        "mae", "MAE", ("sum_weight", "sum_ae"), {"mae": lambda s: s["sum_ae"] / s["sum_weight"]},
+        _same("mae"), "lower", "error", "same", "mae = mean_t <|f - o|>", card=3,
+    ),
+    Metric(
+        "bias", "Bias", ("sum_weight", "sum_err"),
+        {"bias": lambda s: s["sum_err"] / s["sum_weight"]}, _same("bias"), "zero", "abs",
+        "same", "bias = mean_t <f - o>", card=4,
+    ),
+    Metric(
+        "acc", "ACC", _ACC,
+        {"acc": lambda s: s["sum_fa_oa"] / np.sqrt(s["sum_fa2"] * s["sum_oa2"])},
+        _same("acc"), "higher", "skill", "none",
+        "acc = mean_t <f'o'>/sqrt(<f'^2><o'^2>) (WB2)", needs=_CLIM, card=2,
+    ),
+    Metric(
+        "acc_pooled", "ACC (pooled)", ("sum_weight", *_ACC),
+        {
+            "fa_oa": lambda s: s["sum_fa_oa"] / s["sum_weight"],
+            "fa2": lambda s: s["sum_fa2"] / s["sum_weight"],
+            "oa2": lambda s: s["sum_oa2"] / s["sum_weight"],
+        },
+        lambda m: m["fa_oa"] / np.sqrt(m["fa2"] * m["oa2"]), "higher", None, "none",
+        "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X)",
+        needs=_CLIM,
+    ),
+    Metric(
+        "stde", "SDE", ("sum_weight", "sum_se", "sum_err"),
+        {"mse": _mse, "bias": lambda s: s["sum_err"] / s["sum_weight"]},
+        lambda m: np.sqrt(m["mse"] - m["bias"] ** 2), "lower", None, "same",
+        "stde = sqrt(mean_t MSE_t - (mean_t bias_t)^2) (standard deviation of the error)",
+        default=False,
+    ),
+    Metric(
+        "acc_centred", "ACC (centred)", ("sum_weight_a", "sum_fa", "sum_oa", *_ACC),
+        {"acc_centred": _acc_centred}, _same("acc_centred"), "higher", "skill", "none",
+        "acc_centred = mean_t ACC_c,t with anomalies de-meaned over the region per init: "
+        "sum W (f'-mean f')(o'-mean o') / sqrt(sum W (f'-mean f')^2 sum W (o'-mean o')^2)",
+        aliases=("acc_centered",), needs=_CLIM, default=False,
+    ),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in REGISTRY}
+ALIASES: dict[str, str] = {a: m.name for m in REGISTRY for a in m.aliases}
+
+
+def get(name: str) -> Metric:
+    return BY_NAME[name]

@@ -1,0 +1,198 @@
+"""Statistics in named groups: per-field weighted sums over one region, and who computes them.
+
+Notation as in :mod:`wxeval.metrics`: forecast f, truth o, climatology c, f′ = f − c,
+o′ = o − c, region weights W (:mod:`wxeval.regions`). A *group* is a set of statistics computed
+together in one pass over the decoded fields of a chunk; a run computes only the groups its
+metrics need (:func:`groups_for`), and the statistics store keeps each part's statistic names,
+so a metric of a new group later computes only that group for the inits already stored.
+
+* ``errors``: ``sum_weight`` Σ W, ``sum_se`` Σ W (f−o)², ``sum_err`` Σ W (f−o),
+  ``sum_ae`` Σ W |f−o|;
+* ``anomalies``: ``sum_fa_oa`` Σ W f′o′, ``sum_fa2`` Σ W f′², ``sum_oa2`` Σ W o′²;
+* ``anomaly_sums``: ``sum_weight_a`` Σ W (over the points of the anomaly sums), ``sum_fa``
+  Σ W f′, ``sum_oa`` Σ W o′ (for the centred ACC);
+* ``nan_counts``: ``nan_weight`` Σ W [f − o is NaN].
+
+Sums run over the points where W > 0 only.
+
+NaN: a point where f − o is NaN (for the anomaly groups: f − o, f′ or o′) makes the sums it
+enters NaN (``sum_weight``/``sum_weight_a`` too), or with ``skipna`` is left out of them and of
+the weight. ±inf inside a region gives the sum NumPy gives; outside it (W = 0) it never matters.
+``nan_weight`` is > 0 exactly when the field held a NaN (forecast or truth) inside the region.
+
+Each group has a plain-NumPy reference (:func:`reference`, the definition, on dense weights)
+and a compiled path (:func:`compute` on a :class:`wxeval.regions.RegionReducer`, via
+:mod:`wxeval.kernels`), tested against each other statistic by statistic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StatisticGroup:
+    """Statistics computed together; ``needs_climatology`` when they use f′, o′."""
+
+    name: str
+    statistics: tuple[str, ...]
+    needs_climatology: bool
+    doc: str
+
+
+GROUPS: dict[str, StatisticGroup] = {
+    g.name: g
+    for g in (
+        StatisticGroup("errors", ("sum_weight", "sum_se", "sum_err", "sum_ae"), False,
+                       "Σ W, Σ W (f−o)², Σ W (f−o), Σ W |f−o|"),
+        StatisticGroup("anomalies", ("sum_fa_oa", "sum_fa2", "sum_oa2"), True,
+                       "Σ W f′o′, Σ W f′², Σ W o′²"),
+        StatisticGroup("anomaly_sums", ("sum_weight_a", "sum_fa", "sum_oa"), True,
+                       "Σ W where f − o, f′, o′ are not NaN, Σ W f′, Σ W o′"),
+        StatisticGroup("nan_counts", ("nan_weight",), False, "Σ W [f − o is NaN]"),
+    )
+}
+#: The group of each statistic.
+GROUP_OF: dict[str, str] = {s: g.name for g in GROUPS.values() for s in g.statistics}
+#: Computed with every task (nearly free), never a reason to recompute stored inits.
+ALWAYS = ("nan_counts",)
+
+
+def groups_for(statistics: Iterable[str]) -> tuple[str, ...]:
+    """The groups holding ``statistics``, in :data:`GROUPS` order."""
+    wanted = {GROUP_OF[s] for s in statistics}
+    return tuple(g for g in GROUPS if g in wanted)
+
+
+def statistic_names(groups: Iterable[str]) -> tuple[str, ...]:
+    """The statistics of ``groups``, group by group (the order a computed part stores)."""
+    return tuple(s for g in groups for s in GROUPS[g].statistics)
+
+
+# ---------------------------------------------------------------------------------------------
+# The definition: plain NumPy on dense weights
+
+
+def reference(group: str, f, o, c, weights, *, skipna: bool = False) -> np.ndarray:
+    """Statistics of ``group`` for N fields (N, S) and dense weights (R, S): (N, R, K).
+
+    Written for clarity, point sets and sums as the module doc defines them: only points with
+    W > 0 are read; values elsewhere never matter."""
+    f, o = np.asarray(f, np.float64), np.asarray(o, np.float64)
+    c = None if c is None else np.asarray(c, np.float64)
+    weights = np.asarray(weights, np.float64)
+    names = GROUPS[group].statistics
+    out = np.empty((f.shape[0], weights.shape[0], len(names)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for n in range(f.shape[0]):
+            d = f[n] - o[n]
+            fa = None if c is None else f[n] - c[n]
+            oa = None if c is None else o[n] - c[n]
+            for r, w in enumerate(weights):
+                inside = w > 0
+                if group in ("errors", "nan_counts"):
+                    bad = np.isnan(d) & inside
+                    terms = {"sum_se": d * d, "sum_err": d, "sum_ae": np.abs(d)}
+                    weight_name = "sum_weight"
+                else:
+                    bad = (np.isnan(d) | np.isnan(fa) | np.isnan(oa)) & inside
+                    terms = {"sum_fa_oa": fa * oa, "sum_fa2": fa * fa, "sum_oa2": oa * oa,
+                             "sum_fa": fa, "sum_oa": oa}
+                    weight_name = "sum_weight_a"
+                keep = inside & ~bad
+                for k, name in enumerate(names):
+                    if name == "nan_weight":
+                        out[n, r, k] = w[bad].sum()
+                    elif bad.any() and not skipna:
+                        out[n, r, k] = np.nan
+                    elif name == weight_name:
+                        out[n, r, k] = w[keep].sum()
+                    else:
+                        out[n, r, k] = (w[keep] * terms[name][keep]).sum()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled path
+
+
+def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False
+            ) -> dict[str, np.ndarray]:
+    """Statistics of each of ``groups`` for fields (N, A, B) in the reducer's orientation:
+    ``{group: (N, R, K)}``, every group from the same decoded arrays.
+
+    ``errors``, ``anomalies`` and ``nan_counts`` come from one fused pass
+    (:func:`wxeval.kernels.field_statistics`; its f′/o′ products only when ``anomalies`` is
+    asked), ``anomaly_sums`` from :func:`wxeval.kernels.anomaly_sums`."""
+    groups = tuple(groups)
+    out: dict[str, np.ndarray] = {}
+    f = np.ascontiguousarray(f)
+    o = np.ascontiguousarray(o)
+    if c is not None:
+        c = np.ascontiguousarray(c)
+    for g in groups:
+        if GROUPS[g].needs_climatology and c is None:
+            raise ValueError(f"statistics {g!r} need a climatology")
+    if {"errors", "anomalies", "nan_counts"} & set(groups):
+        out.update(_fused(groups, f, o, c if "anomalies" in groups else None, reducer, skipna))
+    if "anomaly_sums" in groups:
+        out["anomaly_sums"] = _anomaly_sums(f, o, c, reducer, skipna)
+    return {g: out[g] for g in groups}
+
+
+def _reducer_args(reducer) -> tuple:
+    return (reducer.lon_axis == -2, reducer.seg_of_lon, reducer.nseg, reducer.lsm,
+            reducer.use_land, reducer.region_land, reducer.region_segs, reducer.region_latw)
+
+
+def _fused(groups, f, o, c, reducer, skipna) -> dict[str, np.ndarray]:
+    from wxeval.kernels import field_statistics
+
+    n, nreg = f.shape[0], reducer.n_regions
+    sums = np.empty((n, 6, nreg))
+    bad = np.empty((n, 2, nreg))
+    has_clim = c is not None
+    field_statistics(f, o, c if has_clim else f[:1], has_clim, *_reducer_args(reducer),
+                     sums, bad)
+    wsum = reducer.weight_sums()[None, :]
+    out = {}
+    if "errors" in groups:
+        e = np.empty((n, nreg, 4))
+        e[:, :, 1:] = np.moveaxis(sums[:, :3], 1, 2)
+        if skipna:
+            e[:, :, 0] = wsum - bad[:, 0]
+        else:
+            e[:, :, 0] = wsum
+            e[bad[:, 0] > 0] = np.nan
+        out["errors"] = e
+    if "anomalies" in groups:
+        a = np.moveaxis(sums[:, 3:], 1, 2).copy()
+        if not skipna:
+            a[bad[:, 1] > 0] = np.nan
+        out["anomalies"] = a
+    if "nan_counts" in groups:
+        out["nan_counts"] = bad[:, 0, :, None].copy()
+    return out
+
+
+def _anomaly_sums(f, o, c, reducer, skipna) -> np.ndarray:
+    from wxeval.kernels import anomaly_sums
+
+    n, nreg = f.shape[0], reducer.n_regions
+    sums = np.empty((n, 2, nreg))
+    bad = np.empty((n, nreg))
+    anomaly_sums(f, o, c, *_reducer_args(reducer), sums, bad)
+    out = np.empty((n, nreg, 3))
+    out[:, :, 1:] = np.moveaxis(sums, 1, 2)
+    out[:, :, 0] = reducer.weight_sums()[None, :] - bad
+    if not skipna:
+        out[bad > 0] = np.nan
+    return out
+
+
+def as_mapping(values: np.ndarray, names: Iterable[str]) -> Mapping[str, np.ndarray]:
+    """Statistics stacked on the first axis as ``{name: array}``."""
+    return {name: values[k] for k, name in enumerate(names)}
