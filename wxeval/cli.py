@@ -340,8 +340,8 @@ def scorecard(
     if output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give the HTML file to write")
     _folder(output, "--output", is_file=True)
-    from wxeval.scorecard.report import write_report
     from wxeval.scorecard.compare import TESTS
+    from wxeval.scorecard.report import write_report
 
     if test not in TESTS:
         raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
