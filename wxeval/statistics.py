@@ -11,7 +11,10 @@ so a metric of a new group later computes only that group for the inits already 
 * ``anomalies``: ``sum_fa_oa`` Σ W f′o′, ``sum_fa2`` Σ W f′², ``sum_oa2`` Σ W o′²;
 * ``anomaly_sums``: ``sum_weight_a`` Σ W (over the points of the anomaly sums), ``sum_fa``
   Σ W f′, ``sum_oa`` Σ W o′ (for the centred ACC);
-* ``nan_counts``: ``nan_weight`` Σ W [f − o is NaN].
+* ``nan_counts``: ``nan_weight`` Σ W [f − o is NaN];
+* ``seeps``: ``sum_weight_seeps`` Σ W and ``sum_seeps`` Σ W·SEEPS over the points with
+  0.1 < p1 < 0.85 and a score (:mod:`wxeval.seeps`; NaN always skipped, as WB2). Its inputs are
+  the wet threshold and p1 (``seeps=``), not the climatology c.
 
 Sums run over the points where W > 0 only.
 
@@ -53,6 +56,10 @@ GROUPS: dict[str, StatisticGroup] = {
         StatisticGroup("anomaly_sums", ("sum_weight_a", "sum_fa", "sum_oa"), True,
                        "Σ W where f − o, f′, o′ are not NaN, Σ W f′, Σ W o′"),
         StatisticGroup("nan_counts", ("nan_weight",), False, "Σ W [f − o is NaN]"),
+        # precipitation (issue 14): SEEPS, from the climatology's SEEPS fields (wxeval.seeps)
+        StatisticGroup("seeps", ("sum_weight_seeps", "sum_seeps"), True,
+                       "Σ W, Σ W·SEEPS over points with 0.1 < p1 < 0.85 and a score (NaN "
+                       "always skipped)"),
     )
 }
 #: The group of each statistic.
@@ -76,11 +83,16 @@ def statistic_names(groups: Iterable[str]) -> tuple[str, ...]:
 # The definition: plain NumPy on dense weights
 
 
-def reference(group: str, f, o, c, weights, *, skipna: bool = False) -> np.ndarray:
+def reference(group: str, f, o, c, weights, *, skipna: bool = False, seeps=None) -> np.ndarray:
     """Statistics of ``group`` for N fields (N, S) and dense weights (R, S): (N, R, K).
 
     Written for clarity, point sets and sums as the module doc defines them: only points with
-    W > 0 are read; values elsewhere never matter."""
+    W > 0 are read; values elsewhere never matter. ``seeps``: (wet (N, S), p1 (S), dry
+    threshold) for the ``seeps`` group."""
+    if group == "seeps":
+        from wxeval import seeps as _seeps
+
+        return _seeps.reference(f, o, *seeps[:2], seeps[2], weights)
     f, o = np.asarray(f, np.float64), np.asarray(o, np.float64)
     c = None if c is None else np.asarray(c, np.float64)
     weights = np.asarray(weights, np.float64)
@@ -119,21 +131,31 @@ def reference(group: str, f, o, c, weights, *, skipna: bool = False) -> np.ndarr
 # The compiled path
 
 
-def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False
+def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, seeps=None
             ) -> dict[str, np.ndarray]:
     """Statistics of each of ``groups`` for fields (N, A, B) in the reducer's orientation:
     ``{group: (N, R, K)}``, every group from the same decoded arrays.
 
     ``errors``, ``anomalies`` and ``nan_counts`` come from one fused pass
     (:func:`wxeval.kernels.field_statistics`; its f′/o′ products only when ``anomalies`` is
-    asked), ``anomaly_sums`` from :func:`wxeval.kernels.anomaly_sums`."""
+    asked), ``anomaly_sums`` from :func:`wxeval.kernels.anomaly_sums`, ``seeps`` from
+    :func:`wxeval.seeps.compute` with ``seeps`` = (wet threshold (N, A, B), p1 (A, B), dry
+    threshold in metres)."""
     groups = tuple(groups)
     out: dict[str, np.ndarray] = {}
     f = np.ascontiguousarray(f)
     o = np.ascontiguousarray(o)
     if c is not None:
         c = np.ascontiguousarray(c)
+    if "seeps" in groups:
+        if seeps is None:
+            raise ValueError("statistics 'seeps' need the SEEPS climatology fields")
+        from wxeval import seeps as _seeps
+
+        out["seeps"] = _seeps.compute(f, o, seeps[0], seeps[1], seeps[2], reducer)
     for g in groups:
+        if g == "seeps":
+            continue
         if GROUPS[g].needs_climatology and c is None:
             raise ValueError(f"statistics {g!r} need a climatology")
     if {"errors", "anomalies", "nan_counts"} & set(groups):
