@@ -258,8 +258,24 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
                 fid, m.truth, m.climatology, var, plan.skipna,
                 land_sea_mask=masks[(m.truth, plan.land_sea_mask)],
                 levels=m.level_pairs.get(var),
+                recipe=_recipe(m, var),
             )
     return keys
+
+
+def _recipe(m, var: str) -> str | None:
+    """How ``var`` is derived in the forecast and the truth (None when both store it), with
+    the fingerprints of the inputs (wxeval.derived)."""
+    from wxeval.derived import recipe_key
+    from wxeval.loaders import open_store
+
+    parts = []
+    for role, spec in (("forecast", m.source.store), ("truth", m.truth)):
+        if spec is not None:
+            key = recipe_key(open_store(spec), var, lambda v, spec=spec: store_fingerprint(spec, v))
+            if key is not None:
+                parts.append(f"{role}: {key}")
+    return "; ".join(parts) or None
 
 
 def _drop_done(tasks, store, keys, region_keys):
@@ -345,7 +361,8 @@ def _collect(m, plan: Plan, store, keys, memory, statistics=None) -> xr.Dataset:
             pieces = [d for (mm, v, d) in memory if mm == m.name and v == var]
             da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
             da = da.reindex(statistic=list(statistics))
-            da = da.sel(init_time=m.init_times, lead_time=m.lead_times)
+            # reindex: a derived accumulation lacks the leads whose windows are incomplete
+            da = da.sel(init_time=m.init_times).reindex(lead_time=m.lead_times)
         out[var] = da
     ds = xr.Dataset(out)
     ds.attrs["model"] = m.name

@@ -144,3 +144,40 @@ def complete_leads(recipe: Recipe, leads: np.ndarray, stored_leads: np.ndarray) 
 def derive(recipe: Recipe, read: Callable[[str, np.timedelta64], np.ndarray]) -> np.ndarray:
     """The derived field from ``read(input, offset)`` (each (input, offset) read once)."""
     return recipe.apply([read(v, off) for v, off in recipe.reads])
+
+
+def has_lead_axis(ds) -> bool:
+    """The store is a forecast (a lead axis): cumulative recipes apply."""
+    from wxeval.schema import LEAD_TIME
+
+    return LEAD_TIME in ds.dims
+
+
+def recipe_in(ds, variable: str) -> Recipe | None:
+    """The recipe deriving ``variable`` from the data variables of ``ds`` (None: stored or
+    not derivable)."""
+    return recipe_for(variable, {str(v) for v in ds.data_vars}, has_lead=has_lead_axis(ds))
+
+
+def with_stand_ins(ds, variables: Collection[str] | None = None):
+    """``ds`` with each derivable variable it lacks (of ``variables``, default all) added as a
+    lazy stand-in: its recipe's first input under the derived name (same dims, levels, grid),
+    so dims and level checks see the derived field's layout. Nothing is read."""
+    if ds is None:
+        return None
+    extra = {}
+    names = DERIVABLE if variables is None else set(variables) & DERIVABLE
+    for name in sorted(names):
+        r = recipe_in(ds, name)
+        if r is not None:
+            extra[name] = ds[r.inputs[0]].rename(name)
+    return ds.assign(extra) if extra else ds
+
+
+def recipe_key(ds, variable: str, fingerprint: Callable[[str], str]) -> str | None:
+    """The recipe of ``variable`` in ``ds`` with its inputs' fingerprints (for the statistics
+    entry key), or None when the variable is stored."""
+    r = recipe_in(ds, variable)
+    if r is None:
+        return None
+    return r.key + " " + " ".join(f"{v}:{fingerprint(v)}" for v in r.inputs)

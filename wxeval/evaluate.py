@@ -130,7 +130,8 @@ def make_tasks(
                     parts = []
                     for m in users:
                         sel = _block_ids(m.init_times, blk) == b
-                        if not sel.any():
+                        leads = _complete_leads(m, var)
+                        if not sel.any() or not leads.size:
                             continue
                         mlev = m.levels[var]
                         if mlev is not None:
@@ -138,7 +139,7 @@ def make_tasks(
                             if not mlev:
                                 continue
                         parts.append(
-                            TaskPart(m.name, m.source, m.init_times[sel], m.lead_times, mlev)
+                            TaskPart(m.name, m.source, m.init_times[sel], leads, mlev)
                         )
                     if parts:
                         tasks.append(
@@ -153,13 +154,39 @@ def make_tasks(
                                 tuple(parts),
                                 block=b,
                                 label=f"{var} block {b}",
-                                groups=tuple(
-                                    g for g in statistic_groups
-                                    if clim is not None or not GROUPS[g].needs_climatology
-                                ),
+                                groups=_groups_for_variable(statistic_groups, var, clim),
                             )
                         )
     return tasks
+
+
+def _groups_for_variable(groups: Sequence[str], var: str, clim: StoreSpec | None
+                         ) -> tuple[str, ...]:
+    """The groups of ``groups`` that apply to ``var``: those needing a climatology only where
+    one is configured (and holds ``var``, a derived variable's ACC only when it does), SEEPS
+    only for the accumulations it is defined for."""
+    from wxeval.derived import SEEPS_DRY_THRESHOLD
+
+    has = clim is not None and var in open_store(clim).data_vars
+    return tuple(
+        g for g in groups
+        if (g == "seeps" and clim is not None and var in SEEPS_DRY_THRESHOLD)
+        or (g != "seeps" and (has or not GROUPS[g].needs_climatology))
+    )
+
+
+def _complete_leads(m: ModelPlan, var: str) -> np.ndarray:
+    """The model's leads at which ``var`` is defined: all, except for an accumulation derived
+    from the forecast store, the leads whose windows are all stored (wxeval.derived)."""
+    if m.source.kind != "zarr":
+        return m.lead_times
+    from wxeval.derived import complete_leads, recipe_in
+
+    fc = open_store(m.source.store)
+    r = recipe_in(fc, var)
+    if r is None:
+        return m.lead_times
+    return m.lead_times[complete_leads(r, m.lead_times, fc[LEAD_TIME].values)]
 
 
 def _union_levels(models: Sequence[ModelPlan], var: str) -> tuple[int, ...] | None:
@@ -234,7 +261,7 @@ class TaskResult:
 
 def compute_task(task: Task) -> TaskResult:
     truth = open_store(task.truth)
-    tda = _data_var(truth, task.variable, task.truth.name)
+    tda = _field_or_stand_in(truth, task.variable, task.truth.name)
     spatial = schema.spatial_dims(tda)
     weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial)
 
@@ -244,12 +271,12 @@ def compute_task(task: Task) -> TaskResult:
     valid = np.unique(np.concatenate([n.ravel() for n in need]))
     tpos = _positions(truth[VALID_TIME].values, valid, task.truth.name, "valid_time")
     truth_lev = _level_positions(tda, task.levels, task.truth.name)
-    obs = _read(tda, {VALID_TIME: tpos, **truth_lev}, [VALID_TIME, LEVEL], spatial,
-                store=task.truth.name)
+    obs = _read_truth(truth, tda, task, valid, tpos, truth_lev, spatial)
 
     clim_fields = None
     cslot = None
-    if task.climatology is not None:
+    seeps_inputs = _seeps_reader(task, valid, spatial) if "seeps" in task.groups else None
+    if task.climatology is not None and task.variable in open_store(task.climatology).data_vars:
         clim = open_store(task.climatology)
         cda = _data_var(clim, task.variable, task.climatology.name)
         from wxeval.align import climatology_positions
@@ -295,6 +322,7 @@ def compute_task(task: Task) -> TaskResult:
                 None if c is None else c.reshape(n, *c.shape[2:]),
                 weights,
                 skipna=task.skipna,
+                seeps=None if seeps_inputs is None else seeps_inputs(vslot, n),
             )
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
@@ -326,6 +354,8 @@ def _forecast_reader(
 
         return read_clim
     fc = open_store(part.source.store)
+    if task.variable not in fc.data_vars:  # a derived variable (wxeval.derived)
+        return _derived_forecast_reader(part, task, spatial, fc)
     fda = _data_var(fc, task.variable, part.source.store.name)
     ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
     lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
@@ -354,6 +384,130 @@ def _forecast_reader(
         return cache["data"][:, k]
 
     return read
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived variables and SEEPS inputs (issue 14), read in the same task as everything else
+
+
+def _field_or_stand_in(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
+    """``ds[var]``, or for a variable derived from ``ds`` its first input (dims, levels)."""
+    from wxeval.derived import recipe_in
+
+    r = recipe_in(ds, var) if var not in ds.data_vars else None
+    return _data_var(ds, r.inputs[0] if r is not None else var, name)
+
+
+def _read_truth(truth, tda, task: Task, valid, tpos, truth_lev, spatial) -> np.ndarray:
+    """Truth fields at ``valid`` (valid, level, *spatial): read, or derived from inputs read
+    once at the union of the times the recipe's windows need (v − offset)."""
+    from wxeval.derived import recipe_in
+
+    name = task.truth.name
+    r = recipe_in(truth, task.variable) if task.variable not in truth.data_vars else None
+    if r is None:
+        return _read(tda, {VALID_TIME: tpos, **truth_lev}, [VALID_TIME, LEVEL], spatial,
+                     store=name)
+    times = np.unique(np.concatenate([valid - off for off in r.offsets]))
+    pos = _positions(truth[VALID_TIME].values, times, name, "valid_time")
+    inputs = {}
+    for v in r.inputs:
+        da = _data_var(truth, v, name)
+        inputs[v] = _read(da, {VALID_TIME: pos, **_level_positions(da, task.levels, name)},
+                          [VALID_TIME, LEVEL], spatial, store=name)
+    return r.apply([inputs[v][np.searchsorted(times, valid - off)] for v, off in r.reads])
+
+
+def _derived_forecast_reader(
+    part: TaskPart, task: Task, spatial, fc
+) -> Callable[[int], np.ndarray]:
+    """Lead by lead, a derived forecast field (init, level, *spatial) from its inputs at leads
+    l − offset. Each input's needed leads are read in whole lead chunks (merged up to
+    READ_BYTES), each chunk once: a chunk is kept while a later lead still needs it. A
+    cumulative input at lead 0 that the store lacks is 0 (nothing accumulated at the init)."""
+    from wxeval.derived import recipe_in
+
+    name = part.source.store.name
+    recipe = recipe_in(fc, task.variable)
+    if recipe is None:
+        _data_var(fc, task.variable, name)  # raises: not in store
+    stored = fc[LEAD_TIME].values.astype("timedelta64[ns]")
+    ipos = _positions(fc[INIT_TIME].values, part.init_times, name, "init_time")
+    need = np.unique(np.concatenate([part.lead_times - off for off in recipe.offsets]))
+    need = need[np.isin(need, stored)]
+    lpos = _positions(stored, need, name, "lead_time")
+    nlev = 1 if part.levels is None else len(part.levels)
+    shape = (len(ipos), nlev, *(fc.sizes[d] for d in spatial))
+    span = max(recipe.offsets)
+    inputs = {}
+    for v in recipe.inputs:
+        da = _data_var(fc, v, name)
+        per_lead = math.prod(shape) * da.dtype.itemsize
+        inputs[v] = (da, _level_positions(da, part.levels, name),
+                     _read_groups(lpos // _chunk_size(da, LEAD_TIME), per_lead))
+    cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def at(v: str, lead: np.timedelta64) -> np.ndarray:
+        da, flev, group_of = inputs[v]
+        k = np.searchsorted(need, lead)
+        if k >= len(need) or need[k] != lead:  # lead 0 of a cumulative input (checked in plan)
+            return np.zeros(shape, da.dtype if da.dtype.kind == "f" else np.float32)
+        group = int(group_of[k])
+        members = np.flatnonzero(group_of == group)
+        if (v, group) not in cache:
+            sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
+            cache[(v, group)] = _read(da, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial, store=name)
+        return cache[(v, group)][:, k - members[0]]
+
+    def read(li: int) -> np.ndarray:
+        lead = part.lead_times[li]
+        out = recipe.apply([at(v, lead - off) for v, off in recipe.reads])
+        for v, group in list(cache):  # later leads need only leads ≥ this lead − span
+            last = need[np.flatnonzero(inputs[v][2] == group)[-1]]
+            if last < lead - span:
+                del cache[(v, group)]
+        return out
+
+    return read
+
+
+@functools.lru_cache(maxsize=8)
+def _seeps_p1(clim: StoreSpec, var: str, spatial: tuple[str, str]) -> np.ndarray:
+    """p1 per grid point (spatial order): ``<var>_seeps_dry_fraction`` averaged over all hours
+    and days of year."""
+    from wxeval.seeps import p1_of
+
+    da = _data_var(open_store(clim), f"{var}_seeps_dry_fraction", clim.name)
+    values = _read(da, {}, [DAYOFYEAR, HOUR, LEVEL], spatial, store=clim.name)
+    return p1_of(values, (0, 1, 2))  # (dayofyear, hour, level of 1, *spatial)
+
+
+def _seeps_reader(task: Task, valid: np.ndarray, spatial) -> Callable:
+    """``(vslot, n) -> (wet, p1, dry)`` for :func:`wxeval.statistics.compute`: the wet threshold
+    ``<var>_seeps_threshold`` at each field's valid time (its day of year and hour), p1 and the
+    dry threshold (metres)."""
+    from wxeval.align import climatology_positions
+    from wxeval.derived import SEEPS_DRY_THRESHOLD
+
+    clim = open_store(task.climatology)
+    da = _data_var(clim, f"{task.variable}_seeps_threshold", task.climatology.name)
+    doy_pos, hour_pos = climatology_positions(
+        valid, clim[DAYOFYEAR].values, clim[HOUR].values, task.climatology.name
+    )
+    days, day_of = np.unique(doy_pos, return_inverse=True)
+    hours, hour_of = np.unique(hour_pos, return_inverse=True)
+    block = _read(da, {DAYOFYEAR: days, HOUR: hours}, [DAYOFYEAR, HOUR, LEVEL], spatial,
+                  store=task.climatology.name)
+    wet = block[day_of.ravel(), hour_of.ravel(), 0]  # (valid, *spatial)
+    p1 = _seeps_p1(task.climatology, task.variable, tuple(spatial))
+    dry = SEEPS_DRY_THRESHOLD[task.variable]
+
+    def inputs(vslot: np.ndarray, n: int):
+        w = wet[vslot]
+        return np.broadcast_to(w[:, None], (len(vslot), n // len(vslot), *w.shape[1:])
+                               ).reshape(n, *w.shape[1:]), p1, dry
+
+    return inputs
 
 
 def _read_groups(chunk_of_lead: np.ndarray, per_lead: int) -> np.ndarray:

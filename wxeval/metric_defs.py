@@ -174,6 +174,15 @@ REGISTRY: tuple[Metric, ...] = (
         "sum W (f'-mean f')(o'-mean o') / sqrt(sum W (f'-mean f')^2 sum W (o'-mean o')^2)",
         aliases=("acc_centered",), needs=_CLIM, default=False,
     ),
+    # precipitation (issue 14): SEEPS for total_precipitation_24hr / _6hr (wxeval.seeps)
+    Metric(
+        "seeps", "SEEPS", ("sum_weight_seeps", "sum_seeps"),
+        {"seeps": lambda s: s["sum_seeps"] / s["sum_weight_seeps"]}, _same("seeps"),
+        "lower", "error", "none",
+        "seeps = mean_t SEEPS_t, SEEPS_t = <1/2 S[cat f, cat o]> over the points with "
+        "0.1 < p1 < 0.85 (Rodwell et al. 2010, as WB2; precipitation accumulations only)",
+        needs=_CLIM, default=False,
+    ),
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in REGISTRY}

@@ -20,6 +20,7 @@ import numpy as np
 
 from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
+from wxeval.derived import DERIVABLE, with_stand_ins
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.metrics import METRICS, needs
@@ -147,6 +148,10 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
                 f"metric {wanting[0]} needs a climatology; none configured for "
                 f"{', '.join(lacking)}"
             )
+    if "seeps" in metrics:
+        for m in models:
+            clim = open_store(m.climatology) if m.climatology is not None else None
+            check_seeps_fields(clim, m.climatology.name if m.climatology else "", m.variables)
     return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped)
 
 
@@ -219,6 +224,8 @@ def _model_plan(
             name, ev.lead_times, _label(source, name) if source.store else None, available_leads
         ))
 
+    if source.kind == "zarr":
+        _check_derived_leads(fc, fspec.name, fields.variables, leads)
     pending = skipped = np.array([], dtype="datetime64[ns]")
     # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
     gap_leads = (
@@ -270,6 +277,41 @@ def _model_plan(
     return plan, pending, skipped
 
 
+def _check_derived_leads(fc, store: str, variables, leads: np.ndarray) -> None:
+    """A derived accumulation needs leads whose windows the store holds: an error when none of
+    the selected leads has them all (e.g. a 12-hourly store asked for 24 h sums of 6 h
+    windows)."""
+    from wxeval.derived import complete_leads, recipe_in
+
+    for v in variables:
+        r = recipe_in(fc, v)
+        if r is None or r.offsets_h == (0,):
+            continue
+        if not complete_leads(r, leads, fc[LEAD_TIME].values).any():
+            raise SelectionError(
+                f"{store}: {v!r} is derived from {', '.join(r.inputs)} at leads l - "
+                f"{', '.join(str(h) for h in r.offsets_h)} h, but no selected lead has all of "
+                f"them (stored leads: {describe_leads(fc[LEAD_TIME].values)})"
+            )
+
+
+def check_seeps_fields(clim, store: str, variables) -> None:
+    """The climatology fields SEEPS reads for each scored accumulation: a SchemaError naming
+    the missing ones."""
+    from wxeval.derived import SEEPS_DRY_THRESHOLD
+
+    lacking = [
+        f"{v}{suffix}" for v in variables if v in SEEPS_DRY_THRESHOLD
+        for suffix in ("_seeps_threshold", "_seeps_dry_fraction")
+        if clim is None or f"{v}{suffix}" not in clim.data_vars
+    ]
+    if lacking:
+        raise schema.SchemaError(
+            f"{store or 'climatology'}: metric 'seeps' needs {', '.join(lacking)}, not in the "
+            "store (WeatherBench 2's climatology carries them)"
+        )
+
+
 def gridded_variables(ds) -> set[str]:
     """Data variables on the latitude × longitude grid with a time axis (not static fields)."""
     return {
@@ -295,7 +337,8 @@ def _select_variables(requested, fields_from, truth, clim, name, source) -> list
                 raise SelectionError(
                     f"truth of {name}: variable {v!r} not in store{_has(truth_vars, typed=v)}"
                 )
-            if clim is not None and v not in clim.data_vars and source.kind != "persistence":
+            if (clim is not None and v not in clim.data_vars and source.kind != "persistence"
+                    and v not in DERIVABLE):  # a derived variable: ACC only when clim has it
                 raise SelectionError(
                     f"climatology: variable {v!r} not in store{_has(clim.data_vars, typed=v)}"
                 )
@@ -329,6 +372,10 @@ def select_fields(
     ``fields_from`` is the forecast store (or the baseline's source); ``names`` maps
     ``"source"``, ``"truth"`` and ``"climatology"`` to store names for messages. Raises
     :class:`SelectionError` or :class:`~wxeval.schema.SchemaError`."""
+    # Derived variables named in the config (wxeval.derived) that a store lacks get lazy
+    # stand-ins (their first input) for the checks below.
+    wanted = ev.variables or ()
+    fields_from, truth = with_stand_ins(fields_from, wanted), with_stand_ins(truth, wanted)
     variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
     for v in variables:
         if source.kind == "zarr":
