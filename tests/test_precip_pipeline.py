@@ -41,7 +41,8 @@ def case(tmp_path_factory):
     nt, nl, ni = len(TRUTH_T), len(LEADS_H), len(INITS)
     shape = (len(LAT), len(LON))
     # truth: 6 h windows (m), with exact zeros (dry) and values at the dry threshold
-    o6 = rng.choice([0.0, 0.2e-3, 1e-3, 6e-3], size=(nt, *shape)) * rng.uniform(0.5, 2, (nt, *shape))
+    o6 = rng.choice([0.0, 0.2e-3, 1e-3, 6e-3], size=(nt, *shape)) * rng.uniform(
+        0.5, 2, (nt, *shape))
     o6[10, 0, :3] = DRY6
     ou, ov = rng.normal(0, 5, size=(2, nt, *shape))
     # forecast 6 h windows, a cumulative total (with a small decrease somewhere), winds
@@ -246,3 +247,28 @@ def test_lead_step_too_coarse_for_the_accumulation(case, tmp_path):
                   models={"twelve": {"path": str(tmp_path / "twelve.zarr")}})
     with pytest.raises(SelectionError, match="no selected lead has all of them"):
         score(cfg, ["twelve"], tmp_path / "out")
+
+
+def test_report_shows_mm_and_the_headline_preset(case, tmp_path):
+    """The page shows precipitation in mm (tables keep m); ``preset="headline"`` keeps SEEPS of
+    24 h precipitation and no RMSE row for it."""
+    from wxeval.scorecard.report import build_context
+
+    cfg = _config(case, tmp_path / "c.yaml", ["total_precipitation_24hr"], ["rmse", "seeps"])
+    report = score(cfg, ["six", "cum"], tmp_path / "out")
+    ctx = build_context(tmp_path / "out", ["cum"], "six", metrics=["rmse"])
+    data = ctx["data"]
+    assert [r["units"] for r in data["rows"]] == ["mm"]
+    (card,) = data["cards"]
+    shown = [x for x in card["cells"]["global"][0] if x is not None]
+    table = report.tables["cum"]["total_precipitation_24hr"].sel(metric="rmse", region="global")
+    expected = [float(f"{x * 1e3:.4g}") for x in table.values if np.isfinite(x)]
+    # leads 24..48 h; at 24..36 h the baseline's NaN init is left out of the pairs (the
+    # scorecard's common finite pairs), at 42 and 48 h every init counts: the table's value
+    assert len(shown) == 5 and shown[3:] == pytest.approx(expected[3:], rel=1e-12)
+    assert np.nanmax(table.values) < 0.1  # the table itself stays in metres
+    head = build_context(tmp_path / "out", ["cum"], "six", preset="headline")["data"]
+    assert [c["metric"] for c in head["cards"]] == ["seeps"]
+    seeps = report.tables["cum"]["total_precipitation_24hr"].sel(metric="seeps", region="global")
+    got = [x for x in head["cards"][0]["cells"]["global"][0] if x is not None]
+    assert got == pytest.approx([float(f"{x:.4g}") for x in seeps.values if np.isfinite(x)])

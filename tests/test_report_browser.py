@@ -252,7 +252,9 @@ def test_demo_report_screenshot(browser, tmp_path):
     others = ["graphcast_like", "pangu_like", "persistence"]
     v = _visit_at(browser, html, 1400)
     v.check_clean()
-    rows = 5 * 2 + 5  # z, t, wind vector, u, v at 500 and 850; msl, t2m, wv10, u10, v10
+    # z, t, wind vector, u, v at 500 and 850; msl, t2m, wv10, u10, v10; 10 m wind speed and
+    # 24 h precipitation (derived, issue 14)
+    rows = 5 * 2 + 5 + 2
     assert v.count('[data-card="0-rmse"] td.cell') == rows * len(demo.DEMO_LEADS)
     assert v.count(".card") == len(others) * 4
     assert v.count('[data-card="0-rmse"] td.cell.nodata') == rows  # graphcast_like: no 0 h

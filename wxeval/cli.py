@@ -330,6 +330,10 @@ def scorecard(
     ] = None,
     metrics: Annotated[str | None, typer.Option(help="Metrics, comma-separated.")] = None,
     test: Annotated[str, typer.Option(help="Test: ar2bc, ar2 (Geer 2016) or naive.")] = "ar2bc",
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Cards of a preset: headline (WeatherBench 2's headline scores)."),
+    ] = None,
 ) -> None:
     """Compare models against a baseline from saved results; write one self-contained HTML."""
     if not results.is_dir():
@@ -345,6 +349,12 @@ def scorecard(
 
     if test not in TESTS:
         raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
+    from wxeval.scorecard.presets import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if preset is not None and metrics:
+        raise UsageError("--preset and --metrics: give one (a preset fixes its metrics)")
 
     path = write_report(
         results,
@@ -354,6 +364,7 @@ def scorecard(
         config=config,
         metrics=_split(metrics),
         method=test,
+        preset=preset,
     )
     typer.echo(f"scorecard: {path}")
 

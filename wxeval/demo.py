@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from wxeval.metrics import METRICS
+
 DEMO_GRID = "64x32"
 DEMO_VARIABLES = (
     "geopotential",
@@ -27,6 +29,9 @@ DEMO_VARIABLES = (
     "10m_u_component_of_wind",
     "10m_v_component_of_wind",
 )
+#: Derived inside the pass (wxeval.derived): 10 m wind speed from u10/v10, 24 h precipitation
+#: from the cumulative total (models) or the 6 h windows (truth).
+DEMO_DERIVED = ("10m_wind_speed", "total_precipitation_24hr")
 DEMO_LEVELS = (500, 850)
 DEMO_INITS = pd.date_range("2020-01-01", "2020-01-31T12", freq="12h")
 DEMO_LEADS = pd.to_timedelta(np.arange(0, 241, 12), unit="h")
@@ -48,6 +53,10 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
     if (folder / MARKER).exists() and all(files[n].exists() for n in names):
         return files
     layouts = {"graphcast_like": synthetic.GRAPHCAST_LAYOUT}
+    # The truth starts 18 h before the first init: 24 h precipitation at the first valid times
+    # sums the four 6 h windows ending there (persistence reads it at the inits).
+    valid = np.unique((DEMO_INITS.values[:, None] + DEMO_LEADS.values[None, :]).ravel())
+    truth_times = pd.date_range(valid[0] - np.timedelta64(18, "h"), valid[-1], freq="6h")
     paths = synthetic.write_archive(
         folder,
         grid=DEMO_GRID,
@@ -60,9 +69,24 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
         climatology_days="needed",
         chunks={"prediction_timedelta": len(DEMO_LEADS)},  # one init × all leads per chunk
         layouts={k: v for k, v in layouts.items() if k in synthetic.DEMO_MODELS},
+        truth_times=truth_times.values,
     )
+    add_precipitation({k: Path(v) for k, v in paths.items()})
     (folder / MARKER).write_text("complete\n")
     return {k: Path(v) for k, v in paths.items()}
+
+
+def add_precipitation(paths: dict[str, Path]) -> None:
+    """Precipitation (wxeval.synthetic_precip): ``total_precipitation_6hr`` in the truth, a
+    cumulative ``total_precipitation`` in every model (``graphcast_like`` also its 6 h
+    amounts, as GraphCast stores them), the SEEPS fields in the climatology."""
+    from wxeval import synthetic, synthetic_precip
+
+    tp6 = synthetic_precip.add_truth(paths["truth"], grid=DEMO_GRID, seed=2020)
+    for name, error in synthetic.DEMO_MODELS.items():
+        synthetic_precip.add_forecast(paths[name], grid=DEMO_GRID, seed=2020, error=error,
+                                      six_hour=name == "graphcast_like")
+    synthetic_precip.add_seeps_climatology(paths["climatology"], tp6)
 
 
 def demo_config(paths: dict[str, Path]) -> dict:
@@ -78,6 +102,10 @@ def demo_config(paths: dict[str, Path]) -> dict:
             "init_times": {"start": "2020-01-01", "stop": "2020-01-31", "hours": [0, 12]},
             "lead_times": {"start": "0h", "stop": "240h", "step": "12h"},
             "regions": "all",
+            # the stored variables, the derived ones (wind speed, 24 h precipitation) and the
+            # default metrics plus SEEPS
+            "variables": [*DEMO_VARIABLES, *DEMO_DERIVED],
+            "metrics": [*METRICS, "seeps"],
         },
     }
 
@@ -111,6 +139,11 @@ def run_demo(output: Path, echo: Callable[[str], None] = print) -> dict:
         scorecard_report.write_report(output / "results", others, BASELINE, html, config=cfg_path)
         summary["report"] = html
         echo(f"scorecard: {html}")
+        headline = output / "headline.html"
+        scorecard_report.write_report(output / "results", others, BASELINE, headline,
+                                      config=cfg_path, preset="headline")
+        summary["headline"] = headline
+        echo(f"headline scorecard (WeatherBench 2's headline scores): {headline}")
     t = report.tables[BASELINE]["geopotential"].sel(metric="rmse", region="global", level=500)
     echo(
         "z500 global RMSE of the baseline at day 1/3/5: "

@@ -82,12 +82,14 @@ RECIPES: tuple[Recipe, ...] = (
            _speed, "sqrt(u10^2 + v10^2)"),
     Recipe("wind_speed", ("u_component_of_wind", "v_component_of_wind"), (0,),
            _speed, "sqrt(u^2 + v^2) per level"),
-    Recipe("total_precipitation_24hr", ("total_precipitation_6hr",), (0, 6, 12, 18),
-           _sum4, "sum of the 6h windows ending at t, t-6h, t-12h, t-18h"),
+    # A forecast holding the cumulative total derives from it (any lead step that reaches
+    # l - N h works; WB2 derives so), before the sum of 6 h windows (needs 6-hourly leads).
     Recipe("total_precipitation_6hr", ("total_precipitation",), (0, 6),
            _difference, "max(tp(l) - tp(l-6h), 0)", along_lead=True),
     Recipe("total_precipitation_24hr", ("total_precipitation",), (0, 24),
            _difference, "max(tp(l) - tp(l-24h), 0)", along_lead=True),
+    Recipe("total_precipitation_24hr", ("total_precipitation_6hr",), (0, 6, 12, 18),
+           _sum4, "sum of the 6h windows ending at t, t-6h, t-12h, t-18h"),
 )
 #: Every variable some recipe derives.
 DERIVABLE: frozenset[str] = frozenset(r.name for r in RECIPES)

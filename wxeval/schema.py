@@ -59,6 +59,11 @@ EXPECTED_UNITS: dict[str, str] = {
     "specific_humidity": "kg kg**-1",
     "mean_sea_level_pressure": "Pa",
     "total_precipitation_6hr": "m",
+    # precipitation and derived variables (wxeval.derived)
+    "total_precipitation": "m",
+    "total_precipitation_24hr": "m",
+    "10m_wind_speed": "m s**-1",
+    "wind_speed": "m s**-1",
 }
 
 #: Wind vector pairs: (u name, v name) -> derived variable name.

@@ -56,6 +56,7 @@ from wxeval.scorecard.compare import (
     curves,
     load_inputs,
 )
+from wxeval.scorecard.presets import display_units
 
 __all__ = [
     "BINS",
@@ -102,6 +103,7 @@ def write_report(
     *,
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
+    preset: str | None = None,
 ) -> Path:
     """Compare ``models`` with ``baseline`` from ``results_dir``; write one HTML file.
 
@@ -120,6 +122,7 @@ def write_report(
         method=method,
         correction=correction,
         alpha=alpha,
+        preset=preset,
     )
     out = Path(output_html)
     atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
@@ -136,6 +139,7 @@ def render_report(
     method: str = "ar2bc",
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
+    preset: str | None = None,
 ) -> str:
     """The report's HTML text (see :func:`write_report`)."""
     ctx = build_context(
@@ -147,6 +151,7 @@ def render_report(
         method=method,
         correction=correction,
         alpha=alpha,
+        preset=preset,
     )
     template = _environment().get_template(TEMPLATE)
     html = template.render(**ctx, wx_script_hash=_HASH_SLOT)
@@ -193,9 +198,16 @@ def build_context(
     method: str = "ar2bc",
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
+    preset: str | None = None,
 ) -> dict:
     """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
     cfg, cfg_path = _config(config)
+    if preset is not None:
+        from wxeval.scorecard.presets import PRESETS, metrics_of
+
+        if preset not in PRESETS:
+            raise ValueError(f"preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        metrics = metrics_of(preset)
     metrics = tuple(metrics) if metrics else DEFAULT_METRICS
     shown, _ = _check_options(metrics, method, correction, alpha)  # before reading statistics
     inputs = load_inputs(results_dir, models, baseline)
@@ -218,6 +230,7 @@ def build_context(
     )
     ds = ds.sel(metric=shown)
     cv = curves(inputs, metrics=list(ds["metric"].values), method=method)
+    ds, cv, baseline_rmse = _preset_and_units(ds, cv, baseline_rmse, preset)
     labels = {name: _label(cfg, inputs.manifests[name], name) for name in [baseline, *models]}
     data = _data(ds, cv, labels, baseline, baseline_rmse)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -247,6 +260,23 @@ def build_context(
         "size_note": ds.attrs["size_note"],
         "band": cv.attrs["band"],
     }
+
+
+def _preset_and_units(ds, cv, baseline_rmse, preset):
+    """The preset's cards only (wxeval.scorecard.presets), values in the units shown
+    (precipitation in mm; the tables keep metres)."""
+    from wxeval.scorecard.presets import apply_preset, to_display_units
+
+    cells = ("value", "baseline_value")
+    ds = to_display_units(apply_preset(ds, preset, cells), cells)
+    cv = to_display_units(apply_preset(cv, preset, ("value", "lower", "upper")),
+                          ("value", "lower", "upper"))
+    if baseline_rmse is not None:
+        rmse = to_display_units(
+            baseline_rmse.expand_dims(metric=["rmse"]).to_dataset(name="v"), ("v",)
+        )["v"].isel(metric=0, drop=True)
+        baseline_rmse = rmse
+    return ds, cv, baseline_rmse
 
 
 def _config(config):
@@ -402,7 +432,7 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
             "label": row_display_label(str(v), lev),
             "variable": str(v),
             "level": None if np.isnan(lev) else int(lev),
-            "units": pretty_units(units_of(str(v))),
+            "units": pretty_units(display_units(str(v), units_of(str(v)))),
         }
         for v, lev in zip(ds["variable"].values, ds["level"].values, strict=True)
     ]
