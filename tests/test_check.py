@@ -485,3 +485,27 @@ def test_sharded_zarr_v3_store_is_complete(tmp_path, chunk_lookup):
     shutil.rmtree(shard) if shard.is_dir() else shard.unlink()
     found = run_checks(load_config(cfg), ["model"], sample=False).findings
     assert "c/1/0" in only(found, "error", "missing-chunks").message
+
+
+@pytest.mark.parametrize(
+    "var, values, expect",
+    [("total_precipitation_24hr", 12.0, "look like mm"),  # 12 mm stored as 12
+     ("total_precipitation_6hr", 0.5, "look like mm"),  # a dry-ish sample in mm: by its mean
+     ("total_precipitation", 30.0, "look like mm"),
+     ("total_precipitation_24hr", 0.012, None),
+     ("total_precipitation", 0.9, None)],  # a 10-day total of 0.9 m is possible
+)
+def test_precipitation_in_mm_is_flagged(var, values, expect):
+    da = xr.DataArray(np.full((3, 4), values), dims=("latitude", "longitude"))
+    got = plausibility(var, da)
+    assert (got is None) if expect is None else (got[0] == "error" and expect in got[1]), got
+
+
+def test_negative_precipitation_share_is_reported():
+    arr = np.full((4, 5), 1e-3)
+    arr[0, :3] = -1e-5  # 3 of 20 points
+    got = plausibility("total_precipitation_6hr", xr.DataArray(arr, dims=("latitude",
+                                                                           "longitude")))
+    assert got[0] == "warning" and "15.00% of the sampled points are negative" in got[1]
+    assert units_verdict("total_precipitation_24hr", "mm") == "wrong"
+    assert units_verdict("10m_wind_speed", "kt") == "wrong"

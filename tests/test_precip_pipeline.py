@@ -53,6 +53,7 @@ def case(tmp_path_factory):
     f6[0, 6, 1, :4] = 0.0625e-3
     f6[0, 7, 1, :4] = 0.0625e-3
     f6[1, 2, 3, 3] = np.nan
+    f6[2, 6, 4, 4] = -1e-4  # negative precipitation (some ML models): scored as given
     ftp = np.cumsum(rng.uniform(0, 2e-3, size=(ni, nl, *shape)), axis=1)
     ftp[2, 5, 2, 2] = ftp[2, 4, 2, 2] - 1e-4  # a negative 6 h difference: 0
     fu, fv = rng.normal(0, 5, size=(2, ni, nl, *shape))

@@ -183,3 +183,13 @@ def recipe_key(ds, variable: str, fingerprint: Callable[[str], str]) -> str | No
     if r is None:
         return None
     return r.key + " " + " ".join(f"{v}:{fingerprint(v)}" for v in r.inputs)
+
+
+def with_inputs(variables: Sequence[str], datasets) -> list[str]:
+    """``variables`` followed by the inputs of those some dataset derives (for ``check``)."""
+    out = list(variables)
+    for ds in datasets:
+        for v in variables:
+            r = recipe_in(ds, v) if v not in ds.data_vars else None
+            out += [x for x in (r.inputs if r else ()) if x not in out]
+    return out

@@ -187,6 +187,10 @@ class _Checker(
             if fc is not None:
                 inits_by_model[name] = inits
             variables = self.fields(name, mcfg.kind, fc, truth, clim)
+            # a derived variable's inputs are checked where they are read (units, values)
+            from wxeval.derived import with_inputs
+
+            variables = with_inputs(variables, [s.ds for s in (fc, truth) if s is not None])
             self.check_truth_coverage(name, inits, leads, truth, mcfg.kind)
             if clim is not None:
                 self.check_clim(inits, leads, clim)

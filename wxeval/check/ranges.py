@@ -73,6 +73,17 @@ def plausibility(var: str, values: xr.DataArray) -> tuple[str, str] | None:
             return "error", f"largest value {amax:.4g} looks like g/kg, expected kg/kg"
         return None
     if fam == "precipitation":
-        if amax > 1:
-            return "error", f"largest value {amax:.4g} looks like mm, expected m"
+        # metres of water: a 6 h / 24 h amount above 1 m or a mean above 2 cm (a 10-day total
+        # above 5 m or a mean above 1 m) is mm
+        cumulative = var == "total_precipitation"
+        if amax > (5.0 if cumulative else 1.0) or mean > (1.0 if cumulative else 0.02):
+            return "error", (f"largest value {amax:.4g}, mean {mean:.4g} look like mm, "
+                             "expected m (divide by 1000)")
+        finite = arr[np.isfinite(arr)]
+        negative = float(np.mean(finite < 0))
+        if negative > 0:
+            return "warning", (
+                f"{negative:.2%} of the sampled points are negative (min {finite.min():.3g} m); "
+                "scored as given (SEEPS counts them as dry)"
+            )
     return None

@@ -60,6 +60,10 @@ _FAMILY = {
     "specific_humidity": "humidity",
     "mean_sea_level_pressure": "pressure",
     "total_precipitation_6hr": "precipitation",
+    "total_precipitation": "precipitation",
+    "total_precipitation_24hr": "precipitation",
+    "10m_wind_speed": "wind",
+    "wind_speed": "wind",
 }
 
 _OK_UNITS = {
