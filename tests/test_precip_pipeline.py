@@ -273,3 +273,20 @@ def test_report_shows_mm_and_the_headline_preset(case, tmp_path):
     seeps = report.tables["cum"]["total_precipitation_24hr"].sel(metric="seeps", region="global")
     got = [x for x in head["cards"][0]["cells"]["global"][0] if x is not None]
     assert got == pytest.approx([float(f"{x:.4g}") for x in seeps.values if np.isfinite(x)])
+
+
+def test_headline_config_and_preset_agree():
+    """configs/wb2-headline.yaml scores every variable and metric of the headline preset."""
+    from pathlib import Path
+
+    from wxeval.config import load_config
+    from wxeval.scorecard.presets import HEADLINE, metrics_of
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "wb2-headline.yaml")
+    ev = cfg.evaluation
+    vector = {"wind_vector": "u_component_of_wind"}
+    for var, level, metric in HEADLINE:
+        assert vector.get(var, var) in ev.variables, var
+        assert level is None or level in ev.levels
+        assert metric in ev.metrics
+    assert set(metrics_of("headline")) <= set(ev.metrics)
