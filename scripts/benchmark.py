@@ -36,6 +36,10 @@ wall and CPU times exclude the imports. Measurements:
     both tables are compared (max relative difference), so both do the same work.
 (k) ``kernel``: the compiled kernel alone on 64 fields in memory, in both storage orders
     (GB/s of forecast per thread).
+(h) ``headline``: WeatherBench 2's headline job (``--only h``, stores under
+    ``<root>/<grid>-headline``): one month, the eight headline variables with 10 m wind speed
+    and 24 h precipitation derived in the pass (RMSE, SEEPS), against reading the same chunks
+    through zarr-python with 2 threads; the ratio of their wall times.
 (d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
     extended by one day into the same folder; the rerun's wall time as a fraction of the full
     run (target < 10 %), and the same fraction for the whole processes (interpreter start-up
@@ -416,6 +420,144 @@ def child_kernel(p: dict) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------- (h) headline
+
+
+#: (h) WeatherBench 2's headline job (issue 14): the eight headline variables, 10 m wind speed
+#: derived from u10/v10 and 24 h precipitation derived from a cumulative total (as IFS stores
+#: it) in the pass; RMSE of each and SEEPS of the precipitation.
+HEADLINE_INPUTS = ("geopotential", "temperature", "specific_humidity", "u_component_of_wind",
+                   "v_component_of_wind", "2m_temperature", "mean_sea_level_pressure",
+                   "10m_u_component_of_wind", "10m_v_component_of_wind")
+HEADLINE_VARIABLES = ("geopotential", "temperature", "specific_humidity", "u_component_of_wind",
+                      "v_component_of_wind", "2m_temperature", "mean_sea_level_pressure",
+                      "10m_wind_speed", "total_precipitation_24hr")
+HEADLINE_LEVELS = (500, 700, 850)
+
+
+def headline_stores(root: Path, grid: str, days: int, log) -> dict[str, Path]:
+    """Truth (with 6 h precipitation, from 18 h before the first valid time), a climatology
+    holding the SEEPS fields, one model with a cumulative ``total_precipitation``."""
+    from wxeval import synthetic, synthetic_precip
+
+    folder = root / f"{grid}-headline"
+    folder.mkdir(parents=True, exist_ok=True)
+    inits = init_times(days)
+    valid = valid_times(inits)
+    times = pd.date_range(valid[0] - np.timedelta64(18, "h"), valid[-1], freq="6h").values
+    paths = {"truth": folder / "era5.zarr", "climatology": folder / "climatology.zarr",
+             "model": folder / "model.zarr"}
+    spec = {"format": FORMAT, "grid": grid, "days": days, "headline": 2}
+    if all(_spec_ok(p, spec) for p in paths.values()):
+        log(f"reusing {folder}")
+        return paths
+    kw = dict(variables=HEADLINE_INPUTS, levels=HEADLINE_LEVELS, grid=grid, seed=SEED)
+    t0 = time.perf_counter()
+    for p in paths.values():
+        shutil.rmtree(p, ignore_errors=True)
+    synthetic.write_truth(paths["truth"], times, **kw)
+    tp6 = synthetic_precip.add_truth(paths["truth"], grid=grid, seed=SEED)
+    synthetic.write_climatology(paths["climatology"], dayofyears=np.unique(
+        clim_pairs(valid)[:, 0]), hours=INIT_HOURS, **kw)  # RMSE and SEEPS read none of it
+    synthetic_precip.add_seeps_climatology(paths["climatology"], tp6)
+    error = synthetic.DEMO_MODELS["hres_like"]
+    synthetic.write_forecast(paths["model"], inits, list(LEAD_HOURS), error=error, **kw)
+    synthetic_precip.add_forecast(paths["model"], grid=grid, seed=SEED, error=error)
+    for p in paths.values():
+        _mark(p, spec)
+    log(f"wrote the headline stores in {time.perf_counter() - t0:.1f} s")
+    return paths
+
+
+def _headline_config(paths: dict, days: int):
+    from wxeval.config import validate
+
+    stop = pd.Timestamp(START) + pd.Timedelta(days=days - 1)
+    return validate({
+        "truth": {"path": str(paths["truth"])},
+        "climatology": {"path": str(paths["climatology"])},
+        "models": {"model": {"path": str(paths["model"])}},
+        "evaluation": {
+            "init_times": {"start": START, "stop": stop.strftime("%Y-%m-%d"),
+                           "hours": list(INIT_HOURS)},
+            "lead_times": {"start": "0h", "stop": f"{LEAD_HOURS[-1]}h", "step": "12h"},
+            "variables": list(HEADLINE_VARIABLES), "levels": list(HEADLINE_LEVELS),
+            "regions": "all", "metrics": ["rmse", "seeps"],
+        },
+    }, source="benchmark headline")
+
+
+def child_headline_wxeval(p: dict) -> dict:
+    """(h) ``wxeval.api.score`` of the headline job (derived variables in the pass)."""
+    from wxeval.api import score
+
+    cfg = _headline_config(p["paths"], p["days"])
+    shutil.rmtree(p["output"], ignore_errors=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = score(cfg, ["model"], p["output"], progress=False)
+    return {**_usage(t0, c0), "computed_fields": report.computed_fields,
+            "reused_fields": report.reused_fields}
+
+
+def child_headline_raw(p: dict) -> dict:
+    """(h) The same chunks read once through zarr's array API with 2 threads: the forecast's
+    stored inputs per init (all leads), the truth's inputs at the valid times and, for the
+    24 h precipitation, the 6 h windows before them, the SEEPS fields of the climatology."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+
+    inits = init_times(p["days"])
+    valid = valid_times(inits)
+    window = np.unique(np.concatenate([valid - np.timedelta64(h, "h") for h in (0, 6, 12, 18)]))
+    t0, c0 = time.perf_counter(), time.process_time()
+    fg = zarr.open_group(p["paths"]["model"], mode="r")
+    tg = zarr.open_group(p["paths"]["truth"], mode="r")
+    cg = zarr.open_group(p["paths"]["climatology"], mode="r")
+    blocks = []
+    nlead = fg["prediction_timedelta"].shape[0]
+    for var in (*HEADLINE_INPUTS, "total_precipitation"):
+        for i in _time_positions(fg, "time", inits):
+            blocks.append((fg[var], (int(i), slice(0, nlead))))
+    for var, times in ((v, valid) for v in HEADLINE_INPUTS):
+        pos = np.sort(_time_positions(tg, "time", times))
+        blocks += [(tg[var], (slice(int(a), int(a) + 1),)) for a in pos]
+    pos = np.sort(_time_positions(tg, "time", window))
+    blocks += [(tg["total_precipitation_6hr"], (slice(int(a), int(a) + 1),)) for a in pos]
+    for name in ("total_precipitation_24hr_seeps_threshold",
+                 "total_precipitation_24hr_seeps_dry_fraction"):
+        blocks.append((cg[name], (slice(None),)))
+
+    def read(block) -> int:
+        arr, sel = block
+        return arr[sel].nbytes
+
+    with ThreadPoolExecutor(2) as pool:
+        nbytes = sum(pool.map(read, blocks))
+    return {**_usage(t0, c0), "bytes_read": int(nbytes), "blocks": len(blocks)}
+
+
+def run_headline(args, grid: str, log) -> dict:
+    """(h): the headline job against reading the same chunks; returns the rows and ratio."""
+    days = month_days(1, args.quick)
+    paths = {k: str(v) for k, v in headline_stores(args.root, grid, days, log).items()}
+    out = args.root / f"{grid}-headline" / "output"
+    runs = {}
+    for kind, label in (("headline_raw", "(h) raw zarr read of the headline job's chunks"),
+                        ("headline_wxeval", "(h) wxeval headline job (derived in the pass)")):
+        best = None
+        for i in range(args.repeat):
+            log(f"{label} (run {i + 1}/{args.repeat}) …")
+            res = run_child(kind, {"paths": paths, "days": days, "output": str(out)}, None, log)
+            log(f"  {res['wall']:.2f} s, {res['peak_rss_mb']:.0f} MB")
+            best = res if best is None or res["wall"] < best["wall"] else best
+        runs[kind] = {**best, "label": label}
+    ratio = runs["headline_wxeval"]["wall"] / runs["headline_raw"]["wall"]
+    log(f"  headline job / raw read of the same chunks: {ratio:.2f} "
+        f"({runs['headline_raw']['bytes_read'] / 1e9:.2f} GB)")
+    return {"grid": grid, "days": days, "runs": runs, "ratio": ratio}
+
+
 def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -424,6 +566,7 @@ def _timed(fn, *args) -> float:
 
 CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
             "kernel": child_kernel}
+CHILDREN.update(headline_raw=child_headline_raw, headline_wxeval=child_headline_wxeval)
 
 
 # ------------------------------------------------------------------------------- parent
@@ -503,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                          "job (stores under <root>/<grid>-wb2)")
     ap.add_argument("--only", default="a,b,c,d,k",
                     help="comma-separated measurements to run (default a,b,c,d,k; 'd' or 'k' "
-                         "alone write only the stores they need)")
+                         "alone write only the stores they need; 'h': the headline job)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -521,6 +664,14 @@ def main(argv: list[str] | None = None) -> int:
     grid = "64x32" if args.quick else args.grid
     use_fields(args.fields)
     only = set(args.only.split(","))
+    if "h" in only:  # (h) the headline job, on its own stores
+        headline = run_headline(args, grid, log)
+        print(f"headline job / raw read of the same chunks: {headline['ratio']:.2f}")
+        if args.json and only == {"h"}:
+            args.json.write_text(json.dumps(headline, indent=1, default=str))
+        only.discard("h")
+        if not only:
+            return 0
     months = [int(m) for m in args.months.split(",")]
     if args.skip_three_months:
         months = months[:1]

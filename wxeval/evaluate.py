@@ -276,7 +276,7 @@ def compute_task(task: Task) -> TaskResult:
     clim_fields = None
     cslot = None
     seeps_inputs = _seeps_reader(task, valid, spatial) if "seeps" in task.groups else None
-    if task.climatology is not None and task.variable in open_store(task.climatology).data_vars:
+    if _needs_clim_fields(task):
         clim = open_store(task.climatology)
         cda = _data_var(clim, task.variable, task.climatology.name)
         from wxeval.align import climatology_positions
@@ -388,6 +388,16 @@ def _forecast_reader(
 
 # ---------------------------------------------------------------------------------------------
 # Derived variables and SEEPS inputs (issue 14), read in the same task as everything else
+
+
+def _needs_clim_fields(task: Task) -> bool:
+    """The climatology of the variable is read only for anomaly groups or the climatology
+    baseline (SEEPS reads its own fields; RMSE alone reads none)."""
+    if task.climatology is None or task.variable not in open_store(task.climatology).data_vars:
+        return False
+    return any(GROUPS[g].needs_climatology and g != "seeps" for g in task.groups) or any(
+        p.source.kind == "climatology" for p in task.parts
+    )
 
 
 def _field_or_stand_in(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
