@@ -290,3 +290,67 @@ def test_headline_config_and_preset_agree():
         assert level is None or level in ev.levels
         assert metric in ev.metrics
     assert set(metrics_of("headline")) <= set(ev.metrics)
+
+
+def test_each_input_chunk_is_read_once(case, tmp_path, monkeypatch):
+    """Deriving costs no second read: every (input, lead) of the forecast is read once per
+    task, the truth's 6 h windows once (lead chunks of 2 leads: a window spans chunks)."""
+    from wxeval import evaluate
+
+    ds = xr.open_zarr(case["cum"])
+    ds.chunk({"prediction_timedelta": 2}).to_zarr(
+        tmp_path / "cum2.zarr", zarr_format=2, consolidated=True,
+        encoding={"total_precipitation": {"chunks": (1, 2, len(LON), len(LAT))}})
+    reads = []
+    real = evaluate._read
+
+    def counting(da, indexers, *args, **kwargs):
+        reads.append((da.name, {k: np.asarray(v).tolist() for k, v in indexers.items()}))
+        return real(da, indexers, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_read", counting)
+    cfg = _config(case, tmp_path / "c.yaml", ["total_precipitation_24hr"], ["rmse"],
+                  models={"cum": {"path": str(tmp_path / "cum2.zarr")}}, clim=False)
+    score(cfg, ["cum"], tmp_path / "out")
+    from wxeval.schema import INIT_TIME, LEAD_TIME, VALID_TIME
+
+    leads = [(i, lead) for name, sel in reads if name == "total_precipitation"
+             for i in sel[INIT_TIME] for lead in sel[LEAD_TIME]]
+    assert len(leads) == len(set(leads)) == len(INITS) * len(LEADS_H)  # each chunk once
+    truth = [t for name, sel in reads if name == "total_precipitation_6hr"
+             for t in sel[VALID_TIME]]
+    assert len(truth) == len(set(truth)) > 0
+
+
+def test_wind_speed_per_level(tmp_path):
+    rng = np.random.default_rng(7)
+    levels = [500, 850]
+    times = pd.date_range("2020-01-01", periods=8, freq="6h")
+    inits, leads = times[:3], pd.to_timedelta([0, 12], "h")
+    u, v = rng.normal(0, 8, size=(2, len(times), 2, len(LAT), len(LON)))
+    fu, fv = rng.normal(0, 8, size=(2, len(inits), len(leads), 2, len(LAT), len(LON)))
+    tdims = ("time", "level", "longitude", "latitude")
+    fdims = ("time", "prediction_timedelta", "level", "longitude", "latitude")
+    sp = {"latitude": LAT, "longitude": LON, "level": levels}
+    truth = _write(tmp_path / "t.zarr", {"u_component_of_wind": (tdims, _lonlat(u)),
+                                         "v_component_of_wind": (tdims, _lonlat(v))},
+                   {"time": times.values, **sp})
+    fc = _write(tmp_path / "f.zarr", {"u_component_of_wind": (fdims, _lonlat(fu)),
+                                      "v_component_of_wind": (fdims, _lonlat(fv))},
+                {"time": inits.values, "prediction_timedelta": leads.values, **sp})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": truth}, "models": {"m": {"path": fc}},
+        "evaluation": {"variables": ["wind_speed"], "levels": [850], "metrics": ["rmse"],
+                       "regions": ["global"]}}))
+    report = score(cfg, ["m"], tmp_path / "out")
+    for j, lead in enumerate(leads):
+        mse = []
+        for i, t in enumerate(inits):
+            k = times.get_loc(t + lead)
+            f = np.sqrt(fu[i, j, 1] ** 2 + fv[i, j, 1] ** 2)
+            o = np.sqrt(u[k, 1] ** 2 + v[k, 1] ** 2)
+            mse.append(_wmean((f - o) ** 2))
+        got = report.tables["m"]["wind_speed"].sel(metric="rmse", region="global", level=850,
+                                                    lead_time=lead)
+        np.testing.assert_allclose(got, np.sqrt(np.mean(mse)), rtol=1e-10)
