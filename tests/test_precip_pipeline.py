@@ -354,3 +354,19 @@ def test_wind_speed_per_level(tmp_path):
         got = report.tables["m"]["wind_speed"].sel(metric="rmse", region="global", level=850,
                                                     lead_time=lead)
         np.testing.assert_allclose(got, np.sqrt(np.mean(mse)), rtol=1e-10)
+
+
+def test_cli_scorecard_preset(case, tmp_path):
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+
+    cfg = _config(case, tmp_path / "c.yaml", ["total_precipitation_24hr"], ["rmse", "seeps"])
+    score(cfg, ["six", "cum"], tmp_path / "out")
+    base = ["scorecard", "--results", str(tmp_path / "out"), "--models", "cum",
+            "--baseline", "six", "--output", str(tmp_path / "h.html")]
+    ok = CliRunner().invoke(app, [*base, "--preset", "headline"])
+    assert ok.exit_code == 0, ok.output
+    assert '"metric":"seeps"' in (tmp_path / "h.html").read_text()
+    bad = CliRunner().invoke(app, [*base, "--preset", "nope"])
+    assert bad.exit_code == 2 and "headline" in bad.output
