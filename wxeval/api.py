@@ -250,10 +250,10 @@ def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
                 m.truth, plan.land_sea_mask
             )
         for var in m.variables:
-            if m.source.kind == "zarr":
+            if m.source.reads_store:
                 fid = store_fingerprint(m.source.store, var)
             else:
-                fid = f"baseline:{m.source.kind}"
+                fid = m.source.identity()
             keys[(m.name, var)] = entry_key(
                 fid, m.truth, m.climatology, var, plan.skipna,
                 land_sea_mask=masks[(m.truth, plan.land_sea_mask)],

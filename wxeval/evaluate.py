@@ -86,7 +86,7 @@ class Task:
         forecast = sum(
             len(p.init_times) * len(p.lead_times) * (1 if p.levels is None else len(p.levels))
             for p in self.parts
-            if p.source.kind == "zarr"
+            if p.source.reads_store
         )
         return forecast + (1 + (self.climatology is not None)) * nlev * len(valid)
 
@@ -180,7 +180,7 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
 
 
 def _lead_chunk(m: ModelPlan, var: str) -> int:
-    if m.source.kind != "zarr":
+    if not m.source.reads_store:
         return 1
     fc = open_store(m.source.store)
     return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
@@ -240,7 +240,7 @@ def compute_task(task: Task) -> TaskResult:
 
     # Valid times needed by any model of the task (plus init times for persistence).
     need = [p.init_times[:, None] + p.lead_times[None, :] for p in task.parts]
-    need += [p.init_times[:, None] for p in task.parts if p.source.kind == "persistence"]
+    need += [p.init_times[:, None] for p in task.parts if p.source.reads_truth_at_init]
     valid = np.unique(np.concatenate([n.ravel() for n in need]))
     tpos = _positions(truth[VALID_TIME].values, valid, task.truth.name, "valid_time")
     truth_lev = _level_positions(tda, task.levels, task.truth.name)
@@ -315,10 +315,10 @@ def _forecast_reader(
     part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot
 ) -> Callable[[int], np.ndarray]:
     lev_sel = _subset_positions(task.levels, part.levels)
-    if part.source.kind == "persistence":
+    if part.source.reads_truth_at_init:
         at_init = obs[np.searchsorted(valid, part.init_times)][:, lev_sel]
         return lambda li: at_init
-    if part.source.kind == "climatology":
+    if part.source.reads_climatology:
         # The climatology of the task's valid-time window is already in memory.
         def read_clim(li: int) -> np.ndarray:
             vslot = np.searchsorted(valid, part.init_times + part.lead_times[li])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -58,14 +59,73 @@ class Fields:
 
 @dataclass(frozen=True)
 class ForecastSource:
-    """Where a model's forecast fields come from: a Zarr store or a built-in baseline.
+    """Where a model's forecast fields come from (the config's ``kind:``): a Zarr store
+    (:class:`ZarrSource`) or a built-in baseline (:class:`PersistenceSource`,
+    :class:`ClimatologySource`). Small and picklable: tasks sent to workers carry it."""
 
-    ``kind``: ``"zarr"``; ``"persistence"`` (f(t, l) = o(t), the truth at init time);
-    ``"climatology"`` (f(t, l) = c(dayofyear(t+l), hour(t+l))).
-    """
+    #: The config's ``kind:`` value.
+    kind: ClassVar[str] = ""
+    #: Whether the fields are read from a forecast store of their own (with init and lead axes).
+    reads_store: ClassVar[bool] = False
+    #: Whether f(t, l) reads the truth at the init time t (lead 0) too.
+    reads_truth_at_init: ClassVar[bool] = False
+    #: Whether f(t, l) is the climatology at the valid time t + l.
+    reads_climatology: ClassVar[bool] = False
 
-    kind: str
     store: StoreSpec | None = None
+
+    def label(self, model: str) -> str:
+        """How messages name the source of model ``model``'s fields."""
+        return self.store.name if self.store is not None else f"baseline {model}"
+
+    def fields_from(self, forecast, truth, clim):
+        """The opened dataset whose variables and levels the model's fields come from."""
+        return forecast
+
+    def identity(self) -> str:
+        """The forecast part of a statistics entry key for a baseline (a store's is its
+        fingerprint, :func:`wxeval.store.store_fingerprint`)."""
+        return f"baseline:{self.kind}"
+
+
+@dataclass(frozen=True)
+class ZarrSource(ForecastSource):
+    """Forecast fields f(t, l) read from a Zarr store (``kind: zarr``)."""
+
+    kind: ClassVar[str] = "zarr"
+    reads_store: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class PersistenceSource(ForecastSource):
+    """f(t, l) = o(t): the truth at init time (``kind: persistence``)."""
+
+    kind: ClassVar[str] = "persistence"
+    reads_truth_at_init: ClassVar[bool] = True
+
+    def fields_from(self, forecast, truth, clim):
+        return truth
+
+
+@dataclass(frozen=True)
+class ClimatologySource(ForecastSource):
+    """f(t, l) = c(dayofyear(t+l), hour(t+l)) (``kind: climatology``)."""
+
+    kind: ClassVar[str] = "climatology"
+    reads_climatology: ClassVar[bool] = True
+
+    def fields_from(self, forecast, truth, clim):
+        return clim
+
+
+SOURCES: dict[str, type[ForecastSource]] = {
+    c.kind: c for c in (ZarrSource, PersistenceSource, ClimatologySource)
+}
+
+
+def make_source(kind: str, store: StoreSpec | None = None) -> ForecastSource:
+    """The source of the config's ``kind:`` (``store`` for ``zarr`` only)."""
+    return SOURCES[kind](store)
 
 
 @dataclass(eq=False)
@@ -177,13 +237,13 @@ def _model_plan(
         )
         fc = open_store(fspec)
         schema.check_same_grid(fc, truth, fspec.name, truth_spec.name)
-        source = ForecastSource("zarr", fspec)
-        fields_from = fc
+        source = make_source(mcfg.kind, fspec)
     else:
-        if mcfg.kind == "climatology" and clim is None:
+        fc = None
+        source = make_source(mcfg.kind)
+        if source.reads_climatology and clim is None:
             raise ConfigError(f"model {name!r}: the climatology baseline needs a climatology store")
-        source = ForecastSource(mcfg.kind)
-        fields_from = clim if mcfg.kind == "climatology" else truth
+    fields_from = source.fields_from(fc, truth, clim)
 
     fields = select_fields(
         ev,
@@ -200,7 +260,7 @@ def _model_plan(
     )
 
     available_leads = None
-    if source.kind == "zarr":
+    if source.reads_store:
         inits = align.select_init_times(
             fc[INIT_TIME].values, ev.init_times.start, ev.init_times.stop, ev.init_times.hours
         )
@@ -222,11 +282,11 @@ def _model_plan(
     pending = skipped = np.array([], dtype="datetime64[ns]")
     # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
     gap_leads = (
-        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.kind == "persistence"
+        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.reads_truth_at_init
         else leads
     )
     missing = align.missing_valid_times(inits, gap_leads, truth[VALID_TIME].values)
-    if source.kind == "zarr" or missing.size:
+    if source.reads_store or missing.size:
         gaps = align.truth_gaps(
             inits, gap_leads, truth[VALID_TIME].values, ev.missing_truth, truth_spec.name, name
         )
@@ -246,7 +306,7 @@ def _model_plan(
                 f"{truth_spec.name}: no init of {name!r} has its truth yet "
                 f"(all {pending.size + skipped.size} pending or skipped)"
             )
-    if source.kind == "persistence":
+    if source.reads_truth_at_init:
         align.check_truth_covers(
             inits, np.array([0], "timedelta64[ns]"), truth[VALID_TIME].values, truth_spec.name
         )
@@ -295,7 +355,7 @@ def _select_variables(requested, fields_from, truth, clim, name, source) -> list
                 raise SelectionError(
                     f"truth of {name}: variable {v!r} not in store{_has(truth_vars, typed=v)}"
                 )
-            if clim is not None and v not in clim.data_vars and source.kind != "persistence":
+            if clim is not None and v not in clim.data_vars and not source.reads_truth_at_init:
                 raise SelectionError(
                     f"climatology: variable {v!r} not in store{_has(clim.data_vars, typed=v)}"
                 )
@@ -317,7 +377,7 @@ def _has(names, unit: str = "", typed: str | None = None) -> str:
 
 
 def _label(source: ForecastSource, name: str) -> str:
-    return source.store.name if source.store is not None else f"baseline {name}"
+    return source.label(name)
 
 
 def select_fields(
@@ -331,7 +391,7 @@ def select_fields(
     :class:`SelectionError` or :class:`~wxeval.schema.SchemaError`."""
     variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
     for v in variables:
-        if source.kind == "zarr":
+        if source.reads_store:
             schema.check_field_dims(fields_from[v], "forecast", names["source"])
         schema.check_field_dims(truth[v], "truth", names["truth"])
         if clim is not None and v in clim.data_vars:
@@ -346,7 +406,7 @@ def select_fields(
                 (names["source"], fields_from[v]),
                 (names["truth"], truth[v]),
                 c,
-                source_is_forecast=source.kind == "zarr",
+                source_is_forecast=source.reads_store,
             )
         except LevelMatchError as err:
             raise SelectionError(str(err)) from err

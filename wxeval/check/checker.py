@@ -102,7 +102,7 @@ class _Checker(
     # -- the run
 
     def run(self) -> None:
-        from wxeval.plan import _select_leads, store_spec
+        from wxeval.plan import _select_leads, make_source, store_spec
 
         cfg, ev = self.config, self.config.evaluation
         if not self.names:
@@ -186,8 +186,9 @@ class _Checker(
                 continue
             if fc is not None:
                 inits_by_model[name] = inits
-            variables = self.fields(name, mcfg.kind, fc, truth, clim)
-            self.check_truth_coverage(name, inits, leads, truth, mcfg.kind)
+            source = make_source(mcfg.kind, fc.spec if fc is not None else None)
+            variables = self.fields(name, source, fc, truth, clim)
+            self.check_truth_coverage(name, inits, leads, truth, source)
             if clim is not None:
                 self.check_clim(inits, leads, clim)
             for st in filter(None, (fc, truth, clim)):
@@ -224,17 +225,18 @@ class _Checker(
 
     # -- variables
 
-    def fields(self, name, kind, fc, truth, clim) -> list[str]:
+    def fields(self, name, source, fc, truth, clim) -> list[str]:
         """The variables to check, resolved by the plan's own :func:`~wxeval.plan.select_fields`
         (variables, unexpected dims, level matching): whatever it refuses is an error here, in
         the same words ``wxeval score`` uses. After such an error the variables present in both
         stores are checked still, so that other problems are reported too."""
-        from wxeval.plan import ForecastSource, SelectionError, _label, select_fields
+        from wxeval.plan import SelectionError, select_fields
 
-        source = ForecastSource(kind, fc.spec if fc is not None else None)
-        source_ds = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
+        source_ds = source.fields_from(
+            fc.ds if fc is not None else None, truth.ds, clim.ds if clim is not None else None
+        )
         names = {
-            "source": _label(source, name),
+            "source": source.label(name),
             "truth": truth.name,
             "climatology": clim.name if clim is not None else "",
         }
@@ -252,12 +254,11 @@ class _Checker(
             code = "plan" if isinstance(err, SelectionError) else "schema"
             store = next((n for n in names.values() if n and str(err).startswith(n)), "")
             self.add("error", code, store, "", str(err))
-        return self.variables(name, fc, truth, clim, kind)
+        return self.variables(source_ds, truth)
 
-    def variables(self, name, fc, truth, clim, kind) -> list[str]:
+    def variables(self, source_ds, truth) -> list[str]:
         requested = self.config.evaluation.variables
         if requested:
             return list(requested)
-        source = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
-        have = gridded_variables(source) & gridded_variables(truth.ds)
+        have = gridded_variables(source_ds) & gridded_variables(truth.ds)
         return sorted(have)
