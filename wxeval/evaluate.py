@@ -11,8 +11,8 @@ Alignment is by init (see :mod:`wxeval.align`): forecast (t, l) meets truth at v
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,15 +104,17 @@ def make_tasks(
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
     statistic_groups: Sequence[str] = ("errors", "anomalies"),
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> list[Task]:
     """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated), each computing
-    ``statistic_groups`` (those needing a climatology only where one is configured)."""
+    ``statistic_groups`` (those needing a climatology only where one is configured).
+    ``stores``: the plan's opened stores (:attr:`wxeval.plan.Plan.stores`)."""
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
     for m in models:
         groups[(m.truth, m.climatology)].append(m)
     tasks: list[Task] = []
     for (truth, clim), members in groups.items():
-        truth_ds = open_store(truth)
+        truth_ds = stores(truth)
         npoints = truth_ds.sizes[LATITUDE] * truth_ds.sizes[LONGITUDE]
         variables = sorted({v for m in members for v in m.variables})
         for var in variables:
@@ -120,7 +122,7 @@ def make_tasks(
             levels = _union_levels(users, var)
             span = max(np.max(m.lead_times) for m in users)
             init_step = min(_init_step(m.init_times) for m in users)
-            lead_chunk = max(_lead_chunk(m, var) for m in users)
+            lead_chunk = max(_lead_chunk(m, var, stores) for m in users)
             blk, groups_of_levels = _choose_block(
                 block, levels, npoints, span, init_step, memory_budget, lead_chunk
             )
@@ -179,10 +181,10 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
     return ((init_times - EPOCH) // block).astype(np.int64)
 
 
-def _lead_chunk(m: ModelPlan, var: str) -> int:
+def _lead_chunk(m: ModelPlan, var: str, stores=open_store) -> int:
     if not m.source.reads_store:
         return 1
-    fc = open_store(m.source.store)
+    fc = stores(m.source.store)
     return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
 
 
@@ -232,11 +234,15 @@ class TaskResult:
     statistics: tuple[str, ...] = ()
 
 
-def compute_task(task: Task) -> TaskResult:
-    truth = open_store(task.truth)
+def compute_task(
+    task: Task, stores: Callable[[StoreSpec], xr.Dataset] = open_store
+) -> TaskResult:
+    """The statistics of one task. ``stores`` opens a store from its spec: on a dask worker
+    :func:`~wxeval.loaders.open_store`; on the driver's threads the plan's opened stores."""
+    truth = stores(task.truth)
     tda = _data_var(truth, task.variable, task.truth.name)
     spatial = schema.spatial_dims(tda)
-    weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial)
+    weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial, stores)
 
     # Valid times needed by any model of the task (plus init times for persistence).
     need = [p.init_times[:, None] + p.lead_times[None, :] for p in task.parts]
@@ -250,7 +256,7 @@ def compute_task(task: Task) -> TaskResult:
     clim_fields = None
     cslot = None
     if task.climatology is not None:
-        clim = open_store(task.climatology)
+        clim = stores(task.climatology)
         cda = _data_var(clim, task.variable, task.climatology.name)
         from wxeval.align import climatology_positions
 
@@ -280,7 +286,7 @@ def compute_task(task: Task) -> TaskResult:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
-        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
+        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
@@ -312,7 +318,8 @@ def compute_task(task: Task) -> TaskResult:
 
 
 def _forecast_reader(
-    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot
+    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot,
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> Callable[[int], np.ndarray]:
     lev_sel = _subset_positions(task.levels, part.levels)
     if part.source.reads_truth_at_init:
@@ -325,7 +332,7 @@ def _forecast_reader(
             return clim_fields[cslot[vslot]][:, lev_sel]
 
         return read_clim
-    fc = open_store(part.source.store)
+    fc = stores(part.source.store)
     fda = _data_var(fc, task.variable, part.source.store.name)
     ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
     lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
@@ -454,24 +461,51 @@ def _read(
     return arr
 
 
-@functools.lru_cache(maxsize=16)
+_WEIGHTS: dict[tuple, RegionReducer] = {}
+_WEIGHTS_KEPT = 16
+_WEIGHTS_LOCK = threading.Lock()
+
+
 def _weights(
-    truth: StoreSpec, lsm: StoreSpec | None, regions: tuple[Region, ...], spatial: tuple[str, str]
+    truth: StoreSpec,
+    lsm: StoreSpec | None,
+    regions: tuple[Region, ...],
+    spatial: tuple[str, str],
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> RegionReducer:
-    """Region reducer for fields in the truth's storage order of the spatial dims."""
-    ds = open_store(truth)
+    """Region reducer for fields in the truth's storage order of the spatial dims (kept per
+    truth, mask, regions and order: the last :data:`_WEIGHTS_KEPT`)."""
+    key = (truth, lsm, regions, spatial)
+    with _WEIGHTS_LOCK:
+        hit = _WEIGHTS.get(key)
+    if hit is not None:
+        return hit
+    ds = stores(truth)
     lat, lon = ds[LATITUDE].values, ds[LONGITUDE].values
     mask = None
     if any(r.land for r in regions):
-        mask = land_sea_mask_array(truth, lsm)
+        mask = land_sea_mask_array(truth, lsm, stores)
     lon_axis = -2 if spatial == (LONGITUDE, LATITUDE) else -1
-    return RegionReducer(regions, lat, lon, mask, lon_axis=lon_axis)
+    reducer = RegionReducer(regions, lat, lon, mask, lon_axis=lon_axis)
+    with _WEIGHTS_LOCK:
+        while len(_WEIGHTS) >= _WEIGHTS_KEPT:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        _WEIGHTS[key] = reducer
+    return reducer
 
 
-def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
+def clear_weights() -> None:
+    """Forget the region reducers (a land-sea mask rewritten in place)."""
+    with _WEIGHTS_LOCK:
+        _WEIGHTS.clear()
+
+
+def land_sea_mask_array(
+    truth: StoreSpec, lsm: StoreSpec | None, stores: Callable[[StoreSpec], xr.Dataset] = open_store
+) -> np.ndarray:
     """Land fraction on the truth grid, (latitude, longitude), from ``lsm`` or the truth."""
     source = lsm or truth
-    ds = open_store(source)
+    ds = stores(source)
     if LAND_SEA_MASK not in ds.variables:
         raise schema.SchemaError(f"{source.name}: no {LAND_SEA_MASK!r} variable")
     da = ds[LAND_SEA_MASK]
@@ -479,7 +513,7 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
     if drop:
         da = da.isel({d: 0 for d in drop})
     if lsm is not None:
-        schema.check_same_grid(ds, open_store(truth), lsm.name, truth.name)
+        schema.check_same_grid(ds, stores(truth), lsm.name, truth.name)
     values = np.asarray(da.values, dtype=np.float64)  # store order, transposed in NumPy
     finite = values[np.isfinite(values)]
     if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):

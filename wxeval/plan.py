@@ -22,7 +22,7 @@ import numpy as np
 from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
-from wxeval.loaders import StoreSpec, open_store
+from wxeval.loaders import OpenedStores, StoreSpec
 from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
@@ -71,6 +71,8 @@ class ForecastSource:
     reads_truth_at_init: ClassVar[bool] = False
     #: Whether f(t, l) is the climatology at the valid time t + l.
     reads_climatology: ClassVar[bool] = False
+    #: The store whose variables and levels the fields come from: forecast, truth, climatology.
+    fields_role: ClassVar[str] = "forecast"
 
     store: StoreSpec | None = None
 
@@ -79,8 +81,9 @@ class ForecastSource:
         return self.store.name if self.store is not None else f"baseline {model}"
 
     def fields_from(self, forecast, truth, clim):
-        """The opened dataset whose variables and levels the model's fields come from."""
-        return forecast
+        """The opened dataset (of those given) whose variables and levels the fields come
+        from: :attr:`fields_role`."""
+        return {"forecast": forecast, "truth": truth, "climatology": clim}[self.fields_role]
 
     def identity(self) -> str:
         """The forecast part of a statistics entry key for a baseline (a store's is its
@@ -102,9 +105,7 @@ class PersistenceSource(ForecastSource):
 
     kind: ClassVar[str] = "persistence"
     reads_truth_at_init: ClassVar[bool] = True
-
-    def fields_from(self, forecast, truth, clim):
-        return truth
+    fields_role: ClassVar[str] = "truth"
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,7 @@ class ClimatologySource(ForecastSource):
 
     kind: ClassVar[str] = "climatology"
     reads_climatology: ClassVar[bool] = True
-
-    def fields_from(self, forecast, truth, clim):
-        return clim
+    fields_role: ClassVar[str] = "climatology"
 
 
 SOURCES: dict[str, type[ForecastSource]] = {
@@ -158,6 +157,9 @@ class Plan:
     pending: dict[str, np.ndarray] = field(default_factory=dict)  # inits left for later
     #: inits left out because the truth has a hole they need (``missing_truth: skip``)
     skipped: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The stores the plan opened: everything after the plan reads them from here on the
+    #: driver (tasks on dask workers reopen theirs from the specs).
+    stores: OpenedStores = field(default_factory=OpenedStores)
 
 
 def store_spec(cfg: StoreConfig, role: str, name: str) -> StoreSpec:
@@ -179,15 +181,16 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     pending: dict[str, np.ndarray] = {}
     skipped: dict[str, np.ndarray] = {}
     has_lsm = True
+    stores = OpenedStores()
     for name in model_names:
         mcfg = config.model(name)
-        plan, waiting, left_out = _model_plan(config, name, mcfg)
+        plan, waiting, left_out = _model_plan(config, name, mcfg, stores)
         models.append(plan)
         if waiting.size:
             pending[name] = waiting
         if left_out.size:
             skipped[name] = left_out
-        truth = open_store(plan.truth)
+        truth = stores(plan.truth)
         has_lsm = has_lsm and (lsm is not None or LAND_SEA_MASK in truth.variables)
     try:
         custom = [
@@ -207,11 +210,11 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
                 f"metric {wanting[0]} needs a climatology; none configured for "
                 f"{', '.join(lacking)}"
             )
-    return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped)
+    return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped, stores)
 
 
 def _model_plan(
-    config: Config, name: str, mcfg: ModelConfig
+    config: Config, name: str, mcfg: ModelConfig, stores: OpenedStores
 ) -> tuple[ModelPlan, np.ndarray, np.ndarray]:
     ev = config.evaluation
     truth_cfg = mcfg.truth or config.truth
@@ -220,8 +223,8 @@ def _model_plan(
     clim_spec = (
         store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})") if clim_cfg else None
     )
-    truth = open_store(truth_spec)
-    clim = open_store(clim_spec) if clim_spec else None
+    truth = stores(truth_spec)
+    clim = stores(clim_spec) if clim_spec else None
     if clim is not None:
         schema.check_same_grid(truth, clim, truth_spec.name, clim_spec.name)
 
@@ -235,7 +238,7 @@ def _model_plan(
             rename=mcfg.rename,
             storage_options=mcfg.storage_options,
         )
-        fc = open_store(fspec)
+        fc = stores(fspec)
         schema.check_same_grid(fc, truth, fspec.name, truth_spec.name)
         source = make_source(mcfg.kind, fspec)
     else:

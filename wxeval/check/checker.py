@@ -45,8 +45,11 @@ class _Checker(
         sample: bool,
         plan_checked: bool = False,
         chunk_inits: dict[str, np.ndarray] | None = None,
+        stores=None,
     ) -> None:
         self.config = config
+        #: Opens a normalised store from its spec: the plan's opened stores when given.
+        self.open_dataset = stores if stores is not None else open_store
         self.names = names
         self.sample = sample
         self.plan_checked = plan_checked
@@ -86,7 +89,7 @@ class _Checker(
         if spec.role == "forecast":
             self._raw_forecast_checks(st)
         try:
-            st.ds = open_store(spec)
+            st.ds = self.open_dataset(spec)
         except schema.SchemaError as err:
             code = "duplicate-inits" if "duplicated init" in str(err) else "schema"
             if code == "duplicate-inits" and any(
