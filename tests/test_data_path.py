@@ -76,3 +76,23 @@ def test_tasks_for_workers_carry_specs_not_datasets(setup):
         assert len(pickle.dumps(task)) < 20_000  # specs, never opened datasets
     with pytest.raises(TypeError, match="driver"):
         pickle.dumps(plan.stores)
+
+
+def test_preflight_checks_the_plan_it_is_given(setup, monkeypatch):
+    """With a plan, the pre-flight takes its selection and variables (no second resolution)
+    and finds the same as without one."""
+    from wxeval import plan as plan_module
+    from wxeval.check import preflight
+
+    _, cfg = setup
+    config = load_config(cfg)
+    names = ["model", "persistence"]
+    without = preflight(config, names).findings
+    plan = make_plan(config, names)
+    resolved = []
+    monkeypatch.setattr(plan_module, "select_fields",
+                        lambda *a, **k: resolved.append(a) or pytest.fail("resolved again"))
+    with_plan = preflight(config, names, plan=plan).findings
+    assert resolved == []
+    assert with_plan == without
+    assert len(plan.models[1].selected_init_times) == 4  # persistence: the case's inits

@@ -145,6 +145,9 @@ class ModelPlan:
     #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
     #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
     level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
+    #: The inits the selection names, before those left pending or skipped for a truth gap
+    #: were taken out (``init_times`` are the ones scored now).
+    selected_init_times: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -160,6 +163,10 @@ class Plan:
     #: The stores the plan opened: everything after the plan reads them from here on the
     #: driver (tasks on dask workers reopen theirs from the specs).
     stores: OpenedStores = field(default_factory=OpenedStores)
+
+    def model(self, name: str) -> ModelPlan | None:
+        """The plan of model ``name`` (None when it is not planned)."""
+        return next((m for m in self.models if m.name == name), None)
 
 
 def store_spec(cfg: StoreConfig, role: str, name: str) -> StoreSpec:
@@ -282,6 +289,7 @@ def _model_plan(
             name, ev.lead_times, _label(source, name) if source.store else None, available_leads
         ))
 
+    selected = inits
     pending = skipped = np.array([], dtype="datetime64[ns]")
     # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
     gap_leads = (
@@ -329,6 +337,7 @@ def _model_plan(
         levels=fields.levels,
         level_matches=fields.level_matches,
         level_pairs=fields.level_pairs,
+        selected_init_times=selected,
     )
     return plan, pending, skipped
 

@@ -45,11 +45,14 @@ class _Checker(
         sample: bool,
         plan_checked: bool = False,
         chunk_inits: dict[str, np.ndarray] | None = None,
-        stores=None,
+        plan=None,
     ) -> None:
         self.config = config
+        #: ``score``'s plan (:class:`wxeval.plan.Plan`), when there is one: its selections,
+        #: sources and variables are checked rather than derived again from the config.
+        self.plan = plan
         #: Opens a normalised store from its spec: the plan's opened stores when given.
-        self.open_dataset = stores if stores is not None else open_store
+        self.open_dataset = plan.stores if plan is not None else open_store
         self.names = names
         self.sample = sample
         self.plan_checked = plan_checked
@@ -152,9 +155,12 @@ class _Checker(
             if fc is not None:
                 self.check_grid(fc, truth)
 
-            # Selection (as plan.py makes it).
+            # Selection: the plan's, else as plan.py makes it.
+            planned = self.plan.model(name) if self.plan is not None else None
             try:
-                if fc is not None:
+                if planned is not None:
+                    inits, leads = planned.selected_init_times, planned.lead_times
+                elif fc is not None:
                     inits = align.select_init_times(
                         fc.ds[INIT_TIME].values,
                         ev.init_times.start,
@@ -189,8 +195,11 @@ class _Checker(
                 continue
             if fc is not None:
                 inits_by_model[name] = inits
-            source = make_source(mcfg.kind, fc.spec if fc is not None else None)
-            variables = self.fields(name, source, fc, truth, clim)
+            if planned is not None:
+                source, variables = planned.source, list(planned.variables)
+            else:
+                source = make_source(mcfg.kind, fc.spec if fc is not None else None)
+                variables = self.fields(name, source, fc, truth, clim)
             self.check_truth_coverage(name, inits, leads, truth, source)
             if clim is not None:
                 self.check_clim(inits, leads, clim)

@@ -22,16 +22,16 @@ def run_checks(
     sample: bool = True,
     plan_checked: bool = False,
     chunk_inits: dict | None = None,
-    stores=None,
+    plan=None,
 ) -> CheckReport:
     """Check ``model_names`` of ``config``; metadata only when ``sample`` is False.
     ``plan_checked``: the caller already built the plan (do not build it again).
     ``chunk_inits``: per model, the inits whose chunk files to list (default: all selected).
-    ``stores``: the plan's opened stores (:attr:`wxeval.plan.Plan.stores`), read instead of
-    opening the stores again."""
+    ``plan``: the :class:`wxeval.plan.Plan` built from ``config`` for ``model_names``: its
+    opened stores, selections, sources and variables are checked instead of derived again."""
     checker = _Checker(
         config, list(model_names), sample=sample, plan_checked=plan_checked,
-        chunk_inits=chunk_inits, stores=stores,
+        chunk_inits=chunk_inits, plan=plan,
     )
     checker.run()
     return CheckReport(_dedupe(checker.redact(f) for f in checker.findings))
@@ -48,7 +48,7 @@ def preflight(
     """The cheap (metadata-only) check ``wxeval score`` runs first.
 
     ``plan``: the :class:`wxeval.plan.Plan` the caller built from ``config`` for
-    ``model_names`` (it is not built again, and its opened stores are read).
+    ``model_names`` (it is not built again; its stores and selections are checked).
 
     Raises the first error with :mod:`wxeval.plan`'s exception types (ConfigError,
     SelectionError, SchemaError, AlignmentError, LoadError) so that the CLI maps it to the same
@@ -63,8 +63,7 @@ def preflight(
         plan = make_plan(config, names)  # plan's own errors, in its own words, first
     # planned just above (or by the caller)
     report = run_checks(
-        config, names, sample=False, plan_checked=True, chunk_inits=chunk_inits,
-        stores=plan.stores if plan is not None else None,
+        config, names, sample=False, plan_checked=True, chunk_inits=chunk_inits, plan=plan,
     )
     for f in report.findings:
         if f.severity == "warning":
