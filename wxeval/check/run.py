@@ -83,8 +83,17 @@ def run_check_command(
     """Print one line per finding and a summary; write ``output/check.json``; return 3 on error.
 
     ``output`` is a folder (``check.json`` is written in it) or a path ending in ``.json``.
+    The plan ``wxeval score`` would make is checked (its stores, selections and variables);
+    when it cannot be made, the checks derive them from the config and report every problem.
     """
-    report = run_checks(cfg, names, sample=True)
+    from wxeval.plan import make_plan
+
+    names = list(names)
+    try:
+        plan = make_plan(cfg, names)
+    except (ValueError, OSError):  # reported below, in the checks' own words
+        plan = None
+    report = run_checks(cfg, names, sample=True, plan_checked=plan is not None, plan=plan)
     for f in report.findings:
         echo(f.line())
     echo(report.summary())
