@@ -244,16 +244,16 @@ def test_level_matching_is_in_the_key(tmp_path):
           for v in (850.0, 850.9)]
     assert fp[0] != fp[1]
     # The level pairs of a plan, and a level selection keeping the key.
-    from wxeval.api import _entry_keys
     from wxeval.config import load_config
     from wxeval.plan import make_plan
+    from wxeval.store import entry_keys
 
     both = make_plan(load_config(_config(tmp_path, case, name="a.yaml")), ["model"])
     one = make_plan(load_config(_config(tmp_path, case, name="b.yaml", levels=[500])), ["model"])
     m = both.models[0]
     assert m.level_pairs["temperature"] == [[500.0, 500.0, 500.0], [850.0, 850.0, 850.0]]
     assert m.level_pairs["2m_temperature"] is None
-    assert _entry_keys(both) == _entry_keys(one)
+    assert entry_keys(both) == entry_keys(one)
 
 
 def test_level_selection_keeps_the_entry(tmp_path):

@@ -1,7 +1,7 @@
 """The one redaction rule (``wxeval.redact``) and every caller going through it.
 
 The rule is checked on hand-written mappings. That each caller (store options and open errors in
-``loaders``, result provenance in ``api``, ``check`` findings, the scorecard's configuration
+``loaders``, result provenance in ``results``, ``check`` findings, the scorecard's configuration
 panel) uses it is shown by behaviour: a word added to ``redact.SECRET_WORDS`` for one test
 (``"pin"``, in no built-in word) makes every caller redact a value under a ``pin`` key, which a
 private copy of the rule would not do.
@@ -88,8 +88,8 @@ def test_loaders_go_through_redact(pin_is_secret, tmp_path):
 
 
 def test_result_provenance_goes_through_redact(pin_is_secret, small, tmp_path):
-    from wxeval.api import provenance
     from wxeval.plan import make_plan
+    from wxeval.results import provenance
 
     root, case = small
     cfg = _config(root, case, tmp_path)

@@ -8,14 +8,12 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import functools
 import gc
 import logging
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -23,21 +21,14 @@ import xarray as xr
 import wxeval
 import wxeval.kernels  # noqa: F401 - numba and its NumPy support: loaded with the API, not in a task
 from wxeval import results
-from wxeval.cluster import run_tasks
+from wxeval.cluster import is_local, run_tasks
 from wxeval.config import Config, load_config, parse_memory
-from wxeval.evaluate import Task, TaskPart, compute_task, make_tasks
+from wxeval.evaluate import compute_task, make_tasks
 from wxeval.metrics import statistics_for
 from wxeval.names import check_name
 from wxeval.plan import Plan, make_plan
-from wxeval.redact import redacted_config
 from wxeval.statistics import ALWAYS, GROUPS, groups_for
-from wxeval.store import (
-    StatisticsStore,
-    entry_key,
-    land_sea_mask_fingerprint,
-    remove_tmp,
-    store_fingerprint,
-)
+from wxeval.store import Collector, StatisticsStore, drop_done, entry_keys, remove_tmp
 from wxeval.store import load_statistics as load_statistics  # public API (README), moved
 
 log = logging.getLogger("wxeval")
@@ -132,12 +123,12 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         skipna=plan.skipna,
         memory_budget=budget,
         statistic_groups=groups_for(statistics_for(plan.metrics)),
+        stores=plan.stores,
     )
-    keys = _entry_keys(plan)
-    region_keys = [r.key() for r in plan.regions]
+    keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
     if store is not None:
-        tasks, reused = _drop_done(tasks, store, keys, region_keys)
+        tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
     for task in tasks:  # NaN counts come with the fused pass, nearly free
         if {"errors", "anomalies"} & set(task.groups) or not task.groups:
@@ -160,52 +151,37 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     check_report = preflight(
         cfg,
         list(models),
-        plan_checked=True,
+        plan=plan,
         chunk_inits={
             m.name: np.unique(np.concatenate(todo[m.name])) if m.name in todo else m.init_times[:0]
             for m in plan.models
         },
     )
-    memory: list = []
-
-    def on_result(task: Task, res) -> None:
-        for model, (inits, leads, arr) in res.per_model.items():
-            report.computed_fields += arr.shape[0] * arr.shape[1] * arr.shape[2]
-            da = _as_dataarray(inits, leads, res.model_levels[model], res.regions, arr,
-                               res.statistics)
-            if store is not None:
-                store.write_part(
-                    model,
-                    res.variable,
-                    keys[(model, res.variable)],
-                    res.block,
-                    da,
-                    region_keys,
-                    attrs={"wxeval_version": wxeval.__version__},
-                )
-            else:
-                memory.append((model, res.variable, da))
-
+    collector = Collector(store, keys, plan.regions, {"wxeval_version": wxeval.__version__})
+    sched = scheduler or cfg.compute.scheduler
     run_tasks(
-        compute_task,
+        # In this process the tasks read the plan's opened stores; dask workers reopen them
+        # from the tasks' specs.
+        functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
         tasks,
-        on_result,
-        scheduler=scheduler or cfg.compute.scheduler,
+        lambda task, res: collector.add(res),
+        scheduler=sched,
         num_workers=cfg.compute.workers,
         jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
         progress=progress,
     )
+    report.computed_fields = collector.computed_fields
     for m in plan.models:
-        stats = _collect(m, plan, store, keys, memory)
+        stats = collector.collect(m, statistics_for(plan.metrics))
         table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
         report.statistics[m.name] = stats
         report.tables[m.name] = table
-        report.nan_weight[m.name] = _collect(m, plan, store, keys, memory, ("nan_weight",))
+        report.nan_weight[m.name] = collector.collect(m, ("nan_weight",))
         nan_found = results.nan_fields(report.nan_weight[m.name])
         report.nan_fields[m.name] = nan_found
         _report_nan(m, nan_found, check_report)
         if output is not None:
-            report.outputs[m.name] = _write_outputs(
+            report.outputs[m.name] = results.write_outputs(
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
     if output is not None:
@@ -238,206 +214,3 @@ def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
                 return
             if removed:
                 log.info("statistics of %s %s: %d parts merged", m.name, var, removed)
-
-
-def _entry_keys(plan: Plan) -> dict[tuple[str, str], str]:
-    """Statistics entry key per (model, variable): see :func:`wxeval.store.entry_key`."""
-    keys = {}
-    masks: dict = {}
-    for m in plan.models:
-        if (m.truth, plan.land_sea_mask) not in masks:
-            masks[(m.truth, plan.land_sea_mask)] = land_sea_mask_fingerprint(
-                m.truth, plan.land_sea_mask
-            )
-        for var in m.variables:
-            if m.source.kind == "zarr":
-                fid = store_fingerprint(m.source.store, var)
-            else:
-                fid = f"baseline:{m.source.kind}"
-            keys[(m.name, var)] = entry_key(
-                fid, m.truth, m.climatology, var, plan.skipna,
-                land_sea_mask=masks[(m.truth, plan.land_sea_mask)],
-                levels=m.level_pairs.get(var),
-                recipe=_recipe(m, var),
-            )
-    return keys
-
-
-def _recipe(m, var: str) -> str | None:
-    """How ``var`` is derived in the forecast and the truth (None when both store it), with
-    the fingerprints of the inputs (wxeval.derived)."""
-    from wxeval.derived import recipe_key
-    from wxeval.loaders import open_store
-
-    parts = []
-    for role, spec in (("forecast", m.source.store), ("truth", m.truth)):
-        if spec is not None:
-            key = recipe_key(open_store(spec), var, lambda v, spec=spec: store_fingerprint(spec, v))
-            if key is not None:
-                parts.append(f"{role}: {key}")
-    return "; ".join(parts) or None
-
-
-def _drop_done(tasks, store, keys, region_keys):
-    """Remove every task part the store already covers, group by group: a task keeps the
-    inits that lack any of its groups and computes only the groups lacking there. Count the
-    reused fields (fields whose every group is stored)."""
-    kept, reused = [], 0
-    for task in tasks:
-        parts = []
-        missing: set[str] = set()
-        for p in task.parts:
-            todo = np.zeros(len(p.init_times), bool)
-            for g in task.groups:
-                have = store.coverage(
-                    p.model,
-                    task.variable,
-                    keys[(p.model, task.variable)],
-                    p.init_times,
-                    p.lead_times,
-                    p.levels,
-                    region_keys,
-                    GROUPS[g].statistics,
-                )
-                # Recompute the inits that lack anything (whole lead/level/region rows).
-                lacking = ~have.all(axis=(1, 2, 3))
-                if lacking.any():
-                    missing.add(g)
-                    todo |= lacking
-            nfields = len(p.lead_times) * (1 if p.levels is None else len(p.levels))
-            reused += int((~todo).sum()) * nfields
-            if todo.any():
-                parts.append(
-                    TaskPart(p.model, p.source, p.init_times[todo], p.lead_times, p.levels)
-                )
-        if parts:
-            task.parts = tuple(parts)
-            task.groups = tuple(g for g in task.groups if g in missing)
-            kept.append(task)
-    return kept, reused
-
-
-def _as_dataarray(inits, leads, levels, regions, arr, statistics) -> xr.DataArray:
-    da = xr.DataArray(
-        arr,
-        dims=("init_time", "lead_time", "level", "region", "statistic"),
-        coords={
-            "init_time": inits,
-            "lead_time": leads,
-            "level": list(levels) if levels is not None else [0],
-            "region": list(regions),
-            "statistic": list(statistics),
-        },
-    )
-    if levels is None:
-        da = da.isel(level=0, drop=True)
-    dims = ["statistic", "init_time", "lead_time", "region"] + (["level"] if levels else [])
-    return da.transpose(*dims)
-
-
-def _collect(m, plan: Plan, store, keys, memory, statistics=None) -> xr.Dataset:
-    """The statistics ``statistics`` (default: those the plan's metrics need) of model ``m``,
-    one data variable per weather variable; NaN where a statistic was not computed."""
-    if statistics is None:
-        statistics = statistics_for(plan.metrics)
-    region_names = [r.name for r in plan.regions]
-    region_keys = [r.key() for r in plan.regions]
-    out = {}
-    for var in m.variables:
-        lev = m.levels[var]
-        if store is not None:
-            da = store.load(
-                m.name,
-                var,
-                keys[(m.name, var)],
-                m.init_times,
-                m.lead_times,
-                lev,
-                region_names,
-                region_keys,
-                statistics,
-            )
-        else:
-            pieces = [d for (mm, v, d) in memory if mm == m.name and v == var]
-            da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
-            da = da.reindex(statistic=list(statistics))
-            # reindex: a derived accumulation lacks the leads whose windows are incomplete
-            da = da.sel(init_time=m.init_times).reindex(lead_time=m.lead_times)
-        out[var] = da
-    ds = xr.Dataset(out)
-    ds.attrs["model"] = m.name
-    return ds
-
-
-def provenance(m, plan: Plan, cfg: Config) -> dict[str, Any]:
-    """Inputs, selection, config (credentials redacted) and versions, for result attributes."""
-    import dask
-    import zarr
-
-    inputs = {"truth": {"path": m.truth.path, "storage_options": m.truth.redacted_options()}}
-    if m.climatology is not None:
-        inputs["climatology"] = {"path": m.climatology.path}
-    if m.source.store is not None:
-        inputs["forecast"] = {
-            "path": m.source.store.path,
-            "rename": dict(m.source.store.rename),
-            "storage_options": m.source.store.redacted_options(),
-        }
-    else:
-        inputs["forecast"] = {"baseline": m.source.kind}
-    return {
-        "title": f"wxeval scores of {m.name}",
-        "model": m.name,
-        "alignment": "by init: truth at valid_time = init_time + lead_time",
-        "inputs": inputs,
-        "init_time_first": str(np.datetime_as_string(m.init_times[0], unit="m")),
-        "init_time_last": str(np.datetime_as_string(m.init_times[-1], unit="m")),
-        "init_time_count": int(len(m.init_times)),
-        "lead_time_hours": [float(x / np.timedelta64(1, "h")) for x in m.lead_times],
-        "regions": {
-            r.name: {"lat": r.lat_bands, "lon": r.lon_bands, "land": r.land} for r in plan.regions
-        },
-        "skipna": int(plan.skipna),
-        "config": redacted_config(cfg),
-        "wxeval_version": wxeval.__version__,
-        "versions": _versions(dask, zarr),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _versions(dask, zarr) -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "xarray": xr.__version__,
-        "dask": dask.__version__,
-        "zarr": zarr.__version__,
-    }
-
-
-def _write_outputs(out: Path, m, plan, cfg, table, stats_root, keys, nan_found=()) -> list[str]:
-    prov = provenance(m, plan, cfg)
-    nc, csv, manifest = out / f"{m.name}.nc", out / f"{m.name}.csv", out / f"{m.name}.json"
-    results.write_netcdf(table, nc, prov)
-    results.write_csv(table, csv)
-    results.write_json(
-        {
-            **prov,
-            "statistics_store": (
-                "statistics" if stats_root == str(out / "statistics") else stats_root
-            ),
-            "entry_keys": {var: keys[(m.name, var)] for var in m.variables},
-            "init_times": [str(np.datetime_as_string(t, unit="m")) for t in m.init_times],
-            "variables": {
-                var: (list(m.levels[var]) if m.levels[var] else None) for var in m.variables
-            },
-            "region_names": [r.name for r in plan.regions],
-            "region_keys": [r.key() for r in plan.regions],
-            "metrics": list(plan.metrics),
-            "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
-            "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
-            "nan_fields": list(nan_found),
-        },
-        manifest,
-    )
-    return [str(nc), str(csv), str(manifest)]

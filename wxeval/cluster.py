@@ -38,11 +38,16 @@ def run_tasks(
     """
     if not tasks:
         return
-    if scheduler in (None, "threads", "synchronous"):
+    if is_local(scheduler):
         _run_local(fn, tasks, on_result, scheduler or "threads", num_workers, progress)
         return
     with _distributed_client(scheduler, num_workers, jobqueue) as client:
         _run_distributed(client, fn, tasks, on_result, progress)
+
+
+def is_local(scheduler: str | None) -> bool:
+    """Whether tasks run in this process (threads or synchronously), not on dask workers."""
+    return scheduler in (None, "threads", "synchronous")
 
 
 def _run_local(fn, tasks, on_result, scheduler, num_workers, progress):

@@ -11,8 +11,8 @@ Alignment is by init (see :mod:`wxeval.align`): forecast (t, l) meets truth at v
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +86,7 @@ class Task:
         forecast = sum(
             len(p.init_times) * len(p.lead_times) * (1 if p.levels is None else len(p.levels))
             for p in self.parts
-            if p.source.kind == "zarr"
+            if p.source.reads_store
         )
         return forecast + (1 + (self.climatology is not None)) * nlev * len(valid)
 
@@ -104,15 +104,17 @@ def make_tasks(
     memory_budget: int = 768 * 2**20,
     block: np.timedelta64 | None = None,
     statistic_groups: Sequence[str] = ("errors", "anomalies"),
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> list[Task]:
     """Cut the work into tasks sized to ``memory_budget`` bytes each (estimated), each computing
-    ``statistic_groups`` (those needing a climatology only where one is configured)."""
+    ``statistic_groups`` (those needing a climatology only where one is configured).
+    ``stores``: the plan's opened stores (:attr:`wxeval.plan.Plan.stores`)."""
     groups: dict[tuple, list[ModelPlan]] = defaultdict(list)
     for m in models:
         groups[(m.truth, m.climatology)].append(m)
     tasks: list[Task] = []
     for (truth, clim), members in groups.items():
-        truth_ds = open_store(truth)
+        truth_ds = stores(truth)
         npoints = truth_ds.sizes[LATITUDE] * truth_ds.sizes[LONGITUDE]
         variables = sorted({v for m in members for v in m.variables})
         for var in variables:
@@ -120,7 +122,7 @@ def make_tasks(
             levels = _union_levels(users, var)
             span = max(np.max(m.lead_times) for m in users)
             init_step = min(_init_step(m.init_times) for m in users)
-            lead_chunk = max(_lead_chunk(m, var) for m in users)
+            lead_chunk = max(_lead_chunk(m, var, stores) for m in users)
             blk, groups_of_levels = _choose_block(
                 block, levels, npoints, span, init_step, memory_budget, lead_chunk
             )
@@ -130,7 +132,7 @@ def make_tasks(
                     parts = []
                     for m in users:
                         sel = _block_ids(m.init_times, blk) == b
-                        leads = _complete_leads(m, var)
+                        leads = _complete_leads(m, var, stores)
                         if not sel.any() or not leads.size:
                             continue
                         mlev = m.levels[var]
@@ -154,20 +156,21 @@ def make_tasks(
                                 tuple(parts),
                                 block=b,
                                 label=f"{var} block {b}",
-                                groups=_groups_for_variable(statistic_groups, var, clim),
+                                groups=_groups_for_variable(statistic_groups, var, clim,
+                                                            stores),
                             )
                         )
     return tasks
 
 
-def _groups_for_variable(groups: Sequence[str], var: str, clim: StoreSpec | None
-                         ) -> tuple[str, ...]:
+def _groups_for_variable(groups: Sequence[str], var: str, clim: StoreSpec | None,
+                         stores=open_store) -> tuple[str, ...]:
     """The groups of ``groups`` that apply to ``var``: those needing a climatology only where
     one is configured (and holds ``var``, a derived variable's ACC only when it does), SEEPS
     only for the accumulations it is defined for."""
     from wxeval.derived import SEEPS_DRY_THRESHOLD
 
-    has = clim is not None and var in open_store(clim).data_vars
+    has = clim is not None and var in stores(clim).data_vars
     return tuple(
         g for g in groups
         if (g == "seeps" and clim is not None and var in SEEPS_DRY_THRESHOLD)
@@ -175,14 +178,14 @@ def _groups_for_variable(groups: Sequence[str], var: str, clim: StoreSpec | None
     )
 
 
-def _complete_leads(m: ModelPlan, var: str) -> np.ndarray:
+def _complete_leads(m: ModelPlan, var: str, stores=open_store) -> np.ndarray:
     """The model's leads at which ``var`` is defined: all, except for an accumulation derived
     from the forecast store, the leads whose windows are all stored (wxeval.derived)."""
-    if m.source.kind != "zarr":
+    if not m.source.reads_store:
         return m.lead_times
     from wxeval.derived import complete_leads, recipe_in
 
-    fc = open_store(m.source.store)
+    fc = stores(m.source.store)
     r = recipe_in(fc, var)
     if r is None:
         return m.lead_times
@@ -206,10 +209,10 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
     return ((init_times - EPOCH) // block).astype(np.int64)
 
 
-def _lead_chunk(m: ModelPlan, var: str) -> int:
-    if m.source.kind != "zarr":
+def _lead_chunk(m: ModelPlan, var: str, stores=open_store) -> int:
+    if not m.source.reads_store:
         return 1
-    fc = open_store(m.source.store)
+    fc = stores(m.source.store)
     return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
 
 
@@ -259,15 +262,19 @@ class TaskResult:
     statistics: tuple[str, ...] = ()
 
 
-def compute_task(task: Task) -> TaskResult:
-    truth = open_store(task.truth)
+def compute_task(
+    task: Task, stores: Callable[[StoreSpec], xr.Dataset] = open_store
+) -> TaskResult:
+    """The statistics of one task. ``stores`` opens a store from its spec: on a dask worker
+    :func:`~wxeval.loaders.open_store`; on the driver's threads the plan's opened stores."""
+    truth = stores(task.truth)
     tda = _field_or_stand_in(truth, task.variable, task.truth.name)
     spatial = schema.spatial_dims(tda)
-    weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial)
+    weights = _weights(task.truth, task.land_sea_mask, task.regions, spatial, stores)
 
     # Valid times needed by any model of the task (plus init times for persistence).
     need = [p.init_times[:, None] + p.lead_times[None, :] for p in task.parts]
-    need += [p.init_times[:, None] for p in task.parts if p.source.kind == "persistence"]
+    need += [p.init_times[:, None] for p in task.parts if p.source.reads_truth_at_init]
     valid = np.unique(np.concatenate([n.ravel() for n in need]))
     tpos = _positions(truth[VALID_TIME].values, valid, task.truth.name, "valid_time")
     truth_lev = _level_positions(tda, task.levels, task.truth.name)
@@ -275,9 +282,11 @@ def compute_task(task: Task) -> TaskResult:
 
     clim_fields = None
     cslot = None
-    seeps_inputs = _seeps_reader(task, valid, spatial) if "seeps" in task.groups else None
-    if _needs_clim_fields(task):
-        clim = open_store(task.climatology)
+    seeps_inputs = (
+        _seeps_reader(task, valid, spatial, stores) if "seeps" in task.groups else None
+    )
+    if _needs_clim_fields(task, stores):
+        clim = stores(task.climatology)
         cda = _data_var(clim, task.variable, task.climatology.name)
         from wxeval.align import climatology_positions
 
@@ -307,7 +316,7 @@ def compute_task(task: Task) -> TaskResult:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
-        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
+        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
@@ -340,20 +349,21 @@ def compute_task(task: Task) -> TaskResult:
 
 
 def _forecast_reader(
-    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot
+    part: TaskPart, task: Task, spatial, obs: np.ndarray, valid: np.ndarray, clim_fields, cslot,
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> Callable[[int], np.ndarray]:
     lev_sel = _subset_positions(task.levels, part.levels)
-    if part.source.kind == "persistence":
+    if part.source.reads_truth_at_init:
         at_init = obs[np.searchsorted(valid, part.init_times)][:, lev_sel]
         return lambda li: at_init
-    if part.source.kind == "climatology":
+    if part.source.reads_climatology:
         # The climatology of the task's valid-time window is already in memory.
         def read_clim(li: int) -> np.ndarray:
             vslot = np.searchsorted(valid, part.init_times + part.lead_times[li])
             return clim_fields[cslot[vslot]][:, lev_sel]
 
         return read_clim
-    fc = open_store(part.source.store)
+    fc = stores(part.source.store)
     if task.variable not in fc.data_vars:  # a derived variable (wxeval.derived)
         return _derived_forecast_reader(part, task, spatial, fc)
     fda = _data_var(fc, task.variable, part.source.store.name)
@@ -390,13 +400,13 @@ def _forecast_reader(
 # Derived variables and SEEPS inputs (issue 14), read in the same task as everything else
 
 
-def _needs_clim_fields(task: Task) -> bool:
+def _needs_clim_fields(task: Task, stores=open_store) -> bool:
     """The climatology of the variable is read only for anomaly groups or the climatology
     baseline (SEEPS reads its own fields; RMSE alone reads none)."""
-    if task.climatology is None or task.variable not in open_store(task.climatology).data_vars:
+    if task.climatology is None or task.variable not in stores(task.climatology).data_vars:
         return False
     return any(GROUPS[g].needs_climatology and g != "seeps" for g in task.groups) or any(
-        p.source.kind == "climatology" for p in task.parts
+        p.source.reads_climatology for p in task.parts
     )
 
 
@@ -481,25 +491,39 @@ def _derived_forecast_reader(
     return read
 
 
-@functools.lru_cache(maxsize=8)
-def _seeps_p1(clim: StoreSpec, var: str, spatial: tuple[str, str]) -> np.ndarray:
+_P1: dict[tuple, np.ndarray] = {}
+_P1_LOCK = threading.Lock()
+
+
+def _seeps_p1(clim: StoreSpec, var: str, spatial: tuple[str, str], stores=open_store
+              ) -> np.ndarray:
     """p1 per grid point (spatial order): ``<var>_seeps_dry_fraction`` averaged over all hours
-    and days of year."""
+    and days of year (kept per climatology, variable and order: read once per process)."""
     from wxeval.seeps import p1_of
 
-    da = _data_var(open_store(clim), f"{var}_seeps_dry_fraction", clim.name)
+    key = (clim, var, spatial)
+    with _P1_LOCK:
+        hit = _P1.get(key)
+    if hit is not None:
+        return hit
+    da = _data_var(stores(clim), f"{var}_seeps_dry_fraction", clim.name)
     values = _read(da, {}, [DAYOFYEAR, HOUR, LEVEL], spatial, store=clim.name)
-    return p1_of(values, (0, 1, 2))  # (dayofyear, hour, level of 1, *spatial)
+    p1 = p1_of(values, (0, 1, 2))  # (dayofyear, hour, level of 1, *spatial)
+    with _P1_LOCK:
+        if len(_P1) >= 8:
+            _P1.clear()
+        _P1[key] = p1
+    return p1
 
 
-def _seeps_reader(task: Task, valid: np.ndarray, spatial) -> Callable:
+def _seeps_reader(task: Task, valid: np.ndarray, spatial, stores=open_store) -> Callable:
     """``(vslot, n) -> (wet, p1, dry)`` for :func:`wxeval.statistics.compute`: the wet threshold
     ``<var>_seeps_threshold`` at each field's valid time (its day of year and hour), p1 and the
     dry threshold (metres)."""
     from wxeval.align import climatology_positions
     from wxeval.derived import SEEPS_DRY_THRESHOLD
 
-    clim = open_store(task.climatology)
+    clim = stores(task.climatology)
     da = _data_var(clim, f"{task.variable}_seeps_threshold", task.climatology.name)
     doy_pos, hour_pos = climatology_positions(
         valid, clim[DAYOFYEAR].values, clim[HOUR].values, task.climatology.name
@@ -509,7 +533,7 @@ def _seeps_reader(task: Task, valid: np.ndarray, spatial) -> Callable:
     block = _read(da, {DAYOFYEAR: days, HOUR: hours}, [DAYOFYEAR, HOUR, LEVEL], spatial,
                   store=task.climatology.name)
     wet = block[day_of.ravel(), hour_of.ravel(), 0]  # (valid, *spatial)
-    p1 = _seeps_p1(task.climatology, task.variable, tuple(spatial))
+    p1 = _seeps_p1(task.climatology, task.variable, tuple(spatial), stores)
     dry = SEEPS_DRY_THRESHOLD[task.variable]
 
     def inputs(vslot: np.ndarray, n: int):
@@ -618,24 +642,54 @@ def _read(
     return arr
 
 
-@functools.lru_cache(maxsize=16)
+_WEIGHTS: dict[tuple, RegionReducer] = {}
+_WEIGHTS_KEPT = 16
+_WEIGHTS_LOCK = threading.Lock()
+
+
 def _weights(
-    truth: StoreSpec, lsm: StoreSpec | None, regions: tuple[Region, ...], spatial: tuple[str, str]
+    truth: StoreSpec,
+    lsm: StoreSpec | None,
+    regions: tuple[Region, ...],
+    spatial: tuple[str, str],
+    stores: Callable[[StoreSpec], xr.Dataset] = open_store,
 ) -> RegionReducer:
-    """Region reducer for fields in the truth's storage order of the spatial dims."""
-    ds = open_store(truth)
+    """Region reducer for fields in the truth's storage order of the spatial dims (kept per
+    truth, mask, regions and order: the last :data:`_WEIGHTS_KEPT`)."""
+    key = (truth, lsm, regions, spatial)
+    with _WEIGHTS_LOCK:
+        hit = _WEIGHTS.get(key)
+    if hit is not None:
+        return hit
+    ds = stores(truth)
     lat, lon = ds[LATITUDE].values, ds[LONGITUDE].values
     mask = None
     if any(r.land for r in regions):
-        mask = land_sea_mask_array(truth, lsm)
+        mask = land_sea_mask_array(truth, lsm, stores)
     lon_axis = -2 if spatial == (LONGITUDE, LATITUDE) else -1
-    return RegionReducer(regions, lat, lon, mask, lon_axis=lon_axis)
+    reducer = RegionReducer(regions, lat, lon, mask, lon_axis=lon_axis)
+    with _WEIGHTS_LOCK:
+        while len(_WEIGHTS) >= _WEIGHTS_KEPT:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        _WEIGHTS[key] = reducer
+    return reducer
 
 
-def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
+def clear_weights() -> None:
+    """Forget the region reducers (a land-sea mask rewritten in place) and the SEEPS p1
+    fields (a climatology rewritten in place)."""
+    with _WEIGHTS_LOCK:
+        _WEIGHTS.clear()
+    with _P1_LOCK:
+        _P1.clear()
+
+
+def land_sea_mask_array(
+    truth: StoreSpec, lsm: StoreSpec | None, stores: Callable[[StoreSpec], xr.Dataset] = open_store
+) -> np.ndarray:
     """Land fraction on the truth grid, (latitude, longitude), from ``lsm`` or the truth."""
     source = lsm or truth
-    ds = open_store(source)
+    ds = stores(source)
     if LAND_SEA_MASK not in ds.variables:
         raise schema.SchemaError(f"{source.name}: no {LAND_SEA_MASK!r} variable")
     da = ds[LAND_SEA_MASK]
@@ -643,7 +697,7 @@ def land_sea_mask_array(truth: StoreSpec, lsm: StoreSpec | None) -> np.ndarray:
     if drop:
         da = da.isel({d: 0 for d in drop})
     if lsm is not None:
-        schema.check_same_grid(ds, open_store(truth), lsm.name, truth.name)
+        schema.check_same_grid(ds, stores(truth), lsm.name, truth.name)
     values = np.asarray(da.values, dtype=np.float64)  # store order, transposed in NumPy
     finite = values[np.isfinite(values)]
     if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):

@@ -20,8 +20,8 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
-    """Accumulate one field stored (lon, lat), assuming no NaN (a NaN shows up in acc).
+def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # pragma: no cover
+    """Accumulate one field stored (lon, lat), assuming no NaN (a NaN shows up in sums).
 
     One branch-free inner loop along latitude per case, so each value is loaded once and the
     loop vectorises."""
@@ -29,10 +29,10 @@ def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
     for a in range(na):
         s = seg_of_lon[a]
         if has_clim and use_land:
-            r0, r1, r2 = acc[0, 0, s], acc[1, 0, s], acc[2, 0, s]
-            r3, r4, r5 = acc[3, 0, s], acc[4, 0, s], acc[5, 0, s]
-            l0, l1, l2 = acc[0, 1, s], acc[1, 1, s], acc[2, 1, s]
-            l3, l4, l5 = acc[3, 1, s], acc[4, 1, s], acc[5, 1, s]
+            r0, r1, r2 = sums[0, 0, s], sums[1, 0, s], sums[2, 0, s]
+            r3, r4, r5 = sums[3, 0, s], sums[4, 0, s], sums[5, 0, s]
+            l0, l1, l2 = sums[0, 1, s], sums[1, 1, s], sums[2, 1, s]
+            l3, l4, l5 = sums[3, 1, s], sums[4, 1, s], sums[5, 1, s]
             fr, orow, cr, lr = f[n, a], o[n, a], c[n, a], lsm[a]
             for b in range(nb):
                 fv = np.float64(fr[b])
@@ -67,27 +67,27 @@ def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
                 d = fv - ov
                 fa = fv - cv
                 oa = ov - cv
-                acc[0, 0, s, b] += d * d
-                acc[1, 0, s, b] += d
-                acc[2, 0, s, b] += abs(d)
-                acc[3, 0, s, b] += fa * oa
-                acc[4, 0, s, b] += fa * fa
-                acc[5, 0, s, b] += oa * oa
+                sums[0, 0, s, b] += d * d
+                sums[1, 0, s, b] += d
+                sums[2, 0, s, b] += abs(d)
+                sums[3, 0, s, b] += fa * oa
+                sums[4, 0, s, b] += fa * fa
+                sums[5, 0, s, b] += oa * oa
         else:
             for b in range(nb):
                 d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
                 lam = lsm[a, b] if use_land else 0.0
-                acc[0, 0, s, b] += d * d
-                acc[1, 0, s, b] += d
-                acc[2, 0, s, b] += abs(d)
-                acc[0, 1, s, b] += lam * (d * d)
-                acc[1, 1, s, b] += lam * d
-                acc[2, 1, s, b] += lam * abs(d)
+                sums[0, 0, s, b] += d * d
+                sums[1, 0, s, b] += d
+                sums[2, 0, s, b] += abs(d)
+                sums[0, 1, s, b] += lam * (d * d)
+                sums[1, 1, s, b] += lam * d
+                sums[2, 1, s, b] += lam * abs(d)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pragma: no cover
-    """Accumulate one field stored (lat, lon), assuming no NaN (a NaN shows up in acc).
+def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # pragma: no cover
+    """Accumulate one field stored (lat, lon), assuming no NaN (a NaN shows up in sums).
 
     Each longitude run of one segment is reduced into scalars in a single pass per case, so
     every value is loaded once (reassociation allowed for these float64 sums only, so the loop
@@ -132,12 +132,12 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
                         l3 += lam * fo
                         l4 += lam * ff
                         l5 += lam * oo
-                    acc[0, 1, s, a] += l0
-                    acc[1, 1, s, a] += l1
-                    acc[2, 1, s, a] += l2
-                    acc[3, 1, s, a] += l3
-                    acc[4, 1, s, a] += l4
-                    acc[5, 1, s, a] += l5
+                    sums[0, 1, s, a] += l0
+                    sums[1, 1, s, a] += l1
+                    sums[2, 1, s, a] += l2
+                    sums[3, 1, s, a] += l3
+                    sums[4, 1, s, a] += l4
+                    sums[5, 1, s, a] += l5
                 else:
                     for b in range(b0, b1):
                         fv = np.float64(fr[b])
@@ -152,12 +152,12 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
                         r3 += fa * oa
                         r4 += fa * fa
                         r5 += oa * oa
-                acc[0, 0, s, a] += r0
-                acc[1, 0, s, a] += r1
-                acc[2, 0, s, a] += r2
-                acc[3, 0, s, a] += r3
-                acc[4, 0, s, a] += r4
-                acc[5, 0, s, a] += r5
+                sums[0, 0, s, a] += r0
+                sums[1, 0, s, a] += r1
+                sums[2, 0, s, a] += r2
+                sums[3, 0, s, a] += r3
+                sums[4, 0, s, a] += r4
+                sums[5, 0, s, a] += r5
             else:
                 r0 = r1 = r2 = 0.0
                 l0 = l1 = l2 = 0.0
@@ -172,22 +172,22 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc):  # pr
                     l0 += lam * dd
                     l1 += lam * d
                     l2 += lam * ad
-                acc[0, 0, s, a] += r0
-                acc[1, 0, s, a] += r1
-                acc[2, 0, s, a] += r2
-                acc[0, 1, s, a] += l0
-                acc[1, 1, s, a] += l1
-                acc[2, 1, s, a] += l2
+                sums[0, 0, s, a] += r0
+                sums[1, 0, s, a] += r1
+                sums[2, 0, s, a] += r2
+                sums[0, 1, s, a] += l0
+                sums[1, 1, s, a] += l1
+                sums[2, 1, s, a] += l2
         b0 = b1
 
 
 @numba.njit(nogil=True, cache=True)
-def _add_product(p, lam, k, s, lat_i, acc, nonfinite):  # pragma: no cover - compiled
-    """Add one product p (weight 1 and land weight lam) to acc if finite, else tally it in
+def _add_product(p, lam, k, s, lat_i, sums, nonfinite):  # pragma: no cover - compiled
+    """Add one product p (weight 1 and land weight lam) to sums if finite, else tally it in
     nonfinite[0] (+inf), [1] (−inf) or [2] (NaN, e.g. 0·inf): never 0·inf into a sum."""
     if np.isfinite(p):
-        acc[k, 0, s, lat_i] += p
-        acc[k, 1, s, lat_i] += lam * p
+        sums[k, 0, s, lat_i] += p
+        sums[k, 1, s, lat_i] += lam * p
         return
     kind = 2
     if p > 0:
@@ -199,12 +199,12 @@ def _add_product(p, lam, k, s, lat_i, acc, nonfinite):  # pragma: no cover - com
 
 
 @numba.njit(nogil=True, cache=True)
-def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad, nonfinite):
+def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad, nonfinite):
     """Accumulate one field that holds a non-finite value, point by point.
 
     NaN points (d = f − o NaN, or f′/o′ NaN for the ACC sums) count 0 and are tallied in bad;
     a product that is ±inf or NaN at a point where d, f′, o′ are not NaN (inf inputs, overflow)
-    counts 0 in acc and is tallied in nonfinite (sign, product, land, segment, row), so that it
+    counts 0 in sums and is tallied in nonfinite (sign, product, land, segment, row), so that it
     reaches only the regions whose weight there is > 0 (see :func:`_finish`)."""
     na, nb = f.shape[1], f.shape[2]
     for a in range(na):
@@ -226,9 +226,9 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, ba
                 bad[1, 0, s, lat_i] += 1.0
                 bad[1, 1, s, lat_i] += lam
                 continue
-            _add_product(d * d, lam, 0, s, lat_i, acc, nonfinite)
-            _add_product(d, lam, 1, s, lat_i, acc, nonfinite)
-            _add_product(abs(d), lam, 2, s, lat_i, acc, nonfinite)
+            _add_product(d * d, lam, 0, s, lat_i, sums, nonfinite)
+            _add_product(d, lam, 1, s, lat_i, sums, nonfinite)
+            _add_product(abs(d), lam, 2, s, lat_i, sums, nonfinite)
             if has_clim:
                 cv = np.float64(c[n, a, b])
                 fa = fv - cv
@@ -237,9 +237,9 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, ba
                     bad[1, 0, s, lat_i] += 1.0
                     bad[1, 1, s, lat_i] += lam
                     continue
-                _add_product(fa * oa, lam, 3, s, lat_i, acc, nonfinite)
-                _add_product(fa * fa, lam, 4, s, lat_i, acc, nonfinite)
-                _add_product(oa * oa, lam, 5, s, lat_i, acc, nonfinite)
+                _add_product(fa * oa, lam, 3, s, lat_i, sums, nonfinite)
+                _add_product(fa * fa, lam, 4, s, lat_i, sums, nonfinite)
+                _add_product(oa * oa, lam, 5, s, lat_i, sums, nonfinite)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -276,20 +276,20 @@ def field_statistics(
     n_fields, na, nb = f.shape
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
-    acc = np.zeros((6, 2, nseg, nlat))
+    sums = np.zeros((6, 2, nseg, nlat))
     bad = np.zeros((2, 2, nseg, nlat))
     nonfinite = np.zeros((3, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products, careful path
     nf_total = np.zeros((3, 6, 2, nlat))
-    total = np.zeros((6, 2, nlat))  # acc summed over all segments (full-longitude regions)
+    total = np.zeros((6, 2, nlat))  # sums summed over all segments (full-longitude regions)
     bad_total = np.zeros((2, 2, nlat))
     full = _full_longitude(region_segs)
     for n in range(n_fields):
-        acc[:] = 0.0
+        sums[:] = 0.0
         if lon_first:
-            _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
+            _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums)
         else:
-            _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, acc)
-        _sum_segments(acc, total)
+            _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums)
+        _sum_segments(sums, total)
         # Any NaN or ±inf (input, or overflow) shows up in the plain row totals (the land
         # products are the plain ones times a finite fraction).
         has_nan = False
@@ -298,16 +298,16 @@ def field_statistics(
                 if not np.isfinite(total[k, 0, i]):
                     has_nan = True
         if has_nan:
-            acc[:] = 0.0
+            sums[:] = 0.0
             bad[:] = 0.0
             nonfinite[:] = 0.0
-            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, acc, bad,
+            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad,
                      nonfinite)
-            _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
+            _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
-                value = _region_sum(acc, total, k, land, r, full[r], region_segs, region_latw)
+                value = _region_sum(sums, total, k, land, r, full[r], region_segs, region_latw)
                 if has_nan:
                     value = _finish(value, nonfinite, nf_total, k, land, r, full[r],
                                     region_segs, region_latw)
@@ -321,9 +321,9 @@ def field_statistics(
 
 
 @numba.njit(nogil=True, cache=True)
-def _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total):  # pragma: no cover
+def _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total):  # pragma: no cover
     """All-segment row totals of the sums, NaN tallies and non-finite tallies."""
-    _sum_segments(acc, total)
+    _sum_segments(sums, total)
     _sum_segments(bad, bad_total)
     for q in range(3):
         _sum_segments(nonfinite[q], nf_total[q])
@@ -342,29 +342,29 @@ def _full_longitude(region_segs):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _sum_segments(acc, total):  # pragma: no cover - compiled
+def _sum_segments(sums, total):  # pragma: no cover - compiled
     total[:] = 0.0
-    for k in range(acc.shape[0]):
-        for land in range(acc.shape[1]):
-            for s in range(acc.shape[2]):
-                for i in range(acc.shape[3]):
-                    total[k, land, i] += acc[k, land, s, i]
+    for k in range(sums.shape[0]):
+        for land in range(sums.shape[1]):
+            for s in range(sums.shape[2]):
+                for i in range(sums.shape[3]):
+                    total[k, land, i] += sums[k, land, s, i]
 
 
 @numba.njit(nogil=True, cache=True)
-def _region_sum(acc, total, k, land, r, full, region_segs, region_latw):  # pragma: no cover
-    """Σ_i latw_r[i] Σ_{s in r} acc[k, land, s, i] (the all-segment total for full-longitude
+def _region_sum(sums, total, k, land, r, full, region_segs, region_latw):  # pragma: no cover
+    """Σ_i latw_r[i] Σ_{s in r} sums[k, land, s, i] (the all-segment total for full-longitude
     regions)."""
     value = 0.0
-    nlat = acc.shape[3]
+    nlat = sums.shape[3]
     if full:
         for i in range(nlat):
             value += region_latw[r, i] * total[k, land, i]
         return value
-    for s in range(acc.shape[2]):
+    for s in range(sums.shape[2]):
         if region_segs[r, s]:
             for i in range(nlat):
-                value += region_latw[r, i] * acc[k, land, s, i]
+                value += region_latw[r, i] * sums[k, land, s, i]
     return value
 
 
@@ -382,7 +382,7 @@ def anomaly_sums(
     n_fields, na, nb = f.shape
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
-    acc = np.zeros((2, 2, nseg, nlat))
+    sums = np.zeros((2, 2, nseg, nlat))
     bad = np.zeros((1, 2, nseg, nlat))
     nonfinite = np.zeros((3, 2, 2, nseg, nlat))
     nf_total = np.zeros((3, 2, 2, nlat))
@@ -390,7 +390,7 @@ def anomaly_sums(
     bad_total = np.zeros((1, 2, nlat))
     full = _full_longitude(region_segs)
     for n in range(n_fields):
-        acc[:] = 0.0
+        sums[:] = 0.0
         bad[:] = 0.0
         nonfinite[:] = 0.0
         for a in range(na):
@@ -405,13 +405,13 @@ def anomaly_sums(
                     bad[0, 0, s, lat_i] += 1.0
                     bad[0, 1, s, lat_i] += lam
                     continue
-                _add_product(fa, lam, 0, s, lat_i, acc, nonfinite)
-                _add_product(oa, lam, 1, s, lat_i, acc, nonfinite)
-        _careful_totals(acc, bad, nonfinite, total, bad_total, nf_total)
+                _add_product(fa, lam, 0, s, lat_i, sums, nonfinite)
+                _add_product(oa, lam, 1, s, lat_i, sums, nonfinite)
+        _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(2):
-                value = _region_sum(acc, total, k, land, r, full[r], region_segs, region_latw)
+                value = _region_sum(sums, total, k, land, r, full[r], region_segs, region_latw)
                 out[n, k, r] = _finish(value, nonfinite, nf_total, k, land, r, full[r],
                                        region_segs, region_latw)
             bad_out[n, r] = _region_sum(bad, bad_total, 0, land, r, full[r], region_segs,

@@ -462,6 +462,30 @@ def _is_io_error(err: BaseException) -> bool:
     return bool(names & {"HttpError", "ClientError", "ClientResponseError"})
 
 
+class OpenedStores:
+    """The stores a plan opened (normalised, lazy), by :class:`StoreSpec`: on the driver,
+    everything after the plan reads them from here instead of opening them again. Each
+    store is opened once (by :func:`open_store`), the first time it is asked for.
+
+    Driver-side only: a task sent to a dask worker carries specs, and the worker opens the
+    stores itself. Hashable by identity (a cache may key on it)."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[StoreSpec, xr.Dataset] = {}
+
+    def __call__(self, spec: StoreSpec) -> xr.Dataset:
+        ds = self._datasets.get(spec)
+        if ds is None:
+            ds = self._datasets[spec] = open_store(spec)
+        return ds
+
+    def __contains__(self, spec: StoreSpec) -> bool:
+        return spec in self._datasets
+
+    def __reduce__(self):
+        raise TypeError("OpenedStores stay on the driver: send StoreSpecs to workers")
+
+
 def clear_cache() -> None:
     """Forget opened stores (e.g. after a store was rewritten in place), and the region
     weights built from them (a land-sea mask rewritten in place)."""
@@ -469,4 +493,4 @@ def clear_cache() -> None:
 
     open_store.cache_clear()
     open_raw_store.cache_clear()
-    evaluate._weights.cache_clear()
+    evaluate.clear_weights()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.derived import DERIVABLE, with_stand_ins
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
-from wxeval.loaders import StoreSpec, open_store
+from wxeval.loaders import OpenedStores, StoreSpec
 from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
@@ -59,14 +60,72 @@ class Fields:
 
 @dataclass(frozen=True)
 class ForecastSource:
-    """Where a model's forecast fields come from: a Zarr store or a built-in baseline.
+    """Where a model's forecast fields come from (the config's ``kind:``): a Zarr store
+    (:class:`ZarrSource`) or a built-in baseline (:class:`PersistenceSource`,
+    :class:`ClimatologySource`). Small and picklable: tasks sent to workers carry it."""
 
-    ``kind``: ``"zarr"``; ``"persistence"`` (f(t, l) = o(t), the truth at init time);
-    ``"climatology"`` (f(t, l) = c(dayofyear(t+l), hour(t+l))).
-    """
+    #: The config's ``kind:`` value.
+    kind: ClassVar[str] = ""
+    #: Whether the fields are read from a forecast store of their own (with init and lead axes).
+    reads_store: ClassVar[bool] = False
+    #: Whether f(t, l) reads the truth at the init time t (lead 0) too.
+    reads_truth_at_init: ClassVar[bool] = False
+    #: Whether f(t, l) is the climatology at the valid time t + l.
+    reads_climatology: ClassVar[bool] = False
+    #: The store whose variables and levels the fields come from: forecast, truth, climatology.
+    fields_role: ClassVar[str] = "forecast"
 
-    kind: str
     store: StoreSpec | None = None
+
+    def label(self, model: str) -> str:
+        """How messages name the source of model ``model``'s fields."""
+        return self.store.name if self.store is not None else f"baseline {model}"
+
+    def fields_from(self, forecast, truth, clim):
+        """The opened dataset (of those given) whose variables and levels the fields come
+        from: :attr:`fields_role`."""
+        return {"forecast": forecast, "truth": truth, "climatology": clim}[self.fields_role]
+
+    def identity(self) -> str:
+        """The forecast part of a statistics entry key for a baseline (a store's is its
+        fingerprint, :func:`wxeval.store.store_fingerprint`)."""
+        return f"baseline:{self.kind}"
+
+
+@dataclass(frozen=True)
+class ZarrSource(ForecastSource):
+    """Forecast fields f(t, l) read from a Zarr store (``kind: zarr``)."""
+
+    kind: ClassVar[str] = "zarr"
+    reads_store: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class PersistenceSource(ForecastSource):
+    """f(t, l) = o(t): the truth at init time (``kind: persistence``)."""
+
+    kind: ClassVar[str] = "persistence"
+    reads_truth_at_init: ClassVar[bool] = True
+    fields_role: ClassVar[str] = "truth"
+
+
+@dataclass(frozen=True)
+class ClimatologySource(ForecastSource):
+    """f(t, l) = c(dayofyear(t+l), hour(t+l)) (``kind: climatology``)."""
+
+    kind: ClassVar[str] = "climatology"
+    reads_climatology: ClassVar[bool] = True
+    fields_role: ClassVar[str] = "climatology"
+
+
+SOURCES: dict[str, type[ForecastSource]] = {
+    c.kind: c for c in (ZarrSource, PersistenceSource, ClimatologySource)
+}
+
+
+def make_source(kind: str, store: StoreSpec | None = None) -> ForecastSource:
+    """The source of the config's ``kind:`` (``store`` for ``zarr`` only)."""
+    return SOURCES[kind](store)
 
 
 @dataclass(eq=False)
@@ -87,6 +146,9 @@ class ModelPlan:
     #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
     #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
     level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
+    #: The inits the selection names, before those left pending or skipped for a truth gap
+    #: were taken out (``init_times`` are the ones scored now).
+    selected_init_times: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -99,6 +161,13 @@ class Plan:
     pending: dict[str, np.ndarray] = field(default_factory=dict)  # inits left for later
     #: inits left out because the truth has a hole they need (``missing_truth: skip``)
     skipped: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The stores the plan opened: everything after the plan reads them from here on the
+    #: driver (tasks on dask workers reopen theirs from the specs).
+    stores: OpenedStores = field(default_factory=OpenedStores)
+
+    def model(self, name: str) -> ModelPlan | None:
+        """The plan of model ``name`` (None when it is not planned)."""
+        return next((m for m in self.models if m.name == name), None)
 
 
 def store_spec(cfg: StoreConfig, role: str, name: str) -> StoreSpec:
@@ -120,15 +189,16 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     pending: dict[str, np.ndarray] = {}
     skipped: dict[str, np.ndarray] = {}
     has_lsm = True
+    stores = OpenedStores()
     for name in model_names:
         mcfg = config.model(name)
-        plan, waiting, left_out = _model_plan(config, name, mcfg)
+        plan, waiting, left_out = _model_plan(config, name, mcfg, stores)
         models.append(plan)
         if waiting.size:
             pending[name] = waiting
         if left_out.size:
             skipped[name] = left_out
-        truth = open_store(plan.truth)
+        truth = stores(plan.truth)
         has_lsm = has_lsm and (lsm is not None or LAND_SEA_MASK in truth.variables)
     try:
         custom = [
@@ -150,13 +220,13 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             )
     if "seeps" in metrics:
         for m in models:
-            clim = open_store(m.climatology) if m.climatology is not None else None
+            clim = stores(m.climatology) if m.climatology is not None else None
             check_seeps_fields(clim, m.climatology.name if m.climatology else "", m.variables)
-    return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped)
+    return Plan(models, regions, metrics, lsm, ev.skipna, pending, skipped, stores)
 
 
 def _model_plan(
-    config: Config, name: str, mcfg: ModelConfig
+    config: Config, name: str, mcfg: ModelConfig, stores: OpenedStores
 ) -> tuple[ModelPlan, np.ndarray, np.ndarray]:
     ev = config.evaluation
     truth_cfg = mcfg.truth or config.truth
@@ -165,8 +235,8 @@ def _model_plan(
     clim_spec = (
         store_spec(clim_cfg, "climatology", f"climatology ({clim_cfg.path})") if clim_cfg else None
     )
-    truth = open_store(truth_spec)
-    clim = open_store(clim_spec) if clim_spec else None
+    truth = stores(truth_spec)
+    clim = stores(clim_spec) if clim_spec else None
     if clim is not None:
         schema.check_same_grid(truth, clim, truth_spec.name, clim_spec.name)
 
@@ -180,15 +250,15 @@ def _model_plan(
             rename=mcfg.rename,
             storage_options=mcfg.storage_options,
         )
-        fc = open_store(fspec)
+        fc = stores(fspec)
         schema.check_same_grid(fc, truth, fspec.name, truth_spec.name)
-        source = ForecastSource("zarr", fspec)
-        fields_from = fc
+        source = make_source(mcfg.kind, fspec)
     else:
-        if mcfg.kind == "climatology" and clim is None:
+        fc = None
+        source = make_source(mcfg.kind)
+        if source.reads_climatology and clim is None:
             raise ConfigError(f"model {name!r}: the climatology baseline needs a climatology store")
-        source = ForecastSource(mcfg.kind)
-        fields_from = clim if mcfg.kind == "climatology" else truth
+    fields_from = source.fields_from(fc, truth, clim)
 
     fields = select_fields(
         ev,
@@ -205,7 +275,7 @@ def _model_plan(
     )
 
     available_leads = None
-    if source.kind == "zarr":
+    if source.reads_store:
         inits = align.select_init_times(
             fc[INIT_TIME].values, ev.init_times.start, ev.init_times.stop, ev.init_times.hours
         )
@@ -224,16 +294,17 @@ def _model_plan(
             name, ev.lead_times, _label(source, name) if source.store else None, available_leads
         ))
 
-    if source.kind == "zarr":
+    if source.reads_store:
         _check_derived_leads(fc, fspec.name, fields.variables, leads)
+    selected = inits
     pending = skipped = np.array([], dtype="datetime64[ns]")
     # Persistence also reads the truth at each init (lead 0), as wxeval check counts it.
     gap_leads = (
-        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.kind == "persistence"
+        np.union1d(leads, np.array([0], "timedelta64[ns]")) if source.reads_truth_at_init
         else leads
     )
     missing = align.missing_valid_times(inits, gap_leads, truth[VALID_TIME].values)
-    if source.kind == "zarr" or missing.size:
+    if source.reads_store or missing.size:
         gaps = align.truth_gaps(
             inits, gap_leads, truth[VALID_TIME].values, ev.missing_truth, truth_spec.name, name
         )
@@ -253,7 +324,7 @@ def _model_plan(
                 f"{truth_spec.name}: no init of {name!r} has its truth yet "
                 f"(all {pending.size + skipped.size} pending or skipped)"
             )
-    if source.kind == "persistence":
+    if source.reads_truth_at_init:
         align.check_truth_covers(
             inits, np.array([0], "timedelta64[ns]"), truth[VALID_TIME].values, truth_spec.name
         )
@@ -273,6 +344,7 @@ def _model_plan(
         levels=fields.levels,
         level_matches=fields.level_matches,
         level_pairs=fields.level_pairs,
+        selected_init_times=selected,
     )
     return plan, pending, skipped
 
@@ -337,7 +409,7 @@ def _select_variables(requested, fields_from, truth, clim, name, source) -> list
                 raise SelectionError(
                     f"truth of {name}: variable {v!r} not in store{_has(truth_vars, typed=v)}"
                 )
-            if (clim is not None and v not in clim.data_vars and source.kind != "persistence"
+            if (clim is not None and v not in clim.data_vars and not source.reads_truth_at_init
                     and v not in DERIVABLE):  # a derived variable: ACC only when clim has it
                 raise SelectionError(
                     f"climatology: variable {v!r} not in store{_has(clim.data_vars, typed=v)}"
@@ -360,7 +432,7 @@ def _has(names, unit: str = "", typed: str | None = None) -> str:
 
 
 def _label(source: ForecastSource, name: str) -> str:
-    return source.store.name if source.store is not None else f"baseline {name}"
+    return source.label(name)
 
 
 def select_fields(
@@ -378,7 +450,7 @@ def select_fields(
     fields_from, truth = with_stand_ins(fields_from, wanted), with_stand_ins(truth, wanted)
     variables = _select_variables(ev.variables, fields_from, truth, clim, name, source)
     for v in variables:
-        if source.kind == "zarr":
+        if source.reads_store:
             schema.check_field_dims(fields_from[v], "forecast", names["source"])
         schema.check_field_dims(truth[v], "truth", names["truth"])
         if clim is not None and v in clim.data_vars:
@@ -393,7 +465,7 @@ def select_fields(
                 (names["source"], fields_from[v]),
                 (names["truth"], truth[v]),
                 c,
-                source_is_forecast=source.kind == "zarr",
+                source_is_forecast=source.reads_store,
             )
         except LevelMatchError as err:
             raise SelectionError(str(err)) from err

@@ -364,3 +364,95 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance and the files of one model
+
+
+def provenance(m, plan, cfg) -> dict:
+    """Inputs, selection, config (credentials redacted) and versions of model ``m``
+    (:class:`wxeval.plan.ModelPlan` of ``plan``), for result attributes and the manifest."""
+    import datetime as _dt
+
+    import wxeval
+    from wxeval.redact import redacted_config
+
+    inputs: dict = {
+        "truth": {"path": m.truth.path, "storage_options": m.truth.redacted_options()}
+    }
+    if m.climatology is not None:
+        inputs["climatology"] = {"path": m.climatology.path}
+    if m.source.store is not None:
+        inputs["forecast"] = {
+            "path": m.source.store.path,
+            "rename": dict(m.source.store.rename),
+            "storage_options": m.source.store.redacted_options(),
+        }
+    else:
+        inputs["forecast"] = {"baseline": m.source.kind}
+    return {
+        "title": f"wxeval scores of {m.name}",
+        "model": m.name,
+        "alignment": "by init: truth at valid_time = init_time + lead_time",
+        "inputs": inputs,
+        "init_time_first": str(np.datetime_as_string(m.init_times[0], unit="m")),
+        "init_time_last": str(np.datetime_as_string(m.init_times[-1], unit="m")),
+        "init_time_count": int(len(m.init_times)),
+        "lead_time_hours": [float(x / np.timedelta64(1, "h")) for x in m.lead_times],
+        "regions": {
+            r.name: {"lat": r.lat_bands, "lon": r.lon_bands, "land": r.land} for r in plan.regions
+        },
+        "skipna": int(plan.skipna),
+        "config": redacted_config(cfg),
+        "wxeval_version": wxeval.__version__,
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import dask
+    import zarr
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "dask": dask.__version__,
+        "zarr": zarr.__version__,
+    }
+
+
+def write_outputs(
+    out: Path, m, plan, cfg, table, stats_root, keys, nan_found=()
+) -> list[str]:
+    """Write ``<out>/<model>.nc``, ``.csv`` and the manifest ``.json`` of model ``m``;
+    return their paths."""
+    prov = provenance(m, plan, cfg)
+    nc, csv, manifest = out / f"{m.name}.nc", out / f"{m.name}.csv", out / f"{m.name}.json"
+    write_netcdf(table, nc, prov)
+    write_csv(table, csv)
+    write_json(
+        {
+            **prov,
+            "statistics_store": (
+                "statistics" if stats_root == str(out / "statistics") else stats_root
+            ),
+            "entry_keys": {var: keys[(m.name, var)] for var in m.variables},
+            "init_times": [str(np.datetime_as_string(t, unit="m")) for t in m.init_times],
+            "variables": {
+                var: (list(m.levels[var]) if m.levels[var] else None) for var in m.variables
+            },
+            "region_names": [r.name for r in plan.regions],
+            "region_keys": [r.key() for r in plan.regions],
+            "metrics": list(plan.metrics),
+            "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
+            "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
+            "nan_fields": list(nan_found),
+        },
+        manifest,
+    )
+    return [str(nc), str(csv), str(manifest)]

@@ -73,12 +73,13 @@ _VALUE_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing
                    "calendar")
 
 
-def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
+def store_fingerprint(spec: StoreSpec | None, variable: str, stores=open_store) -> str:
     """Identity of one variable of a store: path, dtype, attrs, level and grid coordinates and
-    the encodings that change values — not its chunking nor the length of its time axis."""
+    the encodings that change values — not its chunking nor the length of its time axis.
+    ``stores`` opens the store (the plan's opened stores on the driver)."""
     if spec is None:
         return "none"
-    ds = open_store(spec)
+    ds = stores(spec)
     parts: list = [spec.path, sorted(spec.rename), variable]
     if variable in ds.variables:
         da = ds[variable]
@@ -92,7 +93,9 @@ def store_fingerprint(spec: StoreSpec | None, variable: str) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
-def land_sea_mask_fingerprint(truth: StoreSpec, land_sea_mask: StoreSpec | None) -> str:
+def land_sea_mask_fingerprint(
+    truth: StoreSpec, land_sea_mask: StoreSpec | None, stores=open_store
+) -> str:
     """Identity of the land fraction the land regions of a model use (``land_sea_mask`` from
     the config, else the truth's own ``land_sea_mask``): the source's path and renames, and a
     hash of the values (one 2-D field, cheap: a mask rewritten in place under the same path
@@ -100,7 +103,7 @@ def land_sea_mask_fingerprint(truth: StoreSpec, land_sea_mask: StoreSpec | None)
     from wxeval.schema import LAND_SEA_MASK
 
     source = land_sea_mask or truth
-    ds = open_store(source)
+    ds = stores(source)
     if LAND_SEA_MASK not in ds.variables:
         return "none"
     da = ds[LAND_SEA_MASK]
@@ -126,6 +129,7 @@ def entry_key(
     land_sea_mask: str = "none",
     levels: Sequence[Sequence[float | None]] | None = None,
     recipe: str | None = None,
+    stores=open_store,
 ) -> str:
     """Hash of everything that determines a statistic's value except the init, lead, level
     and region it is stored under.
@@ -162,8 +166,8 @@ def entry_key(
             "format": FORMAT_VERSION,
             "key_version": KEY_VERSION,
             "forecast": forecast,
-            "truth": store_fingerprint(truth, variable),
-            "climatology": store_fingerprint(climatology, variable),
+            "truth": store_fingerprint(truth, variable, stores),
+            "climatology": store_fingerprint(climatology, variable, stores),
             "variable": variable,
             "skipna": bool(skipna),
             "land_sea_mask": land_sea_mask,
@@ -652,3 +656,157 @@ def load_statistics(
     ds = xr.Dataset(out)
     ds.attrs["model"] = model
     return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's entries: keys, coverage, and the task results written and read back
+
+
+def entry_keys(plan) -> dict[tuple[str, str], str]:
+    """Statistics entry key per (model, variable) of ``plan`` (:class:`wxeval.plan.Plan`):
+    see :func:`entry_key`."""
+    keys = {}
+    masks: dict = {}
+    for m in plan.models:
+        if (m.truth, plan.land_sea_mask) not in masks:
+            masks[(m.truth, plan.land_sea_mask)] = land_sea_mask_fingerprint(
+                m.truth, plan.land_sea_mask, plan.stores
+            )
+        for var in m.variables:
+            if m.source.reads_store:
+                fid = store_fingerprint(m.source.store, var, plan.stores)
+            else:
+                fid = m.source.identity()
+            keys[(m.name, var)] = entry_key(
+                fid, m.truth, m.climatology, var, plan.skipna,
+                land_sea_mask=masks[(m.truth, plan.land_sea_mask)],
+                levels=m.level_pairs.get(var), stores=plan.stores,
+                recipe=_recipe(m, var, plan.stores),
+            )
+    return keys
+
+
+def _recipe(m, var: str, stores) -> str | None:
+    """How ``var`` is derived in the forecast and the truth (None when both store it), with
+    the fingerprints of the inputs (:mod:`wxeval.derived`)."""
+    from wxeval.derived import recipe_key
+
+    parts = []
+    for role, spec in (("forecast", m.source.store), ("truth", m.truth)):
+        if spec is not None:
+            key = recipe_key(stores(spec), var,
+                             lambda v, spec=spec: store_fingerprint(spec, v, stores))
+            if key is not None:
+                parts.append(f"{role}: {key}")
+    return "; ".join(parts) or None
+
+
+def drop_done(tasks, store: StatisticsStore, keys, region_keys, groups) -> tuple[list, int]:
+    """Remove every task part the store already covers, group by group: a task keeps the
+    inits that lack any of its groups and computes only the groups lacking there. Count the
+    reused fields (fields whose every group is stored). ``groups`` maps a group name to its
+    :class:`wxeval.statistics.Group`."""
+    import dataclasses
+
+    kept, reused = [], 0
+    for task in tasks:
+        parts = []
+        missing: set[str] = set()
+        for p in task.parts:
+            todo = np.zeros(len(p.init_times), bool)
+            for g in task.groups:
+                have = store.coverage(
+                    p.model,
+                    task.variable,
+                    keys[(p.model, task.variable)],
+                    p.init_times,
+                    p.lead_times,
+                    p.levels,
+                    region_keys,
+                    groups[g].statistics,
+                )
+                # Recompute the inits that lack anything (whole lead/level/region rows).
+                lacking = ~have.all(axis=(1, 2, 3))
+                if lacking.any():
+                    missing.add(g)
+                    todo |= lacking
+            nfields = len(p.lead_times) * (1 if p.levels is None else len(p.levels))
+            reused += int((~todo).sum()) * nfields
+            if todo.any():
+                parts.append(dataclasses.replace(p, init_times=p.init_times[todo]))
+        if parts:
+            task.parts = tuple(parts)
+            task.groups = tuple(g for g in task.groups if g in missing)
+            kept.append(task)
+    return kept, reused
+
+
+def as_dataarray(inits, leads, levels, regions, arr, statistics) -> xr.DataArray:
+    """One model's statistics of a task result, labelled: dims (statistic, init_time,
+    lead_time, region[, level])."""
+    da = xr.DataArray(
+        arr,
+        dims=("init_time", "lead_time", "level", "region", "statistic"),
+        coords={
+            "init_time": inits,
+            "lead_time": leads,
+            "level": list(levels) if levels is not None else [0],
+            "region": list(regions),
+            "statistic": list(statistics),
+        },
+    )
+    if levels is None:
+        da = da.isel(level=0, drop=True)
+    dims = ["statistic", "init_time", "lead_time", "region"] + (["level"] if levels else [])
+    return da.transpose(*dims)
+
+
+class Collector:
+    """Receives task results (:class:`wxeval.evaluate.TaskResult`) as they arrive: labels them
+    and writes them to the statistics store ``store`` (kept in memory when it is None), then
+    reads a model's statistics back (:meth:`collect`)."""
+
+    def __init__(self, store: StatisticsStore | None, keys, regions, attrs: dict | None = None):
+        self.store = store
+        self.keys = keys
+        self.region_names = [r.name for r in regions]
+        self.region_keys = [r.key() for r in regions]
+        self.attrs = attrs or {}
+        self.memory: list = []
+        self.computed_fields = 0
+
+    def add(self, res) -> None:
+        """Label and keep one task result (count its fields in ``computed_fields``)."""
+        for model, (inits, leads, arr) in res.per_model.items():
+            self.computed_fields += arr.shape[0] * arr.shape[1] * arr.shape[2]
+            da = as_dataarray(inits, leads, res.model_levels[model], res.regions, arr,
+                              res.statistics)
+            if self.store is not None:
+                self.store.write_part(
+                    model, res.variable, self.keys[(model, res.variable)], res.block, da,
+                    self.region_keys, attrs=self.attrs,
+                )
+            else:
+                self.memory.append((model, res.variable, da))
+
+    def collect(self, m, statistics: Sequence[str]) -> xr.Dataset:
+        """The statistics ``statistics`` of model ``m`` (:class:`wxeval.plan.ModelPlan`), one
+        data variable per weather variable; NaN where a statistic was not computed."""
+        out = {}
+        for var in m.variables:
+            lev = m.levels[var]
+            if self.store is not None:
+                da = self.store.load(
+                    m.name, var, self.keys[(m.name, var)], m.init_times, m.lead_times, lev,
+                    self.region_names, self.region_keys, statistics,
+                )
+            else:
+                pieces = [d for (mm, v, d) in self.memory if mm == m.name and v == var]
+                da = xr.combine_by_coords([p.to_dataset(name=var) for p in pieces])[var]
+                da = da.reindex(statistic=list(statistics))
+                # reindex: a derived accumulation lacks the leads whose windows are incomplete
+                da = da.sel(init_time=m.init_times).reindex(lead_time=m.lead_times)
+            out[var] = da
+        ds = xr.Dataset(out)
+        ds.attrs["model"] = m.name
+        return ds

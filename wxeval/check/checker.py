@@ -45,8 +45,14 @@ class _Checker(
         sample: bool,
         plan_checked: bool = False,
         chunk_inits: dict[str, np.ndarray] | None = None,
+        plan=None,
     ) -> None:
         self.config = config
+        #: ``score``'s plan (:class:`wxeval.plan.Plan`), when there is one: its selections,
+        #: sources and variables are checked rather than derived again from the config.
+        self.plan = plan
+        #: Opens a normalised store from its spec: the plan's opened stores when given.
+        self.open_dataset = plan.stores if plan is not None else open_store
         self.names = names
         self.sample = sample
         self.plan_checked = plan_checked
@@ -86,7 +92,7 @@ class _Checker(
         if spec.role == "forecast":
             self._raw_forecast_checks(st)
         try:
-            st.ds = open_store(spec)
+            st.ds = self.open_dataset(spec)
         except schema.SchemaError as err:
             code = "duplicate-inits" if "duplicated init" in str(err) else "schema"
             if code == "duplicate-inits" and any(
@@ -102,7 +108,7 @@ class _Checker(
     # -- the run
 
     def run(self) -> None:
-        from wxeval.plan import _select_leads, store_spec
+        from wxeval.plan import _select_leads, make_source, store_spec
 
         cfg, ev = self.config, self.config.evaluation
         if not self.names:
@@ -149,9 +155,12 @@ class _Checker(
             if fc is not None:
                 self.check_grid(fc, truth)
 
-            # Selection (as plan.py makes it).
+            # Selection: the plan's, else as plan.py makes it.
+            planned = self.plan.model(name) if self.plan is not None else None
             try:
-                if fc is not None:
+                if planned is not None:
+                    inits, leads = planned.selected_init_times, planned.lead_times
+                elif fc is not None:
                     inits = align.select_init_times(
                         fc.ds[INIT_TIME].values,
                         ev.init_times.start,
@@ -186,12 +195,16 @@ class _Checker(
                 continue
             if fc is not None:
                 inits_by_model[name] = inits
-            variables = self.fields(name, mcfg.kind, fc, truth, clim)
+            if planned is not None:
+                source, variables = planned.source, list(planned.variables)
+            else:
+                source = make_source(mcfg.kind, fc.spec if fc is not None else None)
+                variables = self.fields(name, source, fc, truth, clim)
             # a derived variable's inputs are checked where they are read (units, values)
             from wxeval.derived import with_inputs
 
             variables = with_inputs(variables, [s.ds for s in (fc, truth) if s is not None])
-            self.check_truth_coverage(name, inits, leads, truth, mcfg.kind)
+            self.check_truth_coverage(name, inits, leads, truth, source)
             if clim is not None:
                 self.check_clim(inits, leads, clim)
             for st in filter(None, (fc, truth, clim)):
@@ -228,17 +241,18 @@ class _Checker(
 
     # -- variables
 
-    def fields(self, name, kind, fc, truth, clim) -> list[str]:
+    def fields(self, name, source, fc, truth, clim) -> list[str]:
         """The variables to check, resolved by the plan's own :func:`~wxeval.plan.select_fields`
         (variables, unexpected dims, level matching): whatever it refuses is an error here, in
         the same words ``wxeval score`` uses. After such an error the variables present in both
         stores are checked still, so that other problems are reported too."""
-        from wxeval.plan import ForecastSource, SelectionError, _label, select_fields
+        from wxeval.plan import SelectionError, select_fields
 
-        source = ForecastSource(kind, fc.spec if fc is not None else None)
-        source_ds = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
+        source_ds = source.fields_from(
+            fc.ds if fc is not None else None, truth.ds, clim.ds if clim is not None else None
+        )
         names = {
-            "source": _label(source, name),
+            "source": source.label(name),
             "truth": truth.name,
             "climatology": clim.name if clim is not None else "",
         }
@@ -256,12 +270,11 @@ class _Checker(
             code = "plan" if isinstance(err, SelectionError) else "schema"
             store = next((n for n in names.values() if n and str(err).startswith(n)), "")
             self.add("error", code, store, "", str(err))
-        return self.variables(name, fc, truth, clim, kind)
+        return self.variables(source_ds, truth)
 
-    def variables(self, name, fc, truth, clim, kind) -> list[str]:
+    def variables(self, source_ds, truth) -> list[str]:
         requested = self.config.evaluation.variables
         if requested:
             return list(requested)
-        source = fc.ds if fc is not None else (clim.ds if kind == "climatology" else truth.ds)
-        have = gridded_variables(source) & gridded_variables(truth.ds)
+        have = gridded_variables(source_ds) & gridded_variables(truth.ds)
         return sorted(have)

@@ -11,11 +11,12 @@ from wxeval.schema import VALID_TIME
 
 
 class _CoverageChecks:
-    def check_truth_coverage(self, name, inits, leads, truth: _Store, kind: str) -> None:
+    def check_truth_coverage(self, name, inits, leads, truth: _Store, source) -> None:
         """Valid times the truth lacks, per lead; error or warning as ``missing_truth`` makes
-        the plan decide (the same :func:`wxeval.align.truth_gaps`)."""
+        the plan decide (the same :func:`wxeval.align.truth_gaps`). ``source``: the model's
+        :class:`~wxeval.plan.ForecastSource` (persistence reads the truth at lead 0 too)."""
         have = truth.ds[VALID_TIME].values
-        if kind == "persistence":
+        if source.reads_truth_at_init:
             leads = np.union1d(leads, np.array([0], "timedelta64[ns]"))
         parts = []
         for lead in leads:

@@ -22,13 +22,16 @@ def run_checks(
     sample: bool = True,
     plan_checked: bool = False,
     chunk_inits: dict | None = None,
+    plan=None,
 ) -> CheckReport:
     """Check ``model_names`` of ``config``; metadata only when ``sample`` is False.
     ``plan_checked``: the caller already built the plan (do not build it again).
-    ``chunk_inits``: per model, the inits whose chunk files to list (default: all selected)."""
+    ``chunk_inits``: per model, the inits whose chunk files to list (default: all selected).
+    ``plan``: the :class:`wxeval.plan.Plan` built from ``config`` for ``model_names``: its
+    opened stores, selections, sources and variables are checked instead of derived again."""
     checker = _Checker(
         config, list(model_names), sample=sample, plan_checked=plan_checked,
-        chunk_inits=chunk_inits,
+        chunk_inits=chunk_inits, plan=plan,
     )
     checker.run()
     return CheckReport(_dedupe(checker.redact(f) for f in checker.findings))
@@ -40,8 +43,12 @@ def preflight(
     *,
     plan_checked: bool = False,
     chunk_inits: dict | None = None,
+    plan=None,
 ) -> CheckReport:
     """The cheap (metadata-only) check ``wxeval score`` runs first.
+
+    ``plan``: the :class:`wxeval.plan.Plan` the caller built from ``config`` for
+    ``model_names`` (it is not built again; its stores and selections are checked).
 
     Raises the first error with :mod:`wxeval.plan`'s exception types (ConfigError,
     SelectionError, SchemaError, AlignmentError, LoadError) so that the CLI maps it to the same
@@ -52,10 +59,12 @@ def preflight(
     from wxeval.plan import make_plan
 
     names = list(model_names)
-    if not plan_checked:
-        make_plan(config, names)  # plan's own errors, in its own words, first
-    # planned just above
-    report = run_checks(config, names, sample=False, plan_checked=True, chunk_inits=chunk_inits)
+    if plan is None and not plan_checked:
+        plan = make_plan(config, names)  # plan's own errors, in its own words, first
+    # planned just above (or by the caller)
+    report = run_checks(
+        config, names, sample=False, plan_checked=True, chunk_inits=chunk_inits, plan=plan,
+    )
     for f in report.findings:
         if f.severity == "warning":
             log.warning("check: %s", f.message)
@@ -74,8 +83,17 @@ def run_check_command(
     """Print one line per finding and a summary; write ``output/check.json``; return 3 on error.
 
     ``output`` is a folder (``check.json`` is written in it) or a path ending in ``.json``.
+    The plan ``wxeval score`` would make is checked (its stores, selections and variables);
+    when it cannot be made, the checks derive them from the config and report every problem.
     """
-    report = run_checks(cfg, names, sample=True)
+    from wxeval.plan import make_plan
+
+    names = list(names)
+    try:
+        plan = make_plan(cfg, names)
+    except (ValueError, OSError):  # reported below, in the checks' own words
+        plan = None
+    report = run_checks(cfg, names, sample=True, plan_checked=plan is not None, plan=plan)
     for f in report.findings:
         echo(f.line())
     echo(report.summary())
