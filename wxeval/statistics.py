@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 #: Ensemble sums: Σ W over finite points, then Σ W × CRPS skill, CRPS spread, s², (x̄ − o)².
 ENSEMBLE_STATISTICS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var",
                        "sum_ens_mean_se")
