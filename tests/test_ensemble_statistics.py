@@ -28,11 +28,11 @@ def _ensemble_inputs(m: int, seed: int = 0, n: int = 3):
 
 
 def _brute(x, o, w, skipna=False):
-    """(N, R, 5 + RANK_BINS) by hand: the ensemble sums then the rank bins."""
+    """(N, R, 6 + RANK_BINS) by hand: the ensemble sums, M, then the rank bins."""
     n, m = x.shape[:2]
     xf = x.reshape(n, m, -1)
     of = o.reshape(n, -1)
-    out = np.zeros((n, w.shape[0], 5 + RANK_BINS))
+    out = np.zeros((n, w.shape[0], 6 + RANK_BINS))
     for i in range(n):
         for p in range(of.shape[1]):
             xs, ov = xf[i, :, p], of[i, p]
@@ -52,6 +52,7 @@ def _brute(x, o, w, skipna=False):
                     pairs / (m * (m - 1)) if m > 1 else 0.0,
                     sum((a - mean) ** 2 for a in xs) / (m - 1) if m > 1 else 0.0,
                     (mean - ov) ** 2,
+                    0.0,
                 ]
                 srt = np.sort(xs)
                 lo = int(np.searchsorted(srt, ov, side="left"))
@@ -59,6 +60,7 @@ def _brute(x, o, w, skipna=False):
                 ranks = np.zeros(RANK_BINS)
                 ranks[lo:hi + 1] = 1.0 / (hi - lo + 1)
                 out[i, r] += w[r, p] * np.concatenate([vals, ranks])
+    out[:, :, 5] = m  # ensemble_size, whatever the NaNs
     return out
 
 
@@ -82,8 +84,8 @@ def test_compiled_and_reference_match_brute_force(m, lon_first):
          for g in ("ensemble", "rank")], axis=-1)
     np.testing.assert_allclose(ref, expected, rtol=1e-10, atol=1e-10)
     # The rank bins sum to the weight, and slots above M are empty.
-    np.testing.assert_allclose(got[..., 5:].sum(axis=-1), got[..., 0], rtol=1e-12)
-    assert (got[..., 5 + m + 1:] == 0).all()
+    np.testing.assert_allclose(got[..., 6:].sum(axis=-1), got[..., 0], rtol=1e-12)
+    assert (got[..., 6 + m + 1:] == 0).all()
     assert got[..., 1].min() > 0 and got[..., 4].min() > 0  # skill and (x̄ − o)² exercised
     if m > 1:
         assert got[..., 2].min() > 0 and got[..., 3].min() > 0

@@ -35,6 +35,7 @@ from wxeval.schema import (
     LEAD_TIME,
     LEVEL,
     LONGITUDE,
+    MEMBER,
     VALID_TIME,
 )
 from wxeval.statistics import GROUPS, compute, statistic_names
@@ -180,10 +181,17 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
 
 
 def _lead_chunk(m: ModelPlan, var: str) -> int:
+    """Forecast fields per init a task holds at once: a lead chunk; for an ensemble of M
+    members, M fields per lead plus the members of one lead reshaped (M) and their float64
+    mean (2), so that a task's memory stays within budget whatever M."""
     if m.source.kind != "zarr":
         return 1
     fc = open_store(m.source.store)
-    return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
+    if var not in fc:
+        return 1
+    nm = int(fc[var].sizes.get(MEMBER, 1))
+    fields = _chunk_size(fc[var], LEAD_TIME) * nm
+    return fields + (nm + 2 if MEMBER in fc[var].dims else 0)
 
 
 def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1):
@@ -282,11 +290,15 @@ def compute_task(task: Task) -> TaskResult:
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot)
         for li, lead in enumerate(part.lead_times):
-            f = read_lead(li)  # (init, level, *spatial)
+            f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
+            members = None
+            if f.ndim == 5:  # an ensemble: its deterministic scores are the ensemble mean's
+                members = f.reshape(n, *f.shape[2:])
+                f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
             # Every group from the same decoded arrays (one read of each chunk).
             got = compute(
                 task.groups,
@@ -295,6 +307,7 @@ def compute_task(task: Task) -> TaskResult:
                 None if c is None else c.reshape(n, *c.shape[2:]),
                 weights,
                 skipna=task.skipna,
+                members=members,
             )
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
@@ -309,6 +322,11 @@ def compute_task(task: Task) -> TaskResult:
         model_levels,
         names,
     )
+
+
+def _member_mean(members: np.ndarray) -> np.ndarray:
+    """Ensemble mean x̄ = (1/M) Σ_i x_i of members (N, M, *spatial), accumulated in float64."""
+    return members.mean(axis=1, dtype=np.float64)
 
 
 def _forecast_reader(
@@ -335,7 +353,8 @@ def _forecast_reader(
     # consecutive lead chunks are read together up to READ_BYTES (few inits: few reads).
     lead_chunk = _chunk_size(fda, LEAD_TIME)
     nlev = 1 if part.levels is None else len(part.levels)
-    per_lead = len(ipos) * nlev * fda.dtype.itemsize * math.prod(fda.sizes[d] for d in spatial)
+    per_lead = (len(ipos) * nlev * fda.sizes.get(MEMBER, 1) * fda.dtype.itemsize
+                * math.prod(fda.sizes[d] for d in spatial))
     group_of = _read_groups(lpos // lead_chunk, per_lead)
     cache: dict[str, object] = {"group": None, "data": None, "members": None}
 
@@ -347,7 +366,7 @@ def _forecast_reader(
             cache.update(
                 group=group,
                 members=members,
-                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial,
+                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL, MEMBER], spatial,
                            store=part.source.store.name),
             )
         k = int(np.flatnonzero(cache["members"] == li)[0])
@@ -431,12 +450,13 @@ def _subset_positions(levels: tuple[int, ...] | None, subset: tuple[int, ...] | 
 def _read(
     da: xr.DataArray, indexers: dict, leading: list[str], spatial, store: str = "store"
 ) -> np.ndarray:
-    """Read an orthogonal selection as NumPy with dims (leading…, level, *spatial); variables
-    without levels get a length-1 level axis. Values are read in the store's own dimension
+    """Read an orthogonal selection as NumPy with dims (leading…, level, [member,] *spatial);
+    variables without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
     sub = da.isel({k: as_slice(v) for k, v in indexers.items()})
-    lead_dims = [d for d in leading if d in sub.dims and d != LEVEL]
-    order = lead_dims + ([LEVEL] if LEVEL in sub.dims else []) + list(spatial)
+    lead_dims = [d for d in leading if d in sub.dims and d not in (LEVEL, MEMBER)]
+    order = (lead_dims + ([LEVEL] if LEVEL in sub.dims else [])
+             + ([MEMBER] if MEMBER in sub.dims else []) + list(spatial))
     extra = [d for d in sub.dims if d not in order]
     if extra:
         raise schema.SchemaError(

@@ -22,6 +22,7 @@ from wxeval import align, schema
 from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import StoreSpec, open_store
+from wxeval.metric_defs import ENSEMBLE_DEFAULTS
 from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
@@ -86,6 +87,8 @@ class ModelPlan:
     #: Per variable, ``[forecast, truth, climatology]`` stored level for *every* forecast level
     #: (selected or not; None where unmatched): :func:`wxeval.levels.level_pairs`, for keys.
     level_pairs: dict[str, list[list[float | None]] | None] = field(default_factory=dict)
+    #: Ensemble members M (0: a deterministic forecast, no member dimension).
+    members: int = 0
 
 
 @dataclass(eq=False)
@@ -139,6 +142,8 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             raise SelectionError(str(err)) from err
         raise ConfigError(str(err)) from err  # a misspelt name is a usage error
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
+    if not ev.metrics and any(m.members for m in models):
+        metrics = (*metrics, *ENSEMBLE_DEFAULTS)
     wanting = needs(metrics, "climatology")
     if wanting:
         lacking = [m.name for m in models if m.climatology is None]
@@ -266,8 +271,15 @@ def _model_plan(
         levels=fields.levels,
         level_matches=fields.level_matches,
         level_pairs=fields.level_pairs,
+        members=_members(fields_from, fields.variables) if source.kind == "zarr" else 0,
     )
     return plan, pending, skipped
+
+
+def _members(fc, variables) -> int:
+    """M of an ensemble store (its member dimension), 0 for a deterministic one."""
+    sizes = {int(fc[v].sizes[schema.MEMBER]) for v in variables if schema.MEMBER in fc[v].dims}
+    return max(sizes) if sizes else 0
 
 
 def gridded_variables(ds) -> set[str]:

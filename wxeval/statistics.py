@@ -15,7 +15,7 @@ so a metric of a new group later computes only that group for the inits already 
 * ``ensemble`` (members x_1..x_M at a point, x̄ their mean, s² = Σ (x_i − x̄)²/(M − 1), 0 when
   M = 1): ``sum_weight_e`` Σ W, ``sum_crps_skill`` Σ W (1/M) Σ_i |x_i − o|, ``sum_crps_spread``
   Σ W Σ_{i,j} |x_i − x_j| / (M(M − 1)) (0 when M = 1), ``sum_ens_var`` Σ W s²,
-  ``sum_ens_mean_se`` Σ W (x̄ − o)²; over the points where o and every member are finite (a
+  ``sum_ens_mean_se`` Σ W (x̄ − o)², ``ensemble_size`` M (not a sum); over the points where o and every member are finite (a
   non-finite value is missing data here);
 * ``rank``: ``rank_kk`` Σ W [rank of o = k], k = 0..M, the rank being #{x_i < o} with ties
   (e members equal to o) sharing the point's weight equally over ranks #{x_i < o} … + e; the
@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Ensemble sums: Σ W over finite points, then Σ W × CRPS skill, CRPS spread, s², (x̄ − o)².
+#: ``ensemble_size`` is M itself (so a table knows the M its values depend on).
 ENSEMBLE_STATISTICS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var",
-                       "sum_ens_mean_se")
+                       "sum_ens_mean_se", "ensemble_size")
 #: Rank-histogram slots stored per field (M + 1 ≤ RANK_BINS: up to 50 members); slots above
 #: M hold 0; an ensemble of more members gets NaN slots (its histogram is not computed).
 RANK_BINS = 51
@@ -164,6 +165,7 @@ def _ensemble_reference(group, x, o, weights, skipna) -> np.ndarray:
                 "sum_ens_var": ((xs - mean) ** 2).sum(axis=0) / (m - 1) if m > 1
                 else np.zeros_like(ov),
                 "sum_ens_mean_se": (mean - ov) ** 2,
+                "ensemble_size": np.full_like(ov, m),
             }
             below = (xs < ov).sum(axis=0)
             equal = (xs == ov).sum(axis=0)
@@ -179,6 +181,8 @@ def _ensemble_reference(group, x, o, weights, skipna) -> np.ndarray:
                         out[n, r, k] = np.nan
                     elif group == "rank" and m + 1 > RANK_BINS:
                         out[n, r, k] = np.nan
+                    elif name == "ensemble_size":
+                        out[n, r, k] = m
                     elif name == "sum_weight_e":
                         out[n, r, k] = w[keep].sum()
                     else:
@@ -237,9 +241,10 @@ def _ensemble(groups, x, o, reducer, skipna) -> dict[str, np.ndarray]:
     if "ensemble" in groups:
         e = np.empty((n, nreg, len(ENSEMBLE_STATISTICS)))
         e[:, :, 0] = weight
-        e[:, :, 1:] = np.moveaxis(sums[:, :N_MOMENTS], 1, 2)
+        e[:, :, 1:-1] = np.moveaxis(sums[:, :N_MOMENTS], 1, 2)
         if not skipna:
             e[missing] = np.nan
+        e[:, :, -1] = m
         out["ensemble"] = e
     if "rank" in groups:
         r = np.zeros((n, nreg, RANK_BINS))
