@@ -15,8 +15,8 @@ so a metric of a new group later computes only that group for the inits already 
 * ``ensemble`` (members x_1..x_M at a point, x̄ their mean, s² = Σ (x_i − x̄)²/(M − 1), 0 when
   M = 1): ``sum_weight_e`` Σ W, ``sum_crps_skill`` Σ W (1/M) Σ_i |x_i − o|, ``sum_crps_spread``
   Σ W Σ_{i,j} |x_i − x_j| / (M(M − 1)) (0 when M = 1), ``sum_ens_var`` Σ W s²,
-  ``sum_ens_mean_se`` Σ W (x̄ − o)², ``ensemble_size`` M (not a sum); over the points where o and every member are finite (a
-  non-finite value is missing data here);
+  ``sum_ens_mean_se`` Σ W (x̄ − o)², ``ensemble_size`` M (not a sum, never NaN); over the
+  points where o and every member are finite (a non-finite value is missing data here);
 * ``rank``: ``rank_kk`` Σ W [rank of o = k], k = 0..M, the rank being #{x_i < o} with ties
   (e members equal to o) sharing the point's weight equally over ranks #{x_i < o} … + e; the
   same points as ``ensemble``. A deterministic forecast is the ensemble of one member.
@@ -177,12 +177,12 @@ def _ensemble_reference(group, x, o, weights, skipna) -> np.ndarray:
                 bad = inside & ~finite
                 keep = inside & finite
                 for k, name in enumerate(names):
-                    if bad.any() and not skipna:
+                    if name == "ensemble_size":
+                        out[n, r, k] = m
+                    elif bad.any() and not skipna:
                         out[n, r, k] = np.nan
                     elif group == "rank" and m + 1 > RANK_BINS:
                         out[n, r, k] = np.nan
-                    elif name == "ensemble_size":
-                        out[n, r, k] = m
                     elif name == "sum_weight_e":
                         out[n, r, k] = w[keep].sum()
                     else:
