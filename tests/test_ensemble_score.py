@@ -19,6 +19,7 @@ ENS_METRICS = ["crps", "crps_skill", "crps_spread", "ensemble_mean_mse", "ensemb
                "ensemble_variance", "ensemble_stddev_sqrt_before_time_avg",
                "spread_skill_ratio", "spread_skill_ratio_corrected", "rank_histogram"]
 VARS = ("2m_temperature", "geopotential")
+LEVELS13 = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
 
 
 def _members(case, m, seed=5):
@@ -109,12 +110,12 @@ def _ref(case, x_all, var, region, li, lev):
         "ensemble_mean_mse": np.mean(p["mse"]),
         "ensemble_mean_rmse": np.sqrt(np.mean(p["mse"])),
         "ensemble_mean_rmse_sqrt_before_time_avg": np.mean(np.sqrt(p["mse"])),
-        "debiased_ensemble_mean_mse": np.mean(p["mse"] - p["var"] / M),
+        "debiased_ensemble_mean_mse": np.mean(p["mse"] - p["var"] / m),
         "ensemble_variance": np.mean(p["var"]),
         "ensemble_stddev_sqrt_before_time_avg": np.mean(np.sqrt(p["var"])),
         "spread_skill_ratio": np.sqrt(np.mean(p["var"])) / np.sqrt(np.mean(p["mse"])),
         "spread_skill_ratio_corrected":
-            np.sqrt(np.mean(p["var"]) * (M + 1) / M) / np.sqrt(np.mean(p["mse"])),
+            np.sqrt(np.mean(p["var"]) * (m + 1) / m) / np.sqrt(np.mean(p["mse"])),
         "rank_histogram": np.mean(p["out"]),
         "rmse": np.sqrt(np.mean(p["mse"])),
         "bias": np.mean(p["err"]),
@@ -202,3 +203,86 @@ def test_ensemble_dim_named_in_the_config(ens, tmp_path):
     ref = _ref(case, members, "2m_temperature", "global", 1, None)["crps"]
     np.testing.assert_allclose(float(got.sel(metric="crps", region="global").isel(lead_time=1)),
                                ref, rtol=1e-10)
+
+
+def test_one_member_spread_is_zero_and_said(ens, tmp_path, caplog):
+    """WB2's definitions: one member has spread 0, so crps = crps_skill = mae of that member,
+    the spread-skill ratio 0; scored so, with a warning naming the model."""
+    import logging
+
+    case, members, root, path = ens
+    one = {v: x[:, :, :1] for v, x in members.items()}
+    p1 = write_ensemble(case, one, tmp_path / "one.zarr")
+    cfg = _config(tmp_path, case, {"one": {"path": p1}},
+                  ["crps", "crps_spread", "spread_skill_ratio", "mae"], "one",
+                  variables=["2m_temperature"])
+    with caplog.at_level(logging.WARNING, logger="wxeval"):
+        t = score(cfg, ["one"], tmp_path / "out").tables["one"]["2m_temperature"]
+    assert (t.sel(metric="crps_spread") == 0).all()
+    assert (t.sel(metric="spread_skill_ratio") == 0).all()
+    np.testing.assert_allclose(t.sel(metric="crps"), t.sel(metric="mae"), rtol=1e-12)
+    assert any("one: one ensemble member" in r.getMessage() for r in caplog.records)
+
+
+def test_all_nan_member_is_named_by_check_and_score(ens, tmp_path, caplog):
+    import logging
+
+    from wxeval.check.run import run_checks
+    from wxeval.config import load_config
+
+    case, members, root, path = ens
+    bad = {v: x.copy() for v, x in members.items()}
+    bad["2m_temperature"][0, 1, 2] = np.nan  # member 2, first init, lead 24 h
+    p = write_ensemble(case, bad, tmp_path / "nanm.zarr")
+    cfg = _config(tmp_path, case, {"ens": {"path": p}}, ["crps", "rmse"], "nan",
+                  variables=["2m_temperature"])
+    found = [f for f in run_checks(load_config(cfg), ["ens"]).findings
+             if f.code == "nan-member"]
+    assert len(found) == 1 and "member 2" in found[0].message and "lead 24" in found[0].message
+    with caplog.at_level(logging.WARNING, logger="wxeval"):
+        t = score(cfg, ["ens"], tmp_path / "out").tables["ens"]["2m_temperature"]
+    init = str(np.datetime_as_string(case.init_times[0].to_datetime64(), unit="m"))
+    assert any("ensemble member 2 is all NaN" in r.getMessage() and init in r.getMessage()
+               for r in caplog.records)
+    assert np.isnan(t.sel(metric="crps").isel(lead_time=1)).all()  # its init is NaN
+    assert np.isfinite(t.sel(metric="crps").isel(lead_time=0)).all()
+
+
+def test_models_with_different_member_counts(ens, tmp_path):
+    """Allowed: each model's values use its own M (reported in its statistics)."""
+    case, members, root, path = ens
+    three = {v: x[:, :, :3] for v, x in members.items()}
+    p3 = write_ensemble(case, three, tmp_path / "three.zarr")
+    cfg = _config(tmp_path, case, {"four": {"path": path}, "three": {"path": p3}},
+                  ["crps", "debiased_ensemble_mean_mse"], "mix", variables=["2m_temperature"])
+    report = score(cfg, ["four", "three"], tmp_path / "out")
+    for name, x, m in (("four", members, 4), ("three", three, 3)):
+        ref = _ref(case, x, "2m_temperature", "tropics", 1, None)
+        got = report.tables[name]["2m_temperature"].sel(region="tropics").isel(lead_time=1)
+        np.testing.assert_allclose(float(got.sel(metric="crps")), ref["crps"], rtol=1e-10)
+        stats = load_statistics(tmp_path / "out", name)["2m_temperature"]
+        assert (stats.sel(statistic="ensemble_size") == m).all()
+
+
+def test_task_size_counts_the_members(ens):
+    """make_tasks' memory estimate holds M fields per lead (and the per-lead copies): at the
+    same budget, 50 members get a block of inits (or a level group) ~M times smaller."""
+    from wxeval import evaluate
+
+    case, members, root, path = ens
+    from wxeval.config import load_config
+    from wxeval.plan import make_plan
+
+    plan = make_plan(load_config(_config(root, case, {"ens": {"path": path}}, ["crps"], "size")),
+                     ["ens"])
+    m = plan.models[0]
+    assert m.members == M
+    assert evaluate._lead_chunk(m, "geopotential") == 1 * M + M + 2
+    npoints, span, step = 121 * 240, np.timedelta64(10, "D"), np.timedelta64(12, "h")
+    budget = 768 * 2**20
+    sizes = {}
+    for nm in (1, 10, 50):
+        blk, groups = evaluate._choose_block(None, LEVELS13, npoints, span, step, budget,
+                                             lead_chunk=nm * 2 + 2)
+        sizes[nm] = blk / np.timedelta64(1, "D") * len(groups[0])  # days × levels per task
+    assert sizes[50] < sizes[10] < sizes[1]

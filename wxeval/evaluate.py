@@ -309,6 +309,8 @@ def compute_task(task: Task) -> TaskResult:
                 skipna=task.skipna,
                 members=members,
             )
+            if members is not None:
+                _warn_nan_members(members, part, task.variable, lead, f.shape[:2])
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         per_model[part.model] = (part.init_times, part.lead_times, out)
@@ -322,6 +324,29 @@ def compute_task(task: Task) -> TaskResult:
         model_levels,
         names,
     )
+
+
+def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape) -> None:
+    """Name (in the log) each ensemble member whose whole field is NaN: its store, variable,
+    member label, init and lead. Only fields whose mean holds a NaN are looked at."""
+    n, m = members.shape[:2]
+    flat = members.reshape(n, m, -1)
+    suspect = np.flatnonzero(np.isnan(flat[:, :, 0]).any(axis=1))
+    if suspect.size == 0:
+        return
+    import logging
+
+    labels = open_store(part.source.store)[var]
+    labels = labels[MEMBER].values if MEMBER in labels.coords else np.arange(m)
+    for k in suspect:
+        dead = np.flatnonzero(np.isnan(flat[k]).all(axis=1))
+        init = part.init_times[k // shape[1]]
+        for j in dead:
+            logging.getLogger("wxeval").warning(
+                "%s: %s: ensemble member %s is all NaN at init %s, lead %s: its regions score "
+                "NaN", part.source.store.name, var, labels[j],
+                np.datetime_as_string(init, unit="m"), lead.astype("timedelta64[h]"),
+            )
 
 
 def _member_mean(members: np.ndarray) -> np.ndarray:

@@ -144,6 +144,7 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
     if not ev.metrics and any(m.members for m in models):
         metrics = (*metrics, *ENSEMBLE_DEFAULTS)
+    _warn_no_spread(models, metrics)
     wanting = needs(metrics, "climatology")
     if wanting:
         lacking = [m.name for m in models if m.climatology is None]
@@ -274,6 +275,25 @@ def _model_plan(
         members=_members(fields_from, fields.variables) if source.kind == "zarr" else 0,
     )
     return plan, pending, skipped
+
+
+#: Metrics of the members' spread: 0 for one member (WB2's definitions), said in the log.
+SPREAD_METRICS = ("crps_spread", "ensemble_variance", "ensemble_stddev_sqrt_before_time_avg",
+                  "spread_skill_ratio", "spread_skill_ratio_corrected")
+
+
+def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
+    """One member (or a deterministic forecast) asked for a spread metric: WB2 defines the
+    spread of one member as 0 (crps = mae, ratio 0, the corrected ratio 0); scored so, and
+    said."""
+    asked = [m for m in metrics if m in SPREAD_METRICS]
+    for m in models:
+        if asked and m.members <= 1:
+            log.warning(
+                "%s: %s: %s; its %s are 0 by definition (the spread of one member; WB2)",
+                m.name, "one ensemble member" if m.members == 1 else "a deterministic forecast",
+                "crps is its mae", ", ".join(asked),
+            )
 
 
 def _members(fc, variables) -> int:
