@@ -286,3 +286,23 @@ def test_task_size_counts_the_members(ens):
                                              lead_chunk=nm * 2 + 2)
         sizes[nm] = blk / np.timedelta64(1, "D") * len(groups[0])  # days × levels per task
     assert sizes[50] < sizes[10] < sizes[1]
+
+
+def test_synthetic_ensemble_members_are_independent_error_draws(tmp_path):
+    """Member k = forecast_fields with member_error(k) (truth + its own error), stored with
+    one chunk per init × lead × all members; the existing stores are not changed by it."""
+    from wxeval import synthetic as syn
+
+    err = syn.ErrorModel(amplitude=1.0, tau_hours=300.0, seed=404)
+    p = syn.write_ensemble_forecast(tmp_path / "e.zarr", ["2020-01-01", "2020-01-01T12"],
+                                    [0, 24], variables=["geopotential", "2m_temperature"],
+                                    levels=[500, 850], members=3, error=err)
+    ds = xr.open_zarr(p)
+    assert ds["geopotential"].dims[:3] == ("time", "prediction_timedelta", "number")
+    assert ds["geopotential"].encoding["chunks"][:3] == (1, 1, 3)
+    for k in range(3):
+        want = syn.forecast_fields("geopotential", "2020-01-01T12", [24], levels=[500, 850],
+                                   error=syn.member_error(err, k))
+        np.testing.assert_array_equal(ds["geopotential"].values[1, 1, k], want[0])
+    x = ds["2m_temperature"].values[0, 1]
+    assert np.std(x[0] - x[1]) > 0  # distinct draws
