@@ -3,7 +3,8 @@
 It writes ``<output>/archive`` (ERA5-like truth with a land-sea mask, a day-of-year × hour
 climatology and three synthetic models with different error growth, one of them in GraphCast's
 layout: ``lat``/``lon`` names, no 0 h lead, and a 5-member ensemble in IFS ENS's layout),
-``<output>/config.yaml`` (an ordinary config that ``wxeval score`` takes), ``<output>/results`` (netCDF, CSV, per-init statistics) and
+``<output>/config.yaml`` (an ordinary config that ``wxeval score`` takes), ``<output>/results``
+(netCDF, CSV, per-init statistics) and
 ``<output>/report.html`` (the scorecard). Rerunning reuses the archive and every statistic.
 """
 
