@@ -306,3 +306,17 @@ def test_synthetic_ensemble_members_are_independent_error_draws(tmp_path):
         np.testing.assert_array_equal(ds["geopotential"].values[1, 1, k], want[0])
     x = ds["2m_temperature"].values[0, 1]
     assert np.std(x[0] - x[1]) > 0  # distinct draws
+
+
+def test_shipped_ensemble_config_is_valid():
+    from pathlib import Path
+
+    from wxeval.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "wb2-ens-240x121.yaml")
+    assert {"ifs_ens", "ens_mean", "neuralgcm_ens"} <= set(cfg.models)
+    assert cfg.models["ifs_ens"].path == ("gs://weatherbench2/datasets/ifs_ens/2018-2022-240x121_"
+                                          "equiangular_with_poles_conservative.zarr")
+    assert "era5/" in cfg.truth.path and "crps" in cfg.evaluation.metrics
+    for m in cfg.models.values():
+        assert m.path.startswith("gs://weatherbench2/datasets/") and "240x121" in m.path
