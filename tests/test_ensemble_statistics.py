@@ -91,6 +91,26 @@ def test_compiled_and_reference_match_brute_force(m, lon_first):
         assert got[..., 2].min() > 0 and got[..., 3].min() > 0
 
 
+def test_large_ensemble_matches_brute_force():
+    """M = 50 (51 rank bins, the most stored) through the sorting network."""
+    x, o, lsm, w, regions = _ensemble_inputs(50, seed=6, n=2)
+    np.testing.assert_allclose(_compiled(x, o, lsm, regions, lon_first=False), _brute(x, o, w),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_sorting_network_sorts_every_size():
+    from wxeval.ensemble_kernels import sorting_network
+
+    rng = np.random.default_rng(0)
+    for m in range(1, 70):
+        x = rng.normal(size=(m, 64))
+        x[:, :8] = np.round(x[:, :8])  # ties
+        want = np.sort(x, axis=0)
+        for i, j in sorting_network(m):
+            x[i], x[j] = np.minimum(x[i], x[j]), np.maximum(x[i], x[j])
+        np.testing.assert_array_equal(x, want, err_msg=f"M = {m}")
+
+
 @pytest.mark.parametrize("m", [2, 7])
 def test_member_order_does_not_matter(m):
     x, o, lsm, w, regions = _ensemble_inputs(m, seed=3)

@@ -226,7 +226,7 @@ def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, me
 
 
 def _ensemble(groups, x, o, reducer, skipna) -> dict[str, np.ndarray]:
-    from wxeval.ensemble_kernels import N_MOMENTS, ensemble_sums
+    from wxeval.ensemble_kernels import N_MOMENTS, ensemble_sums, sorting_network
 
     n, m, nreg = x.shape[0], x.shape[1], reducer.n_regions
     n_bins = m + 1 if "rank" in groups and m + 1 <= RANK_BINS else 0
@@ -234,7 +234,7 @@ def _ensemble(groups, x, o, reducer, skipna) -> dict[str, np.ndarray]:
     bad = np.empty((n, nreg))
     ensemble_sums(x, o, reducer.lon_axis == -2, reducer.seg_of_lon, reducer.nseg, reducer.lsm,
                   reducer.use_land, reducer.region_land, reducer.region_segs,
-                  reducer.region_latw, n_bins, sums, bad)
+                  reducer.region_latw, n_bins, sorting_network(m), sums, bad)
     weight = reducer.weight_sums()[None, :] - bad
     missing = bad > 0
     out = {}
