@@ -277,13 +277,13 @@ def test_task_size_counts_the_members(ens):
                      ["ens"])
     m = plan.models[0]
     assert m.members == M
-    assert evaluate._lead_chunk(m, "geopotential") == 1 * M + M + 2
+    assert evaluate._lead_chunk(m, "geopotential") == 2 * M + M + 2  # read ahead: twice
     npoints, span, step = 121 * 240, np.timedelta64(10, "D"), np.timedelta64(12, "h")
     budget = 768 * 2**20
     sizes = {}
     for nm in (1, 10, 50):
         blk, groups = evaluate._choose_block(None, LEVELS13, npoints, span, step, budget,
-                                             lead_chunk=nm * 2 + 2)
+                                             lead_chunk=nm * 3 + 2)
         sizes[nm] = blk / np.timedelta64(1, "D") * len(groups[0])  # days × levels per task
     assert sizes[50] < sizes[10] < sizes[1]
 

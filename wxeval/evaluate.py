@@ -15,6 +15,7 @@ import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay that at import
@@ -182,8 +183,9 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
 
 def _lead_chunk(m: ModelPlan, var: str) -> int:
     """Forecast fields per init a task holds at once: a lead chunk; for an ensemble of M
-    members, M fields per lead plus the members of one lead reshaped (M) and their float64
-    mean (2), so that a task's memory stays within budget whatever M."""
+    members, M fields per lead twice (the next lead group is read ahead), the members of one
+    lead reshaped (M) and their float64 mean (2), so that a task's memory stays within budget
+    whatever M."""
     if m.source.kind != "zarr":
         return 1
     fc = open_store(m.source.store)
@@ -191,7 +193,7 @@ def _lead_chunk(m: ModelPlan, var: str) -> int:
         return 1
     nm = int(fc[var].sizes.get(MEMBER, 1))
     fields = _chunk_size(fc[var], LEAD_TIME) * nm
-    return fields + (nm + 2 if MEMBER in fc[var].dims else 0)
+    return fields * 2 + nm + 2 if MEMBER in fc[var].dims else fields
 
 
 def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1):
@@ -313,6 +315,7 @@ def compute_task(task: Task) -> TaskResult:
                 _warn_nan_members(members, part, task.variable, lead, f.shape[:2])
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
+        getattr(read_lead, "close", lambda: None)()
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
     return TaskResult(
@@ -381,22 +384,32 @@ def _forecast_reader(
     per_lead = (len(ipos) * nlev * fda.sizes.get(MEMBER, 1) * fda.dtype.itemsize
                 * math.prod(fda.sizes[d] for d in spatial))
     group_of = _read_groups(lpos // lead_chunk, per_lead)
-    cache: dict[str, object] = {"group": None, "data": None, "members": None}
+    cache: dict[str, object] = {"group": None, "data": None, "members": None, "next": None}
+
+    def load(group: int) -> tuple[np.ndarray, np.ndarray]:
+        members = np.flatnonzero(group_of == group)
+        sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
+        return members, _read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL, MEMBER], spatial,
+                              store=part.source.store.name)
+
+    # An ensemble's next lead group is read while this one is computed (its statistics cost
+    # about as much as decoding it): one thread per reader, counted in the task size
+    # (_lead_chunk), shut down by compute_task.
+    pool = ThreadPoolExecutor(1) if MEMBER in fda.dims and group_of.max() > 0 else None
 
     def read(li: int) -> np.ndarray:
         group = group_of[li]
         if cache["group"] != group:
-            members = np.flatnonzero(group_of == group)
-            sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
-            cache.update(
-                group=group,
-                members=members,
-                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL, MEMBER], spatial,
-                           store=part.source.store.name),
-            )
+            nxt = cache["next"]
+            members, data = (nxt[1].result() if nxt is not None and nxt[0] == group
+                             else load(group))
+            cache.update(group=group, members=members, data=data, next=None)
+            if pool is not None and group < group_of.max():
+                cache["next"] = (group + 1, pool.submit(load, group + 1))
         k = int(np.flatnonzero(cache["members"] == li)[0])
         return cache["data"][:, k]
 
+    read.close = (lambda: pool.shutdown(cancel_futures=True)) if pool else (lambda: None)
     return read
 
 
