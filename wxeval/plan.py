@@ -144,7 +144,8 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
     if not ev.metrics and any(m.members for m in models):
         metrics = (*metrics, *ENSEMBLE_DEFAULTS)
-    _warn_no_spread(models, metrics)
+    if ev.metrics:  # asked for by name (the ensemble defaults are not worth a warning)
+        _warn_no_spread(models, metrics)
     wanting = needs(metrics, "climatology")
     if wanting:
         lacking = [m.name for m in models if m.climatology is None]
