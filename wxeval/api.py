@@ -84,14 +84,6 @@ def score(
         return _score(config, models, output, scheduler=scheduler, progress=progress)
 
 
-def _with_ranks(groups: tuple[str, ...], plan: Plan) -> tuple[str, ...]:
-    """The rank histogram comes with the ensemble statistics (the same sort of the members)
-    when a model of the run is an ensemble."""
-    if "ensemble" in groups and any(m.members for m in plan.models):
-        return tuple(g for g in GROUPS if g in groups or g == "rank")
-    return groups
-
-
 @contextlib.contextmanager
 def _old_objects_frozen():
     """Keep the garbage collector off the objects that exist before the run (~2·10^5 from
@@ -139,7 +131,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         land_sea_mask=plan.land_sea_mask,
         skipna=plan.skipna,
         memory_budget=budget,
-        statistic_groups=_with_ranks(groups_for(statistics_for(plan.metrics)), plan),
+        statistic_groups=groups_for(statistics_for(plan.metrics)),
     )
     keys = _entry_keys(plan)
     region_keys = [r.key() for r in plan.regions]
