@@ -40,6 +40,13 @@ wall and CPU times exclude the imports. Measurements:
     ``<root>/<grid>-headline``): one month, the eight headline variables with 10 m wind speed
     and 24 h precipitation derived in the pass (RMSE, SEEPS), against reading the same chunks
     through zarr-python with 2 threads; the ratio of their wall times.
+(e) ``ensemble`` (only with ``--only e``, self-contained, its own stores under
+    ``<root>/ens-<grid>/``): IFS ENS-like stores of 10 and 50 members (one chunk per init ×
+    lead × all members; z and t at 500/850 hPa, t2m, msl: 6 fields, 4 inits × 21 leads); wxeval
+    (every ensemble metric, the rank histogram and the ensemble mean's rmse/acc/bias/mae, one
+    pass, 2 threads) against reading and decoding the same forecast chunks with 2 threads, and
+    peak RSS with 50 vs 10 members at the same ``memory_per_task`` (64 MiB, small enough to
+    bind). ``python scripts/benchmark.py --only e``.
 (d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
     extended by one day into the same folder; the rerun's wall time as a fraction of the full
     run (target < 10 %), and the same fraction for the whole processes (interpreter start-up
@@ -569,6 +576,136 @@ CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
 CHILDREN.update(headline_raw=child_headline_raw, headline_wxeval=child_headline_wxeval)
 
 
+# ------------------------------------------------------------------- (e) ensemble forecasts
+# Self-contained: its own stores under <root>/ens-<grid>/, its own children and table.
+
+ENS_VARIABLES = ("geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure")
+ENS_LEVELS = (500, 850)
+ENS_DAYS = 2  # 4 inits × 21 leads
+ENS_MEMBERS = (10, 50)
+ENS_MEMORY = "64MiB"  # the same task size for both member counts (small: it must bind)
+ENS_FORMAT = 2
+
+
+def ensure_ensemble_stores(root: Path, grid: str, log) -> dict[str, str]:
+    """Truth, climatology and one IFS ENS-like store per member count (one chunk per init ×
+    lead × all members), written once."""
+    from wxeval import synthetic
+
+    folder = root / f"ens-{grid}"
+    inits = init_times(ENS_DAYS)
+    valid = valid_times(inits)
+    paths = {"truth": folder / "era5.zarr", "climatology": folder / "climatology.zarr",
+             **{f"ens{m}": folder / f"ens{m}.zarr" for m in ENS_MEMBERS}}
+    spec = {"format": ENS_FORMAT, "grid": grid, "days": ENS_DAYS, "members": ENS_MEMBERS}
+    kw = dict(variables=ENS_VARIABLES, levels=ENS_LEVELS, grid=grid, seed=SEED)
+    if not _spec_ok(folder, spec):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        log(f"(e) writing the ensemble archive ({grid}) under {folder} …")
+        synthetic.write_truth(paths["truth"], valid, **kw)
+        days = sorted(set(pd.DatetimeIndex(valid).day_of_year))
+        synthetic.write_climatology(paths["climatology"], dayofyears=days, **kw)
+        for m in ENS_MEMBERS:
+            synthetic.write_ensemble_forecast(
+                paths[f"ens{m}"], inits, np.array(LEAD_HOURS), members=m,
+                error=synthetic.ErrorModel(amplitude=1.6, tau_hours=300.0, seed=404), **kw)
+        _mark(folder, spec)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def child_ens_raw(p: dict) -> dict:
+    """(e) Read and decode every chunk of the ensemble store the job needs (2 threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    g = zarr.open_group(p["paths"][p["model"]], mode="r")
+    ipos = _time_positions(g, "time", init_times(ENS_DAYS))
+    nlead = g["prediction_timedelta"].shape[0]
+    blocks = [(g[v], int(i), j) for v in ENS_VARIABLES for i in ipos for j in range(nlead)]
+    with ThreadPoolExecutor(2) as pool:
+        nbytes = sum(pool.map(lambda b: b[0][b[1], b[2]].nbytes, blocks))
+    return {**_usage(t0, c0), "bytes_read": int(nbytes), "blocks": len(blocks)}
+
+
+def child_ens_wxeval(p: dict) -> dict:
+    """(e) ``wxeval score`` of the ensemble: the ensemble metrics, rank histogram and the
+    deterministic metrics of the ensemble mean, one pass, 2 threads."""
+    from wxeval.api import score
+    from wxeval.config import validate
+    from wxeval.metric_defs import ENSEMBLE_DEFAULTS
+
+    start = pd.Timestamp(START)
+    stop = start + pd.Timedelta(days=ENS_DAYS - 1)
+    cfg = validate({
+        "truth": {"path": p["paths"]["truth"]},
+        "climatology": {"path": p["paths"]["climatology"]},
+        "models": {p["model"]: {"path": p["paths"][p["model"]]}},
+        "evaluation": {
+            "init_times": {"start": start.strftime("%Y-%m-%d"),
+                           "stop": stop.strftime("%Y-%m-%d"), "hours": list(INIT_HOURS)},
+            "lead_times": {"start": "0h", "stop": f"{LEAD_HOURS[-1]}h", "step": "12h"},
+            "variables": list(ENS_VARIABLES), "levels": list(ENS_LEVELS), "regions": "all",
+            "metrics": [*ENSEMBLE_DEFAULTS, "rmse", "acc", "bias", "mae"],
+        },
+        "compute": {"memory_per_task": p["memory"]},
+    }, source="benchmark-ensemble")
+    shutil.rmtree(p["output"], ignore_errors=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = score(cfg, [p["model"]], p["output"], progress=False)
+    return {**_usage(t0, c0), "computed_fields": report.computed_fields}
+
+
+CHILDREN.update(ens_raw=child_ens_raw, ens_wxeval=child_ens_wxeval)
+
+
+def ensemble_benchmark(root: Path, grid: str, repeat: int, log) -> dict:
+    """(e): wxeval on the 10-member store against reading and decoding its chunks (best of
+    ``repeat``), and peak RSS with 50 vs 10 members at the same ``memory_per_task``."""
+    paths = ensure_ensemble_stores(root, grid, log)
+    out = root / f"ens-{grid}" / "outputs"
+    rows = {}
+
+    def best(label, kind, **params):
+        runs = []
+        for i in range(repeat):
+            log(f"{label} (run {i + 1}/{repeat}) …")
+            runs.append(run_child(kind, {"paths": paths, **params}, None, log))
+            log(f"  {runs[-1]['wall']:.2f} s, {runs[-1]['peak_rss_mb']:.0f} MB")
+        rows[label] = {"wall": min(r["wall"] for r in runs),
+                       "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                       **{k: v for k, v in runs[0].items()
+                          if k in ("bytes_read", "computed_fields")}}
+        return rows[label]
+
+    raw = best("(e) read+decode ens10 chunks", "ens_raw", model="ens10")
+    w10 = best("(e) wxeval ens10", "ens_wxeval", model="ens10", memory=ENS_MEMORY,
+               output=str(out / "ens10"))
+    w50 = best("(e) wxeval ens50", "ens_wxeval", model="ens50", memory=ENS_MEMORY,
+               output=str(out / "ens50"))
+    return {"grid": grid, "inits": ENS_DAYS * len(INIT_HOURS), "leads": len(LEAD_HOURS),
+            "fields": 2 * len(ENS_LEVELS) + 2, "memory_per_task": ENS_MEMORY,
+            "rows": rows,
+            "ratios": {
+                "wxeval / read+decode, 10 members (target <= 1.5)": w10["wall"] / raw["wall"],
+                "peak RSS 50 / 10 members (target <= 1.5)":
+                    w50["peak_rss_mb"] / w10["peak_rss_mb"]}}
+
+
+def ensemble_markdown(res: dict) -> str:
+    lines = [f"## (e) ensemble, {res['grid']}, {res['inits']} inits × {res['leads']} leads × "
+             f"{res['fields']} fields, memory_per_task {res['memory_per_task']}", "",
+             "| run | wall (s) | peak RSS (MB) | GB read |", "| --- | ---: | ---: | ---: |"]
+    for label, r in res["rows"].items():
+        gb = r.get("bytes_read")
+        lines.append(f"| {label} | {r['wall']:.2f} | {r['peak_rss_mb']:.0f} | "
+                     f"{'' if gb is None else f'{gb / 1e9:.2f}'} |")
+    lines += ["", *(f"- {k}: {v:.2f}" for k, v in res["ratios"].items())]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- parent
 
 
@@ -644,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
                     help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
                          "job (stores under <root>/<grid>-wb2)")
-    ap.add_argument("--only", default="a,b,c,d,k",
+    ap.add_argument("--only", default="a,b,c,d,k",  # e: ensembles, on request
                     help="comma-separated measurements to run (default a,b,c,d,k; 'd' or 'k' "
                          "alone write only the stores they need; 'h': the headline job)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -664,14 +801,17 @@ def main(argv: list[str] | None = None) -> int:
     grid = "64x32" if args.quick else args.grid
     use_fields(args.fields)
     only = set(args.only.split(","))
+    if "e" in only:  # self-contained (its own stores): run first, alone if only e
+        print(ensemble_markdown(ensemble_benchmark(args.root, grid, args.repeat, log)))
+        only.discard("e")
     if "h" in only:  # (h) the headline job, on its own stores
         headline = run_headline(args, grid, log)
         print(f"headline job / raw read of the same chunks: {headline['ratio']:.2f}")
         if args.json and only == {"h"}:
             args.json.write_text(json.dumps(headline, indent=1, default=str))
         only.discard("h")
-        if not only:
-            return 0
+    if not only:
+        return 0
     months = [int(m) for m in args.months.split(",")]
     if args.skip_three_months:
         months = months[:1]

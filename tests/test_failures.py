@@ -392,7 +392,8 @@ def test_truncated_truth_is_caught_for_a_model_sharing_it_with_a_scored_one(tmp_
 
 
 def test_forecast_with_an_extra_dimension_names_the_store(tmp_path):
-    """An ensemble store (a ``number`` dimension) is refused with the store and dimension named."""
+    """A forecast dimension that is neither scored nor ensemble members (``height``) is refused
+    with the store and dimension named (``number`` is an ensemble: tests/test_ensemble_score)."""
     from builders import make_case, write_all
 
     from wxeval.api import score
@@ -403,7 +404,7 @@ def test_forecast_with_an_extra_dimension_names_the_store(tmp_path):
     ds = xr.open_zarr(case.paths["forecast"]).load()
     for v in ds.variables.values():
         v.encoding = {}
-    ds["2m_temperature"] = ds["2m_temperature"].expand_dims(number=[0, 1]).copy()
+    ds["2m_temperature"] = ds["2m_temperature"].expand_dims(height=[0, 1]).copy()
     ds.to_zarr(tmp_path / "ens.zarr", zarr_format=2, consolidated=True)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({

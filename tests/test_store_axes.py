@@ -395,17 +395,18 @@ def test_nat_in_the_lead_axis_is_refused(stores, tmp_path):
 # -- 6. extra dimensions: check says what score does -----------------------------------------
 
 
-def test_ensemble_dimension_check_says_what_score_does(stores, tmp_path):
+def test_extra_forecast_dimension_check_says_what_score_does(stores, tmp_path):
+    """A dimension neither scored nor ensemble members (``number`` is: an ensemble store)."""
     s = stores
 
     def ens(ds):
-        ds["2m_temperature"] = ds["2m_temperature"].expand_dims(number=[0, 1]).copy()
+        ds["2m_temperature"] = ds["2m_temperature"].expand_dims(height=[0, 1]).copy()
         return ds
 
     fc = rewrite(s.case.paths["forecast"], tmp_path / "ens.zarr", ens)
     cfg = config(s, tmp_path, fc)
     assert_both_refuse(cfg, tmp_path / "out", "ens.zarr", "2m_temperature",
-                       "unexpected dimension(s) ['number']")
+                       "unexpected dimension(s) ['height']")
     # One shared validation: the check's error line is score's message word for word.
     chk, res = check_and_score(cfg, tmp_path / "out2")
     msg = res.stderr.strip().removeprefix("wxeval: error:").strip()
@@ -429,11 +430,12 @@ def test_extra_dimension_in_the_truth_is_refused(stores, tmp_path):
 
 
 def test_extra_dimension_of_an_unselected_variable_is_not_an_error(stores, tmp_path):
-    """Variant: the ensemble variable is not selected: check and score both go ahead."""
+    """Variant: the variable with the extra dimension is not selected: check and score both go
+    ahead."""
     s = stores
 
     def ens(ds):
-        ds["2m_temperature"] = ds["2m_temperature"].expand_dims(number=[0, 1]).copy()
+        ds["2m_temperature"] = ds["2m_temperature"].expand_dims(height=[0, 1]).copy()
         return ds
 
     fc = rewrite(s.case.paths["forecast"], tmp_path / "ens.zarr", ens)

@@ -193,6 +193,18 @@ class ModelConfig(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     truth: StoreConfig | None = None
     climatology: StoreConfig | None = None
+    #: The store's ensemble member dimension when not one of the names recognised by itself
+    #: (``number``, ``realization``, ``sample``, ``member``, ``ensemble``).
+    ensemble_dim: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ensemble_dim(cls, data):
+        """``ensemble_dim: d`` is ``rename: {d: member}`` (the canonical member dimension)."""
+        if isinstance(data, dict) and data.get("ensemble_dim"):
+            data = {**data, "rename": {**(data.get("rename") or {}),
+                                       str(data["ensemble_dim"]): "member"}}
+        return data
 
     @field_validator("path")
     @classmethod

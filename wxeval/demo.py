@@ -2,8 +2,9 @@
 
 It writes ``<output>/archive`` (ERA5-like truth with a land-sea mask, a day-of-year × hour
 climatology and three synthetic models with different error growth, one of them in GraphCast's
-layout: ``lat``/``lon`` names, no 0 h lead), ``<output>/config.yaml`` (an ordinary config that
-``wxeval score`` takes), ``<output>/results`` (netCDF, CSV, per-init statistics) and
+layout: ``lat``/``lon`` names, no 0 h lead, and a 5-member ensemble in IFS ENS's layout),
+``<output>/config.yaml`` (an ordinary config that ``wxeval score`` takes), ``<output>/results``
+(netCDF, CSV, per-init statistics) and
 ``<output>/report.html`` (the scorecard). Rerunning reuses the archive and every statistic.
 """
 
@@ -44,11 +45,11 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
     from wxeval import synthetic
 
     folder = Path(folder)
-    names = ["truth", "climatology", *synthetic.DEMO_MODELS]
+    names = ["truth", "climatology", *synthetic.DEMO_MODELS, *synthetic.DEMO_ENSEMBLES]
     files = {
         "truth": folder / "era5.zarr",
         "climatology": folder / "climatology.zarr",
-        **{m: folder / f"{m}.zarr" for m in synthetic.DEMO_MODELS},
+        **{m: folder / f"{m}.zarr" for m in [*synthetic.DEMO_MODELS, *synthetic.DEMO_ENSEMBLES]},
     }
     if (folder / MARKER).exists() and all(files[n].exists() for n in names):
         return files
@@ -70,6 +71,7 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
         chunks={"prediction_timedelta": len(DEMO_LEADS)},  # one init × all leads per chunk
         layouts={k: v for k, v in layouts.items() if k in synthetic.DEMO_MODELS},
         truth_times=truth_times.values,
+        ensembles=synthetic.DEMO_ENSEMBLES,
     )
     add_precipitation({k: Path(v) for k, v in paths.items()})
     (folder / MARKER).write_text("complete\n")
@@ -92,7 +94,8 @@ def add_precipitation(paths: dict[str, Path]) -> None:
 def demo_config(paths: dict[str, Path]) -> dict:
     from wxeval import synthetic
 
-    models = {name: {"path": str(Path(paths[name]).resolve())} for name in synthetic.DEMO_MODELS}
+    models = {name: {"path": str(Path(paths[name]).resolve())}
+              for name in [*synthetic.DEMO_MODELS, *synthetic.DEMO_ENSEMBLES]}
     models["persistence"] = {"kind": "persistence", "label": "Persistence"}
     return {
         "truth": {"path": str(Path(paths["truth"]).resolve())},

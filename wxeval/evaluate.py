@@ -15,6 +15,7 @@ import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay that at import
@@ -35,6 +36,7 @@ from wxeval.schema import (
     LEAD_TIME,
     LEVEL,
     LONGITUDE,
+    MEMBER,
     VALID_TIME,
 )
 from wxeval.statistics import GROUPS, compute, statistic_names
@@ -210,10 +212,18 @@ def _block_ids(init_times: np.ndarray, block: np.timedelta64) -> np.ndarray:
 
 
 def _lead_chunk(m: ModelPlan, var: str, stores=open_store) -> int:
+    """Forecast fields per init a task holds at once: a lead chunk; for an ensemble of M
+    members, M fields per lead twice (the next lead group is read ahead), the members of one
+    lead reshaped (M) and their float64 mean (2), so that a task's memory stays within budget
+    whatever M."""
     if not m.source.reads_store:
         return 1
     fc = stores(m.source.store)
-    return _chunk_size(fc[var], LEAD_TIME) if var in fc else 1
+    if var not in fc:
+        return 1
+    nm = int(fc[var].sizes.get(MEMBER, 1))
+    fields = _chunk_size(fc[var], LEAD_TIME) * nm
+    return fields * 2 + nm + 2 if MEMBER in fc[var].dims else fields
 
 
 def _choose_block(block, levels, npoints, span, init_step, budget, lead_chunk=1):
@@ -318,11 +328,15 @@ def compute_task(
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         for li, lead in enumerate(part.lead_times):
-            f = read_lead(li)  # (init, level, *spatial)
+            f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
+            members = None
+            if f.ndim == 5:  # an ensemble: its deterministic scores are the ensemble mean's
+                members = f.reshape(n, *f.shape[2:])
+                f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
             # Every group from the same decoded arrays (one read of each chunk).
             got = compute(
                 task.groups,
@@ -332,9 +346,13 @@ def compute_task(
                 weights,
                 skipna=task.skipna,
                 seeps=None if seeps_inputs is None else seeps_inputs(vslot, n),
+                members=members,
             )
+            if members is not None:
+                _warn_nan_members(members, part, task.variable, lead, f.shape[:2])
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
+        getattr(read_lead, "close", lambda: None)()
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
     return TaskResult(
@@ -346,6 +364,34 @@ def compute_task(
         model_levels,
         names,
     )
+
+
+def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape) -> None:
+    """Name (in the log) each ensemble member whose whole field is NaN: its store, variable,
+    member label, init and lead. Only fields whose mean holds a NaN are looked at."""
+    n, m = members.shape[:2]
+    flat = members.reshape(n, m, -1)
+    suspect = np.flatnonzero(np.isnan(flat[:, :, 0]).any(axis=1))
+    if suspect.size == 0:
+        return
+    import logging
+
+    labels = open_store(part.source.store)[var]
+    labels = labels[MEMBER].values if MEMBER in labels.coords else np.arange(m)
+    for k in suspect:
+        dead = np.flatnonzero(np.isnan(flat[k]).all(axis=1))
+        init = part.init_times[k // shape[1]]
+        for j in dead:
+            logging.getLogger("wxeval").warning(
+                "%s: %s: ensemble member %s is all NaN at init %s, lead %s: its regions score "
+                "NaN", part.source.store.name, var, labels[j],
+                np.datetime_as_string(init, unit="m"), lead.astype("timedelta64[h]"),
+            )
+
+
+def _member_mean(members: np.ndarray) -> np.ndarray:
+    """Ensemble mean x̄ = (1/M) Σ_i x_i of members (N, M, *spatial), accumulated in float64."""
+    return members.mean(axis=1, dtype=np.float64)
 
 
 def _forecast_reader(
@@ -375,24 +421,35 @@ def _forecast_reader(
     # consecutive lead chunks are read together up to READ_BYTES (few inits: few reads).
     lead_chunk = _chunk_size(fda, LEAD_TIME)
     nlev = 1 if part.levels is None else len(part.levels)
-    per_lead = len(ipos) * nlev * fda.dtype.itemsize * math.prod(fda.sizes[d] for d in spatial)
+    per_lead = (len(ipos) * nlev * fda.sizes.get(MEMBER, 1) * fda.dtype.itemsize
+                * math.prod(fda.sizes[d] for d in spatial))
     group_of = _read_groups(lpos // lead_chunk, per_lead)
-    cache: dict[str, object] = {"group": None, "data": None, "members": None}
+    cache: dict[str, object] = {"group": None, "data": None, "members": None, "next": None}
+
+    def load(group: int) -> tuple[np.ndarray, np.ndarray]:
+        members = np.flatnonzero(group_of == group)
+        sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
+        return members, _read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL, MEMBER], spatial,
+                              store=part.source.store.name)
+
+    # An ensemble's next lead group is read while this one is computed (its statistics cost
+    # about as much as decoding it): one thread per reader, counted in the task size
+    # (_lead_chunk), shut down by compute_task.
+    pool = ThreadPoolExecutor(1) if MEMBER in fda.dims and group_of.max() > 0 else None
 
     def read(li: int) -> np.ndarray:
         group = group_of[li]
         if cache["group"] != group:
-            members = np.flatnonzero(group_of == group)
-            sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
-            cache.update(
-                group=group,
-                members=members,
-                data=_read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL], spatial,
-                           store=part.source.store.name),
-            )
+            nxt = cache["next"]
+            members, data = (nxt[1].result() if nxt is not None and nxt[0] == group
+                             else load(group))
+            cache.update(group=group, members=members, data=data, next=None)
+            if pool is not None and group < group_of.max():
+                cache["next"] = (group + 1, pool.submit(load, group + 1))
         k = int(np.flatnonzero(cache["members"] == li)[0])
         return cache["data"][:, k]
 
+    read.close = (lambda: pool.shutdown(cancel_futures=True)) if pool else (lambda: None)
     return read
 
 
@@ -619,12 +676,13 @@ def _subset_positions(levels: tuple[int, ...] | None, subset: tuple[int, ...] | 
 def _read(
     da: xr.DataArray, indexers: dict, leading: list[str], spatial, store: str = "store"
 ) -> np.ndarray:
-    """Read an orthogonal selection as NumPy with dims (leading…, level, *spatial); variables
-    without levels get a length-1 level axis. Values are read in the store's own dimension
+    """Read an orthogonal selection as NumPy with dims (leading…, level, [member,] *spatial);
+    variables without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
     sub = da.isel({k: as_slice(v) for k, v in indexers.items()})
-    lead_dims = [d for d in leading if d in sub.dims and d != LEVEL]
-    order = lead_dims + ([LEVEL] if LEVEL in sub.dims else []) + list(spatial)
+    lead_dims = [d for d in leading if d in sub.dims and d not in (LEVEL, MEMBER)]
+    order = (lead_dims + ([LEVEL] if LEVEL in sub.dims else [])
+             + ([MEMBER] if MEMBER in sub.dims else []) + list(spatial))
     extra = [d for d in sub.dims if d not in order]
     if extra:
         raise schema.SchemaError(

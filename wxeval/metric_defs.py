@@ -31,7 +31,8 @@ class Metric:
     * ``terms``: per-init quantities, name → function of one init's statistics (a term name
       means the same function in every metric that uses it).
     * ``value``: the metric from the means over inits of its terms.
-    * ``better``: ``"lower"``, ``"higher"`` or ``"zero"`` (smaller |value| is better).
+    * ``better``: ``"lower"``, ``"higher"``, ``"zero"`` (smaller |value| is better) or
+      ``"one"`` (closer to 1 is better: the spread–skill ratio).
     * ``compare``: how the scorecard's relative change to a baseline b is formed:
       ``"error"`` (m − b)/b, ``"skill"`` (m − b)/(1 − b), ``"abs"`` (|b| − |m|)/|b| as the
       improvement with no signed relative change, or ``None`` (not compared).
@@ -91,6 +92,8 @@ class Metric:
             return m - b
         if self.better == "zero":
             return np.abs(b) - np.abs(m)
+        if self.better == "one":
+            return np.abs(b - 1) - np.abs(m - 1)
         return b - m
 
     def units_of(self, units: str) -> str:
@@ -184,6 +187,121 @@ REGISTRY: tuple[Metric, ...] = (
         needs=_CLIM, default=False,
     ),
 )
+
+# ---------------------------------------------------------------------------------------------
+# Ensemble forecasts (WeatherBench 2's names and definitions; statistics group ``ensemble``).
+# A deterministic forecast is a one-member ensemble: its crps is its mae, its spread 0.
+
+
+def _ens(name: str) -> Callable[[Stats], np.ndarray]:
+    return lambda s: s[name] / s["sum_weight_e"]
+
+
+def _crps(s: Stats) -> np.ndarray:
+    return (s["sum_crps_skill"] - 0.5 * s["sum_crps_spread"]) / s["sum_weight_e"]
+
+
+def _debiased(s: Stats) -> np.ndarray:
+    return (s["sum_ens_mean_se"] - s["sum_ens_var"] / s["ensemble_size"]) / s["sum_weight_e"]
+
+
+def _var_corrected(s: Stats) -> np.ndarray:
+    m = s["ensemble_size"]
+    return s["sum_ens_var"] / s["sum_weight_e"] * (m + 1) / m
+
+
+_RANKS = tuple(f"rank_{k:02d}" for k in range(51))  # statistics.RANK_STATISTICS
+
+
+def _rank_outside(s: Stats) -> np.ndarray:
+    """Σ W over ranks 0 and M, / Σ W (M = ensemble_size, per init)."""
+    m = s["ensemble_size"]
+    top = sum((m == k) * s[name] for k, name in enumerate(_RANKS) if k > 0)
+    return (s["rank_00"] + top) / s["sum_weight_e"]
+
+
+_ENS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var", "sum_ens_mean_se",
+        "ensemble_size")
+
+ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
+    Metric(
+        "crps", "CRPS", _ENS, {"crps": _crps}, _same("crps"), "lower", "error", "same",
+        "crps = mean_t <(1/M) sum_i |x_i - o| - (1/(2M(M-1))) sum_ij |x_i - x_j|> (fair CRPS, "
+        "WB2; = mae for a deterministic forecast)", default=False,
+    ),
+    Metric(
+        "crps_skill", "CRPS skill term", _ENS, {"crps_skill": _ens("sum_crps_skill")},
+        _same("crps_skill"), "lower", "error", "same",
+        "crps_skill = mean_t <(1/M) sum_i |x_i - o|>", default=False,
+    ),
+    Metric(
+        "crps_spread", "CRPS spread term", _ENS, {"crps_spread": _ens("sum_crps_spread")},
+        _same("crps_spread"), "lower", None, "same",
+        "crps_spread = mean_t <sum_ij |x_i - x_j| / (M(M-1))> (0 when M = 1)", default=False,
+    ),
+    Metric(
+        "ensemble_mean_mse", "Ens. mean MSE", _ENS, {"ens_mse": _ens("sum_ens_mean_se")},
+        _same("ens_mse"), "lower", "error", "squared",
+        "ensemble_mean_mse = mean_t <(mean_i x_i - o)^2>", default=False,
+    ),
+    Metric(
+        "ensemble_mean_rmse", "Ens. mean RMSE", _ENS, {"ens_mse": _ens("sum_ens_mean_se")},
+        lambda m: np.sqrt(m["ens_mse"]), "lower", "error", "same",
+        "ensemble_mean_rmse = sqrt(mean_t ensemble_mean_mse_t) (root after the time mean)",
+        default=False,
+    ),
+    Metric(
+        "ensemble_mean_rmse_sqrt_before_time_avg", "Ens. mean RMSE (root per init)", _ENS,
+        {"ens_rmse": lambda s: np.sqrt(_ens("sum_ens_mean_se")(s))}, _same("ens_rmse"),
+        "lower", "error", "same",
+        "ensemble_mean_rmse_sqrt_before_time_avg = mean_t sqrt(ensemble_mean_mse_t)",
+        default=False,
+    ),
+    Metric(
+        "debiased_ensemble_mean_mse", "Debiased ens. mean MSE", _ENS,
+        {"debiased_ens_mse": _debiased}, _same("debiased_ens_mse"), "lower", "error",
+        "squared", "debiased_ensemble_mean_mse = mean_t <(mean_i x_i - o)^2 - s^2/M>",
+        default=False,
+    ),
+    Metric(
+        "ensemble_variance", "Ens. variance", _ENS, {"ens_var": _ens("sum_ens_var")},
+        _same("ens_var"), "lower", None, "squared",
+        "ensemble_variance = mean_t <s^2>, s^2 = sum_i (x_i - mean x)^2/(M-1) (0 when M = 1)",
+        default=False,
+    ),
+    Metric(
+        "ensemble_stddev_sqrt_before_time_avg", "Ens. spread (root per init)", _ENS,
+        {"ens_sd": lambda s: np.sqrt(_ens("sum_ens_var")(s))}, _same("ens_sd"), "lower", None,
+        "same", "ensemble_stddev_sqrt_before_time_avg = mean_t sqrt(<s^2>)", default=False,
+    ),
+    Metric(
+        "spread_skill_ratio", "Spread/skill", _ENS,
+        {"ens_var": _ens("sum_ens_var"), "ens_mse": _ens("sum_ens_mean_se")},
+        lambda m: np.sqrt(m["ens_var"]) / np.sqrt(m["ens_mse"]), "one", None, "none",
+        "spread_skill_ratio = sqrt(mean_t ensemble_variance_t) / sqrt(mean_t "
+        "ensemble_mean_mse_t) (ideal 1; 0 when M = 1)", default=False,
+    ),
+    Metric(
+        "spread_skill_ratio_corrected", "Spread/skill (corrected)", _ENS,
+        {"ens_var_corrected": _var_corrected, "ens_mse": _ens("sum_ens_mean_se")},
+        lambda m: np.sqrt(m["ens_var_corrected"]) / np.sqrt(m["ens_mse"]), "one", None, "none",
+        "spread_skill_ratio_corrected = spread_skill_ratio * sqrt((M+1)/M) (Fortin et al. "
+        "2014; ideal 1 for a reliable ensemble)", default=False,
+    ),
+    Metric(
+        "rank_histogram", "Rank histogram (outside fraction)",
+        ("sum_weight_e", "ensemble_size", *_RANKS),
+        {"rank_outside": _rank_outside}, _same("rank_outside"), "lower", None, "none",
+        "rank_histogram: area-weighted counts of the truth's rank among the M members (M + 1 "
+        "bins per region and lead, in the statistics and the report; ties share equally); "
+        "its table value is the fraction of the truth outside the members (rank 0 or M; "
+        "2/(M+1) for a reliable ensemble)", default=False,
+    ),
+)
+#: Added to the default metrics when a model of the run is an ensemble (a member dimension).
+ENSEMBLE_DEFAULTS = ("crps", "ensemble_mean_rmse", "ensemble_variance", "spread_skill_ratio",
+                     "spread_skill_ratio_corrected", "rank_histogram")
+REGISTRY = REGISTRY + ENSEMBLE_REGISTRY
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in REGISTRY}
 ALIASES: dict[str, str] = {a: m.name for m in REGISTRY for a in m.aliases}

@@ -24,6 +24,7 @@ from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.derived import DERIVABLE, with_stand_ins
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import OpenedStores, StoreSpec
+from wxeval.metric_defs import ENSEMBLE_DEFAULTS
 from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
@@ -149,6 +150,8 @@ class ModelPlan:
     #: The inits the selection names, before those left pending or skipped for a truth gap
     #: were taken out (``init_times`` are the ones scored now).
     selected_init_times: np.ndarray | None = None
+    #: Ensemble members M (0: a deterministic forecast, no member dimension).
+    members: int = 0
 
 
 @dataclass(eq=False)
@@ -210,6 +213,10 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
             raise SelectionError(str(err)) from err
         raise ConfigError(str(err)) from err  # a misspelt name is a usage error
     metrics = tuple(ev.metrics) if ev.metrics else METRICS
+    if not ev.metrics and any(m.members for m in models):
+        metrics = (*metrics, *ENSEMBLE_DEFAULTS)
+    if ev.metrics:  # asked for by name (the ensemble defaults are not worth a warning)
+        _warn_no_spread(models, metrics)
     wanting = needs(metrics, "climatology")
     if wanting:
         lacking = [m.name for m in models if m.climatology is None]
@@ -345,6 +352,7 @@ def _model_plan(
         level_matches=fields.level_matches,
         level_pairs=fields.level_pairs,
         selected_init_times=selected,
+        members=_members(fields_from, fields.variables) if source.reads_store else 0,
     )
     return plan, pending, skipped
 
@@ -382,6 +390,31 @@ def check_seeps_fields(clim, store: str, variables) -> None:
             f"{store or 'climatology'}: metric 'seeps' needs {', '.join(lacking)}, not in the "
             "store (WeatherBench 2's climatology carries them)"
         )
+
+
+#: Metrics of the members' spread: 0 for one member (WB2's definitions), said in the log.
+SPREAD_METRICS = ("crps_spread", "ensemble_variance", "ensemble_stddev_sqrt_before_time_avg",
+                  "spread_skill_ratio", "spread_skill_ratio_corrected")
+
+
+def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
+    """One member (or a deterministic forecast) asked for a spread metric: WB2 defines the
+    spread of one member as 0 (crps = mae, ratio 0, the corrected ratio 0); scored so, and
+    said."""
+    asked = [m for m in metrics if m in SPREAD_METRICS]
+    for m in models:
+        if asked and m.members <= 1:
+            log.warning(
+                "%s: %s: %s; its %s are 0 by definition (the spread of one member; WB2)",
+                m.name, "one ensemble member" if m.members == 1 else "a deterministic forecast",
+                "crps is its mae", ", ".join(asked),
+            )
+
+
+def _members(fc, variables) -> int:
+    """M of an ensemble store (its member dimension), 0 for a deterministic one."""
+    sizes = {int(fc[v].sizes[schema.MEMBER]) for v in variables if schema.MEMBER in fc[v].dims}
+    return max(sizes) if sizes else 0
 
 
 def gridded_variables(ds) -> set[str]:

@@ -31,6 +31,11 @@ LONGITUDE = "longitude"
 DAYOFYEAR = "dayofyear"
 HOUR = "hour"
 LAND_SEA_MASK = "land_sea_mask"
+#: Ensemble members of a forecast (canonical name).
+MEMBER = "member"
+#: Member dimension names recognised in forecast stores (WB2's IFS ENS: ``number``); another
+#: name is mapped with the model's ``ensemble_dim:`` in the config.
+MEMBER_NAMES = ("number", "realization", "sample", "member", "ensemble")
 
 log = logging.getLogger("wxeval")
 
@@ -87,7 +92,7 @@ PASCAL_UNITS = frozenset({"pa", "pascal", "pascals"})
 INVALID_LEVELS = "wxeval_invalid_levels"
 #: Fields are scored on these dims only (per role); any other dim is refused before scoring.
 FIELD_DIMS: dict[str, frozenset[str]] = {
-    "forecast": frozenset({INIT_TIME, LEAD_TIME, LEVEL, LATITUDE, LONGITUDE}),
+    "forecast": frozenset({INIT_TIME, LEAD_TIME, MEMBER, LEVEL, LATITUDE, LONGITUDE}),
     "truth": frozenset({VALID_TIME, LEVEL, LATITUDE, LONGITUDE}),
     "climatology": frozenset({DAYOFYEAR, HOUR, LEVEL, LATITUDE, LONGITUDE}),
 }
@@ -122,6 +127,15 @@ def normalize(
     time_name = ROLE_TIME_NAME[role]
     if time_name is not None and "time" in ds.dims and time_name not in ds.dims:
         renames["time"] = time_name
+    if role == "forecast":
+        members = [d for d in MEMBER_NAMES if d in ds.dims]
+        if len(members) > 1:
+            raise SchemaError(
+                f"{name}: several ensemble member dimensions {members}: name the one to score "
+                "with `ensemble_dim:` in the config"
+            )
+        if members and members[0] != MEMBER:
+            renames[members[0]] = MEMBER
     if renames:
         ds = ds.rename(renames)
     # A scalar or unused valid_time coordinate from the store would clash with ours.
@@ -253,9 +267,13 @@ def check_field_dims(da: xr.DataArray, role: str, store: str) -> None:
     one check shared by ``wxeval score`` (the plan) and ``wxeval check``."""
     extra = [str(d) for d in da.dims if d not in FIELD_DIMS.get(role, frozenset(da.dims))]
     if extra:
+        members = [d for d in extra if d in MEMBER_NAMES]
+        hint = (f" ({members[0]!r} looks like ensemble members: only a forecast may have them)"
+                if members else "")
         raise SchemaError(
             f"{store}: {da.name}: unexpected dimension(s) {extra} (fields are scored on time, "
-            "lead, level, latitude and longitude: select or average the others first)"
+            "lead, level, latitude and longitude, and a forecast's ensemble members: select or "
+            f"average the others first){hint}"
         )
 
 

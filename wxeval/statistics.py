@@ -15,6 +15,14 @@ so a metric of a new group later computes only that group for the inits already 
 * ``seeps``: ``sum_weight_seeps`` Σ W and ``sum_seeps`` Σ W·SEEPS over the points with
   0.1 < p1 < 0.85 and a score (:mod:`wxeval.seeps`; NaN always skipped, as WB2). Its inputs are
   the wet threshold and p1 (``seeps=``), not the climatology c.
+* ``ensemble`` (members x_1..x_M at a point, x̄ their mean, s² = Σ (x_i − x̄)²/(M − 1), 0 when
+  M = 1): ``sum_weight_e`` Σ W, ``sum_crps_skill`` Σ W (1/M) Σ_i |x_i − o|, ``sum_crps_spread``
+  Σ W Σ_{i,j} |x_i − x_j| / (M(M − 1)) (0 when M = 1), ``sum_ens_var`` Σ W s²,
+  ``sum_ens_mean_se`` Σ W (x̄ − o)², ``ensemble_size`` M (not a sum, never NaN); over the
+  points where o and every member are finite (a non-finite value is missing data here);
+* ``rank``: ``rank_kk`` Σ W [rank of o = k], k = 0..M, the rank being #{x_i < o} with ties
+  (e members equal to o) sharing the point's weight equally over ranks #{x_i < o} … + e; the
+  same points as ``ensemble``. A deterministic forecast is the ensemble of one member.
 
 Sums run over the points where W > 0 only.
 
@@ -34,6 +42,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+#: Ensemble sums: Σ W over finite points, then Σ W × CRPS skill, CRPS spread, s², (x̄ − o)².
+#: ``ensemble_size`` is M itself (so a table knows the M its values depend on).
+ENSEMBLE_STATISTICS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var",
+                       "sum_ens_mean_se", "ensemble_size")
+#: Rank-histogram slots stored per field (M + 1 ≤ RANK_BINS: up to 50 members); slots above
+#: M hold 0; an ensemble of more members gets NaN slots (its histogram is not computed).
+RANK_BINS = 51
+RANK_STATISTICS = tuple(f"rank_{k:02d}" for k in range(RANK_BINS))
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,13 @@ GROUPS: dict[str, StatisticGroup] = {
         StatisticGroup("seeps", ("sum_weight_seeps", "sum_seeps"), True,
                        "Σ W, Σ W·SEEPS over points with 0.1 < p1 < 0.85 and a score (NaN "
                        "always skipped)"),
+        # Ensemble forecasts (members x_1..x_M, mean x̄, unbiased variance s²): one sort per
+        # point gives both groups (wxeval.ensemble_kernels).
+        StatisticGroup("ensemble", ENSEMBLE_STATISTICS, False,
+                       "Σ W, Σ W (1/M)Σ|x_i−o|, Σ W Σ_ij|x_i−x_j|/(M(M−1)), Σ W s², "
+                       "Σ W (x̄−o)²"),
+        StatisticGroup("rank", RANK_STATISTICS, False,
+                       "Σ W [rank of o among the members = k], k = 0..M (M ≤ RANK_BINS − 1)"),
     )
 }
 #: The group of each statistic.
@@ -88,11 +112,14 @@ def reference(group: str, f, o, c, weights, *, skipna: bool = False, seeps=None)
 
     Written for clarity, point sets and sums as the module doc defines them: only points with
     W > 0 are read; values elsewhere never matter. ``seeps``: (wet (N, S), p1 (S), dry
-    threshold) for the ``seeps`` group."""
+    threshold) for the ``seeps`` group; ``ensemble``/``rank``: ``f`` holds the members
+    (N, M, S)."""
     if group == "seeps":
         from wxeval import seeps as _seeps
 
         return _seeps.reference(f, o, *seeps[:2], seeps[2], weights)
+    if group in ("ensemble", "rank"):
+        return _ensemble_reference(group, f, o, weights, skipna)
     f, o = np.asarray(f, np.float64), np.asarray(o, np.float64)
     c = None if c is None else np.asarray(c, np.float64)
     weights = np.asarray(weights, np.float64)
@@ -127,14 +154,68 @@ def reference(group: str, f, o, c, weights, *, skipna: bool = False, seeps=None)
     return out
 
 
+def _ensemble_reference(group, x, o, weights, skipna) -> np.ndarray:
+    """The ensemble groups by their definitions: members x (N, M, S) (or (N, S) for one
+    member), pairwise |x_i − x_j| over all pairs, ranks by counting."""
+    x, o = np.asarray(x, np.float64), np.asarray(o, np.float64)
+    if x.ndim == o.ndim:
+        x = x[:, None]
+    weights = np.asarray(weights, np.float64)
+    m = x.shape[1]
+    names = GROUPS[group].statistics
+    out = np.empty((x.shape[0], weights.shape[0], len(names)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for n in range(x.shape[0]):
+            xs, ov = x[n], o[n]
+            finite = np.isfinite(ov) & np.isfinite(xs).all(axis=0)
+            xs = np.where(finite, xs, 0.0)
+            ov = np.where(finite, ov, 0.0)
+            mean = xs.mean(axis=0)
+            pairs = np.abs(xs[:, None] - xs[None, :]).sum(axis=(0, 1))
+            values = {
+                "sum_crps_skill": np.abs(xs - ov).mean(axis=0),
+                "sum_crps_spread": pairs / (m * (m - 1)) if m > 1 else np.zeros_like(ov),
+                "sum_ens_var": ((xs - mean) ** 2).sum(axis=0) / (m - 1) if m > 1
+                else np.zeros_like(ov),
+                "sum_ens_mean_se": (mean - ov) ** 2,
+                "ensemble_size": np.full_like(ov, m),
+            }
+            below = (xs < ov).sum(axis=0)
+            equal = (xs == ov).sum(axis=0)
+            for k in range(RANK_BINS):
+                hit = (below <= k) & (k <= below + equal)
+                values[f"rank_{k:02d}"] = np.where(hit, 1.0 / (equal + 1), 0.0)
+            for r, w in enumerate(weights):
+                inside = w > 0
+                bad = inside & ~finite
+                keep = inside & finite
+                for k, name in enumerate(names):
+                    if name == "ensemble_size":
+                        out[n, r, k] = m
+                    elif bad.any() and not skipna:
+                        out[n, r, k] = np.nan
+                    elif group == "rank" and m + 1 > RANK_BINS:
+                        out[n, r, k] = np.nan
+                    elif name == "sum_weight_e":
+                        out[n, r, k] = w[keep].sum()
+                    else:
+                        out[n, r, k] = (w[keep] * values[name][keep]).sum()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The compiled path
 
 
-def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, seeps=None
+def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, seeps=None,
+            members=None
             ) -> dict[str, np.ndarray]:
     """Statistics of each of ``groups`` for fields (N, A, B) in the reducer's orientation:
     ``{group: (N, R, K)}``, every group from the same decoded arrays.
+
+    ``members`` (N, M, A, B): the members of an ensemble forecast, whose mean is ``f``; the
+    ``ensemble`` and ``rank`` groups read them (one sort per point for both), or ``f`` as a
+    one-member ensemble when not given.
 
     ``errors``, ``anomalies`` and ``nan_counts`` come from one fused pass
     (:func:`wxeval.kernels.field_statistics`; its f′/o′ products only when ``anomalies`` is
@@ -162,7 +243,43 @@ def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, se
         out.update(_fused(groups, f, o, c if "anomalies" in groups else None, reducer, skipna))
     if "anomaly_sums" in groups:
         out["anomaly_sums"] = _anomaly_sums(f, o, c, reducer, skipna)
+    if {"ensemble", "rank"} & set(groups):
+        x = f[:, None] if members is None else np.ascontiguousarray(members)
+        out.update(_ensemble(groups, x, o, reducer, skipna))
     return {g: out[g] for g in groups}
+
+
+def _ensemble(groups, x, o, reducer, skipna) -> dict[str, np.ndarray]:
+    from wxeval.ensemble_kernels import N_MOMENTS, ensemble_sums, sorting_network
+
+    n, m, nreg = x.shape[0], x.shape[1], reducer.n_regions
+    n_bins = m + 1 if "rank" in groups and m + 1 <= RANK_BINS else 0
+    sums = np.empty((n, N_MOMENTS + n_bins, nreg))
+    bad = np.empty((n, nreg))
+    ensemble_sums(x, o, reducer.lon_axis == -2, reducer.seg_of_lon, reducer.nseg, reducer.lsm,
+                  reducer.use_land, reducer.region_land, reducer.region_segs,
+                  reducer.region_latw, n_bins, sorting_network(m), sums, bad)
+    weight = reducer.weight_sums()[None, :] - bad
+    missing = bad > 0
+    out = {}
+    if "ensemble" in groups:
+        e = np.empty((n, nreg, len(ENSEMBLE_STATISTICS)))
+        e[:, :, 0] = weight
+        e[:, :, 1:-1] = np.moveaxis(sums[:, :N_MOMENTS], 1, 2)
+        if not skipna:
+            e[missing] = np.nan
+        e[:, :, -1] = m
+        out["ensemble"] = e
+    if "rank" in groups:
+        r = np.zeros((n, nreg, RANK_BINS))
+        if n_bins:
+            r[:, :, :n_bins] = np.moveaxis(sums[:, N_MOMENTS:], 1, 2)
+        else:
+            r[:] = np.nan
+        if not skipna:
+            r[missing] = np.nan
+        out["rank"] = r
+    return out
 
 
 def _reducer_args(reducer) -> tuple:

@@ -33,6 +33,7 @@ ascending, longitude 0..360.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import zlib
@@ -123,6 +124,12 @@ DEMO_MODELS: dict[str, ErrorModel] = {
     "graphcast_like": ErrorModel(amplitude=1.5, tau_hours=300.0, bias=0.02, seed=101),
     "pangu_like": ErrorModel(amplitude=1.7, tau_hours=300.0, bias=-0.05, seed=202),
     "hres_like": ErrorModel(amplitude=2.0, tau_hours=320.0, bias=0.08, seed=303),
+}
+
+#: The demo's ensemble: (error model, members M). Each member's error is drawn independently
+#: with the same growth, so the members and the truth are exchangeable only for the error part.
+DEMO_ENSEMBLES: dict[str, tuple[ErrorModel, int]] = {
+    "ens_like": (ErrorModel(amplitude=1.6, tau_hours=300.0, bias=0.0, seed=404), 5),
 }
 
 # (lat0, lon0, lat radius, lon radius) in degrees: crude continents.
@@ -628,13 +635,56 @@ def _forecast_variable(writer: _Writer, array: zarr.Array, var: str, inits: np.n
             cache.pop(next(iter(cache)))
 
 
+def member_error(error: ErrorModel, member: int) -> ErrorModel:
+    """The error model of ensemble member ``member``: the same growth, its own draws."""
+    return dataclasses.replace(error, seed=error.seed * 1000 + 7919 * (member + 1))
+
+
+def write_ensemble_forecast(path, init_times: Iterable, lead_times: Iterable, *,
+                            variables: Sequence[str], levels: Sequence[int] = (),
+                            grid: Grid | str = "64x32", seed: int = 0, error: ErrorModel,
+                            members: int, layout: Layout = Layout(),
+                            chunks: Mapping[str, int] | None = None) -> Path:
+    """WB2 IFS ENS-like store ``var(time, prediction_timedelta, number, [level,] longitude,
+    latitude)``: member k = float32(truth(init + lead)) + σ (g(l) E_k(t, l) + bias l/240), each
+    member's E drawn independently (:func:`member_error`). One chunk per init × lead × all
+    members unless ``chunks`` says otherwise."""
+    grid, inits, leads = _grid(grid), np.unique(_times(init_times)), np.unique(_leads(lead_times))
+    levels = tuple(int(v) for v in levels)
+    g = _create(path, {"time": inits, "prediction_timedelta": leads,
+                       "number": np.arange(members, dtype=np.int64)}, variables, levels, grid,
+                layout, {"number": members, **(chunks or {})},
+                {"seed": seed, "error_model": repr(error), "members": members})
+    lead_hours = leads / np.timedelta64(1, "h")
+    with _Writer(path) as writer:
+        for var in variables:
+            array = g[var]
+            cl = array.chunks[1]
+            for i, init in enumerate(inits):
+                truth = truth_fields(var, init + leads, levels=levels, grid=grid,
+                                     seed=seed).astype(np.float32)
+                for c in range(0, len(leads), cl):
+                    d = min(c + cl, len(leads))
+                    block = np.empty((1, d - c, members, *array.shape[3:]), np.float32)
+                    for k in range(members):
+                        err = _error(var, init, lead_hours[c:d], levels, grid,
+                                     member_error(error, k))
+                        fields = truth[c:d] + err.reshape(truth[c:d].shape)
+                        block[0, :, k] = _to_layout(fields, grid, layout)
+                    writer.put(array, (i, c), block)
+    return Path(path)
+
+
 def write_archive(root, *, grid: Grid | str = "64x32", init_times: Iterable,
                   lead_times: Iterable, variables: Sequence[str], levels: Sequence[int] = (),
                   models: Mapping[str, ErrorModel] = DEMO_MODELS, seed: int = 0,
                   truth_times: Iterable | None = None, climatology_days="needed",
                   layouts: Mapping[str, Layout] | None = None,
-                  chunks: Mapping[str, int] | None = None) -> dict[str, Path]:
-    """Write ``root/era5.zarr``, ``root/climatology.zarr`` and ``root/<model>.zarr``.
+                  chunks: Mapping[str, int] | None = None,
+                  ensembles: Mapping[str, tuple[ErrorModel, int]] | None = None
+                  ) -> dict[str, Path]:
+    """Write ``root/era5.zarr``, ``root/climatology.zarr`` and ``root/<model>.zarr``
+    (``ensembles``: name → (error model, M) written by :func:`write_ensemble_forecast`).
 
     Truth covers every valid time (6-hourly from the first to the last) unless ``truth_times``
     is given; ``climatology_days`` is ``"needed"`` (days of year of the truth), ``"all"`` or
@@ -667,4 +717,7 @@ def write_archive(root, *, grid: Grid | str = "64x32", init_times: Iterable,
     for name, error in models.items():
         paths[name] = write_forecast(root / f"{name}.zarr", inits, leads, error=error,
                                      layout=(layouts or {}).get(name, Layout()), **kw)
+    for name, (error, members) in (ensembles or {}).items():
+        paths[name] = write_ensemble_forecast(root / f"{name}.zarr", inits, leads, error=error,
+                                              members=members, **kw)
     return paths

@@ -9,7 +9,7 @@ import xarray as xr
 from wxeval import align
 from wxeval.check.ranges import plausibility
 from wxeval.check.stores import _Store
-from wxeval.schema import INIT_TIME, LATITUDE, LEVEL, LONGITUDE
+from wxeval.schema import INIT_TIME, LATITUDE, LEAD_TIME, LEVEL, LONGITUDE, MEMBER
 
 NAN_WARN_FRACTION = 0.1  # with skipna: a warning above this NaN fraction of the sample
 
@@ -36,6 +36,8 @@ class _ValueChecks:
                 f"{st.name}: {var}: every sampled value is {what} ({arr.size} values)",
             )
             return
+        if n_nan and MEMBER in values.dims:
+            self._all_nan_members(st, var, values, nan)
         if n_pos + n_neg:
             where = _nan_where(values, pos | neg)
             self.add(
@@ -73,6 +75,35 @@ class _ValueChecks:
         if problem:
             severity, text = problem
             self.add(severity, "range", st.name, var, f"{st.name}: {var}: {text}")
+
+
+    def _all_nan_members(self, st: _Store, var: str, values: xr.DataArray, nan) -> None:
+        """An ensemble member whose whole field is NaN in a sampled (init, lead): code
+        ``nan-member``, an error (every region of that init and lead scores NaN; with skipna,
+        the members left are scored as a smaller ensemble only where all are finite: none)."""
+        keep = [values.dims.index(d) for d in (INIT_TIME, LEAD_TIME, MEMBER) if d in values.dims]
+        other = tuple(i for i in range(nan.ndim) if i not in keep)
+        dead = nan.all(axis=other) if other else nan
+        dims = [values.dims[i] for i in sorted(keep)]
+        found = []
+        for idx in zip(*np.nonzero(dead), strict=True):
+            at = dict(zip(dims, idx, strict=True))
+            label = values[MEMBER].values[at[MEMBER]] if MEMBER in values.coords else at[MEMBER]
+            when = []
+            if INIT_TIME in at:
+                when.append(f"init {str(values[INIT_TIME].values[at[INIT_TIME]])[:16]}")
+            if LEAD_TIME in at:
+                when.append(f"lead {align.format_hours(values[LEAD_TIME].values[at[LEAD_TIME]])}")
+            found.append(f"member {label} ({', '.join(when)})")
+        if found:
+            self.add(
+                "error",
+                "nan-member",
+                st.name,
+                var,
+                f"{st.name}: {var}: ensemble member(s) all NaN: {'; '.join(found[:3])}"
+                f"{' …' if len(found) > 3 else ''}: every region of those fields scores NaN",
+            )
 
 
 def _counts(n_nan: int, n_pos: int, n_neg: int) -> str:

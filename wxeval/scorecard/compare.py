@@ -196,6 +196,8 @@ def _per_init_series(scores: xr.Dataset, metric: str) -> xr.DataArray | None:
         return scores[term]
     if term == "rmse" and "mse" in scores:  # scores made without the root-per-init term
         return np.sqrt(scores["mse"])
+    if term == "crps" and "mae" in scores:  # a deterministic forecast: CRPS = MAE (M = 1)
+        return scores["mae"]
     return None
 
 

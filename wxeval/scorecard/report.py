@@ -202,6 +202,7 @@ def build_context(
 ) -> dict:
     """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
     cfg, cfg_path = _config(config)
+    asked = bool(metrics) or preset is not None
     if preset is not None:
         from wxeval.scorecard.presets import PRESETS, metrics_of
 
@@ -211,6 +212,10 @@ def build_context(
     metrics = tuple(metrics) if metrics else DEFAULT_METRICS
     shown, _ = _check_options(metrics, method, correction, alpha)  # before reading statistics
     inputs = load_inputs(results_dir, models, baseline)
+    if not asked and "crps" not in shown and any(
+        "crps" in ds for s in inputs.scores.values() for ds in s.values()
+    ):  # an ensemble among the models: a CRPS card (a deterministic model's CRPS is its MAE)
+        shown = [*shown, "crps"]
     # The bias cards are coloured by the change of |bias| relative to the baseline's RMSE
     # (see bias_change): compare rmse too when it is not shown. The multiple-testing
     # treatment is per card (model × metric), so an extra metric changes no other card.
@@ -233,6 +238,11 @@ def build_context(
     ds, cv, baseline_rmse = _preset_and_units(ds, cv, baseline_rmse, preset)
     labels = {name: _label(cfg, inputs.manifests[name], name) for name in [baseline, *models]}
     data = _data(ds, cv, labels, baseline, baseline_rmse)
+    from wxeval.scorecard.ensemble import ensemble_data
+
+    data["ensemble"] = ensemble_data(results_dir, [baseline, *models], labels,
+                                     data["regions"])
+    members = (data["ensemble"] or {}).get("members", {})
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return {
         "title": f"Scorecard: {', '.join(labels[m] for m in models)} vs {labels[baseline]}",
@@ -244,9 +254,11 @@ def build_context(
                 "label": labels[m],
                 "note": str(ds["pairing_note"].sel(model=m).item()),
                 "common": int(ds["n_common_inits"].sel(model=m)),
+                "members": members.get(m, 0),
             }
             for m in models
         ],
+        "baseline_members": members.get(baseline, 0),
         "findings": _findings(Path(results_dir)),
         "provenance": _provenance(inputs, ds, cv, cfg, cfg_path, labels, created),
         "created": created,
