@@ -754,3 +754,17 @@ def test_row_display_label():
     assert row_display_label("geopotential", 500.0) == "geopotential 500 hPa"
     assert row_display_label("2m_temperature", np.nan) == "2m_temperature"
     assert row_display_label("2m_temperature", None) == "2m_temperature"
+
+
+def test_crps_card_uses_mae_for_deterministic_models_only():
+    """A deterministic model's CRPS is its MAE (one member); an ensemble whose CRPS was not
+    stored has no CRPS series: its ensemble mean's MAE is not its CRPS."""
+    from wxeval.scorecard.compare import _per_init_series
+
+    mae = xr.DataArray(np.array([1.0, 2.0, 4.0]), dims="init_time")
+    det = xr.Dataset({"mae": mae})
+    assert _per_init_series(det, "crps").values.tolist() == [1.0, 2.0, 4.0]
+    ens = xr.Dataset({"mae": mae}, attrs={"members": 5})
+    assert _per_init_series(ens, "crps") is None
+    stored = xr.Dataset({"mae": mae, "crps": mae / 2}, attrs={"members": 5})
+    assert _per_init_series(stored, "crps").values.tolist() == [0.5, 1.0, 2.0]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from wxeval.metric_defs import ENSEMBLE_DEFAULTS
 from wxeval.metrics import METRICS
 
 DEMO_GRID = "64x32"
@@ -80,14 +81,18 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
 
 def add_precipitation(paths: dict[str, Path]) -> None:
     """Precipitation (wxeval.synthetic_precip): ``total_precipitation_6hr`` in the truth, a
-    cumulative ``total_precipitation`` in every model (``graphcast_like`` also its 6 h
-    amounts, as GraphCast stores them), the SEEPS fields in the climatology."""
+    cumulative ``total_precipitation`` in every model, per member for the ensemble
+    (``graphcast_like`` also its 6 h amounts, as GraphCast stores them), the SEEPS fields in
+    the climatology."""
     from wxeval import synthetic, synthetic_precip
 
     tp6 = synthetic_precip.add_truth(paths["truth"], grid=DEMO_GRID, seed=2020)
     for name, error in synthetic.DEMO_MODELS.items():
         synthetic_precip.add_forecast(paths[name], grid=DEMO_GRID, seed=2020, error=error,
                                       six_hour=name == "graphcast_like")
+    for name, (error, members) in synthetic.DEMO_ENSEMBLES.items():
+        synthetic_precip.add_forecast(paths[name], grid=DEMO_GRID, seed=2020, error=error,
+                                      members=members)
     synthetic_precip.add_seeps_climatology(paths["climatology"], tp6)
 
 
@@ -106,9 +111,10 @@ def demo_config(paths: dict[str, Path]) -> dict:
             "lead_times": {"start": "0h", "stop": "240h", "step": "12h"},
             "regions": "all",
             # the stored variables, the derived ones (wind speed, 24 h precipitation) and the
-            # default metrics plus SEEPS
+            # default metrics plus SEEPS and the ensemble metrics (for deterministic models:
+            # one-member ensembles, CRPS = MAE)
             "variables": [*DEMO_VARIABLES, *DEMO_DERIVED],
-            "metrics": [*METRICS, "seeps"],
+            "metrics": [*METRICS, "seeps", *ENSEMBLE_DEFAULTS],
         },
     }
 

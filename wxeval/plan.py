@@ -400,20 +400,24 @@ SPREAD_METRICS = ("crps_spread", "ensemble_variance", "ensemble_stddev_sqrt_befo
 def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
     """One member (or a deterministic forecast) asked for a spread metric: WB2 defines the
     spread of one member as 0 (crps = mae, ratio 0, the corrected ratio 0); scored so, and
-    said."""
+    said (once for all deterministic models, once per one-member ensemble)."""
     asked = [m for m in metrics if m in SPREAD_METRICS]
+    if not asked:
+        return
+    zero = f"{', '.join(asked)} are 0 by definition (the spread of one member; WB2)"
     for m in models:
-        if asked and m.members <= 1:
-            log.warning(
-                "%s: %s: %s; its %s are 0 by definition (the spread of one member; WB2)",
-                m.name, "one ensemble member" if m.members == 1 else "a deterministic forecast",
-                "crps is its mae", ", ".join(asked),
-            )
+        if m.members == 1:
+            log.warning("%s: one ensemble member: crps is its mae; its %s", m.name, zero)
+    deterministic = [m.name for m in models if m.members == 0]
+    if deterministic:
+        log.warning("%s: deterministic forecast%s (one member): crps is the mae; %s",
+                    ", ".join(deterministic), "s" if len(deterministic) > 1 else "", zero)
 
 
 def _members(fc, variables) -> int:
     """M of an ensemble store (its member dimension), 0 for a deterministic one."""
-    sizes = {int(fc[v].sizes[schema.MEMBER]) for v in variables if schema.MEMBER in fc[v].dims}
+    sizes = {int(fc[v].sizes[schema.MEMBER]) for v in variables
+             if v in fc.data_vars and schema.MEMBER in fc[v].dims}  # derived: not stored
     return max(sizes) if sizes else 0
 
 

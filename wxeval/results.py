@@ -449,6 +449,9 @@ def write_outputs(
             "region_names": [r.name for r in plan.regions],
             "region_keys": [r.key() for r in plan.regions],
             "metrics": list(plan.metrics),
+            # ensemble members M (0: deterministic): the scorecard shows a deterministic
+            # model's MAE as its CRPS (M = 1), never an ensemble's (its mean's MAE is not CRPS)
+            "members": int(getattr(m, "members", 0)),
             "pending_init_times": [str(t) for t in plan.pending.get(m.name, [])],
             "skipped_init_times": [str(t) for t in plan.skipped.get(m.name, [])],
             "nan_fields": list(nan_found),

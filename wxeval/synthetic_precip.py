@@ -78,23 +78,36 @@ def add_truth(path: Path, *, grid, seed: int) -> np.ndarray:
 
 
 def add_forecast(path: Path, *, grid, seed: int, error: synthetic.ErrorModel,
-                 cumulative: bool = True, six_hour: bool = False) -> None:
-    """Append ``total_precipitation`` (cumulative) and/or ``total_precipitation_6hr``."""
+                 cumulative: bool = True, six_hour: bool = False, members: int = 0) -> None:
+    """Append ``total_precipitation`` (cumulative) and/or ``total_precipitation_6hr``.
+
+    ``members`` > 0: an ensemble store (member dim ``number`` after the lead, as IFS ENS); member
+    k's amounts use the error model with seed ``error.seed + k`` (independent draws)."""
+    import dataclasses
+
     with xr.open_zarr(path) as ds:
         inits, leads = ds["time"].values, ds["prediction_timedelta"].values
         lon_name = "lon" if "lon" in ds.dims else "longitude"
         lat_name = "lat" if "lat" in ds.dims else "latitude"
     hours = (leads / np.timedelta64(1, "h")).astype(int)
     last = max(int(hours.max()), 6)
-    cum = np.empty((len(inits), len(leads), *_shape(grid)), np.float32)
+    errors = [error] if not members else [
+        dataclasses.replace(error, seed=error.seed + k) for k in range(members)]
+    cum = np.empty((len(inits), len(leads), len(errors), *_shape(grid)), np.float32)
     six = np.empty_like(cum)
     for i, t in enumerate(inits):
-        amounts = forecast_tp6(t, last, grid=grid, seed=seed, error=error)  # leads 6..last
-        total = np.concatenate([np.zeros((1, *amounts.shape[1:])), np.cumsum(amounts, axis=0)])
-        cum[i] = total[hours // 6]
-        six[i] = np.where((hours > 0)[:, None, None], amounts[np.maximum(hours // 6 - 1, 0)],
-                          0.0)
-    dims = ("time", "prediction_timedelta", lon_name, lat_name)
+        for k, err in enumerate(errors):
+            amounts = forecast_tp6(t, last, grid=grid, seed=seed, error=err)  # leads 6..last
+            total = np.concatenate([np.zeros((1, *amounts.shape[1:])),
+                                    np.cumsum(amounts, axis=0)])
+            cum[i, :, k] = total[hours // 6]
+            six[i, :, k] = np.where((hours > 0)[:, None, None],
+                                    amounts[np.maximum(hours // 6 - 1, 0)], 0.0)
+    if members:
+        dims = ("time", "prediction_timedelta", "number", lon_name, lat_name)
+    else:
+        dims = ("time", "prediction_timedelta", lon_name, lat_name)
+        cum, six = cum[:, :, 0], six[:, :, 0]
     data = {}
     if cumulative:
         data["total_precipitation"] = (dims, cum)

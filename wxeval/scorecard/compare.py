@@ -157,6 +157,8 @@ def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -
         manifests[name] = read_manifest(results_dir, name)
         stats = load_statistics(results_dir, name).load()
         scores[name] = {var: ds.load() for var, ds in per_init(stats).items()}
+        for ds in scores[name].values():  # _per_init_series: CRPS = MAE only for M <= 1
+            ds.attrs["members"] = int(manifests[name].get("members", 0))
     return Inputs(results_dir, baseline, models, scores, manifests)
 
 
@@ -196,8 +198,8 @@ def _per_init_series(scores: xr.Dataset, metric: str) -> xr.DataArray | None:
         return scores[term]
     if term == "rmse" and "mse" in scores:  # scores made without the root-per-init term
         return np.sqrt(scores["mse"])
-    if term == "crps" and "mae" in scores:  # a deterministic forecast: CRPS = MAE (M = 1)
-        return scores["mae"]
+    if term == "crps" and "mae" in scores and scores.attrs.get("members", 0) <= 1:
+        return scores["mae"]  # a deterministic forecast: CRPS = MAE (M = 1); never an ensemble
     return None
 
 
