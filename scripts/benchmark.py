@@ -50,8 +50,8 @@ wall and CPU times exclude the imports. Measurements:
     (GB/s of forecast per thread).
 (p) ``profile``: the one-model, one-month (b) job under :mod:`cProfile` with
     ``scheduler="synchronous"`` (one thread; Blosc's own threads off too), printing the top
-    ``--profile-top`` functions by own time and by cumulative time. Profiling slows Python
-    calls, so its wall time is not comparable with (b).
+    ``--profile-top`` functions by own time, and wxeval's by cumulative time. Profiling slows
+    Python calls, so its wall time is not comparable with (b).
 (d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
     extended by one day into the same folder; the rerun's wall time as a fraction of the full
     run (target < 10 %), and the same fraction for the whole processes (interpreter start-up
@@ -423,8 +423,10 @@ def child_profile(p: dict) -> dict:
             for key, (_, nc, tt, ct, _) in pstats.Stats(prof).stats.items()]
     top = p.get("top", 15)
     out["profiled_seconds"] = sum(r[2] for r in rows)
-    for name, col in (("own", 2), ("cumulative", 3)):
-        out[name] = [list(r) for r in sorted(rows, key=lambda r: -r[col])[:top]]
+    out["own"] = [list(r) for r in sorted(rows, key=lambda r: -r[2])[:top]]
+    # By cumulative time, wxeval's own functions only (above them: dask's call chain).
+    ours = [r for r in rows if r[0].startswith("wxeval/")]
+    out["cumulative"] = [list(r) for r in sorted(ours, key=lambda r: -r[3])[:top]]
     return out
 
 
@@ -699,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         model_days.update({m: base for m in models[1:]})
     else:
         model_days = {m1: base}
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()
     rows: list[dict] = []
     stores = {}  # combo -> (paths as str, outputs folder)
 
@@ -859,8 +861,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"grid": grid, "field_set": args.fields, "quick": args.quick, "root": str(args.root),
               "fields": n_fields(), "leads": len(LEAD_HOURS), "regions": 16,
-              "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows,
-              "ratios": ratios, "profiles": profiles,
+              "cpu_count": os.cpu_count(), "load_average": (load_start, os.getloadavg()),
+              "rows": rows, "ratios": ratios, "profiles": profiles,
               "total_seconds": time.perf_counter() - t_start}
     print(markdown(report))
     if args.json:
@@ -871,8 +873,9 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(report: dict) -> str:
     lines = [f"Grid {report['grid']}, {report['fields']} fields, {report['leads']} leads, "
              f"{report['regions']} regions, {report['cpu_count']} CPUs"
-             f"{' (quick)' if report['quick'] else ''}; load average at the end "
-             f"{', '.join(f'{x:.1f}' for x in report['load_average'])}.", "",
+             f"{' (quick)' if report['quick'] else ''}; load average (1, 5, 15 min) "
+             + " at the start, ".join(", ".join(f"{x:.1f}" for x in la)
+                                      for la in report["load_average"]) + " at the end.", "",
              "| measurement | inits | wall s | CPU s | GB read | GB/s | peak RSS MB | notes |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
@@ -898,7 +901,8 @@ def markdown(report: dict) -> str:
                       f"(synchronous), {prof['wall']:.1f} s wall under cProfile, "
                       f"{prof['profiled_seconds']:.1f} s own time in all."]
         for name in ("own", "cumulative"):
-            lines += ["", f"| top by {name} time | calls | own s | cumulative s |",
+            what = "function" if name == "own" else "wxeval function"
+            lines += ["", f"| {what}, top by {name} time | calls | own s | cumulative s |",
                       "|---|---:|---:|---:|"]
             for func, calls, own, cum in prof[name]:
                 lines.append(f"| `{func}` | {calls} | {own:.2f} | {cum:.2f} |")
