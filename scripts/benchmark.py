@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                          "of (d); the fastest counts")
     ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
                     help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
-                         "job (stores under <root>/<grid>-wb2)")
+                         "job (stores under <root>/<grid>-wb2-<codec>-<layout>)")
     ap.add_argument("--only", default="a,e,b,c,d,k",
                     help="comma-separated measurements to run (default a,e,b,c,d,k; 'e' may "
                          "be given as 'decode', 'p' (the profile, not run by default) as "
