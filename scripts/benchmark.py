@@ -10,12 +10,18 @@ The job (issue 4): 00/12 UTC inits, leads 0-240 h every 12 h, 10 fields (geopote
 temperature, u and v wind at 500 and 850 hPa, 2m_temperature, mean_sea_level_pressure), every
 metric, the 13 standard regions plus the 3 land regions (the truth carries a land_sea_mask).
 
-Stores are written once under ``--root`` (``<root>/<grid>/``) with :mod:`wxeval.synthetic`
-and reused when a marker says they are complete for the same specification: the truth holds
-only the valid times the longest job needs, the climatology only the (dayofyear, hour) pairs
-needed, the first model holds every init of the longest job and the two others one month.
-Chunks are WB2's: one (init, lead) or one time per chunk, all levels, the whole grid.
-All measurements read the stores from the page cache (they were just written or read).
+Stores are written once under ``--root`` (``<root>/<grid>[-<fields>]-<codec>-<layout>/``) with
+:mod:`wxeval.synthetic` and reused when a marker says they are complete for the same
+specification: the truth holds only the valid times the longest job needs, the climatology
+only the (dayofyear, hour) pairs needed, the first model holds every init of the longest job
+and the two others one month. Codecs (``--codecs``): ``lz4`` = Blosc-LZ4, clevel 5, byte
+shuffle (WB2's public stores, zarr-python 2's default; the default here) and ``zstd`` = Zstd
+level 1. Forecast chunk layouts (``--layouts``): ``lead`` = one chunk per init × lead (WB2's
+HRES and GraphCast) and ``init`` = one chunk per init holding all leads and levels; truth and
+climatology have one time (or hour × dayofyear) per chunk, all levels, the whole grid.
+Measurements (a), (e), (b) for one model and one month, and (p), run for every codec × layout;
+everything else only for the first codec and layout. All measurements read the stores from the
+page cache (they were just written or read).
 
 Every measurement runs in its own Python subprocess, so its peak RSS (``ru_maxrss``) is clean;
 wall and CPU times exclude the imports. Measurements:
@@ -25,6 +31,12 @@ wall and CPU times exclude the imports. Measurements:
     (variable, init) for forecasts and per contiguous run of times for truth/climatology,
     spread over a ``ThreadPoolExecutor(2)``; the data is decoded and thrown away. This is the
     practical limit of any evaluator that reads through zarr-python with 2 threads.
+(e) ``decode-only``: every forecast, truth and climatology chunk file (a) reads, read as bytes
+    (``Path.read_bytes``) and decoded with its numcodecs codec taken from the store's own
+    ``.zarray`` (compressor, then filters), into one reused buffer per thread, over a
+    ``ThreadPoolExecutor(2)``; nothing else (no zarr-python; listing the files is not timed).
+    This is the limit of any evaluator that reads these stores with 2 threads
+    (``scripts/decode_only.py``; issue 16).
 (b) ``wxeval``: :func:`wxeval.api.score` with a fresh output folder (statistics store,
     netCDF, CSV and JSON written) for one model and one month, one model and each longer
     ``--months`` range, and three models in one pass (``score(cfg, [m1, m2, m3], ...)``).
@@ -40,13 +52,17 @@ wall and CPU times exclude the imports. Measurements:
     ``<root>/<grid>-headline``): one month, the eight headline variables with 10 m wind speed
     and 24 h precipitation derived in the pass (RMSE, SEEPS), against reading the same chunks
     through zarr-python with 2 threads; the ratio of their wall times.
-(e) ``ensemble`` (only with ``--only e``, self-contained, its own stores under
+(n) ``ensemble`` (only with ``--only n``, self-contained, its own stores under
     ``<root>/ens-<grid>/``): IFS ENS-like stores of 10 and 50 members (one chunk per init ×
     lead × all members; z and t at 500/850 hPa, t2m, msl: 6 fields, 4 inits × 21 leads); wxeval
     (every ensemble metric, the rank histogram and the ensemble mean's rmse/acc/bias/mae, one
     pass, 2 threads) against reading and decoding the same forecast chunks with 2 threads, and
     peak RSS with 50 vs 10 members at the same ``memory_per_task`` (64 MiB, small enough to
-    bind). ``python scripts/benchmark.py --only e``.
+    bind). ``python scripts/benchmark.py --only n``.
+(p) ``profile``: the one-model, one-month (b) job under :mod:`cProfile` with
+    ``scheduler="synchronous"`` (one thread; Blosc's own threads off too), printing the top
+    ``--profile-top`` functions by own time, and wxeval's by cumulative time. Profiling slows
+    Python calls, so its wall time is not comparable with (b).
 (d) ``incremental``: score days 1-30 into a fresh folder, then rerun with the init range
     extended by one day into the same folder; the rerun's wall time as a fraction of the full
     run (target < 10 %), and the same fraction for the whole processes (interpreter start-up
@@ -54,7 +70,8 @@ wall and CPU times exclude the imports. Measurements:
 
 "GB read" counts uncompressed float32 bytes: forecast fields of every model, plus the unique
 truth fields and the unique climatology fields the job needs (each counted once). Throughput
-is GB read / wall time. Ratios: b/a (same bytes; target <= 1.5), c/b per byte (naive seconds per
+is GB read / wall time. Ratios: b/e and b/a per codec and layout (same bytes; issue 16's
+target b/e <= 1.5; b/a's <= 1.5), c/b per byte (naive seconds per
 GB over wxeval's, on the same week and vs the month), peak RSS of the longest range over one
 month (target <= 1.2), three models over (one model + the extra forecast bytes at the
 one-model throughput) (target < 1.5), and the incremental fraction (target < 0.1).
@@ -75,6 +92,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from decode_only import ZarrV2Array, read_and_decode
 
 VARIABLES = (
     "geopotential",
@@ -100,8 +118,33 @@ LEAD_HOURS = tuple(range(0, 241, 12))
 INIT_HOURS = (0, 12)
 START = "2020-01-01"
 SEED = 2020
-FORMAT = 1  # bump when the store specification below changes
+FORMAT = 2  # bump when the store specification below changes
 NAIVE_METRICS = ("rmse", "mae", "bias", "acc")
+#: ``--codecs``: the synthetic stores' chunk codec (zarr v2 compressor).
+CODECS = ("lz4", "zstd")
+#: ``--layouts``: forecast chunks of one init × lead, or one init with all leads and levels.
+LAYOUTS = {"lead": "chunk per init×lead", "init": "chunk per init"}
+
+
+def make_codec(name: str):
+    """``lz4``: Blosc-LZ4 clevel 5 with byte shuffle (WB2's public stores, zarr-python 2's
+    default); ``zstd``: Zstd level 1 (:func:`wxeval.synthetic.default_compressor`)."""
+    import numcodecs
+
+    if name == "lz4":
+        return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    if name == "zstd":
+        return numcodecs.Zstd(level=1)
+    raise SystemExit(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
+
+
+def layout_chunks(layout: str) -> dict[str, int] | None:
+    """The forecast stores' ``chunks=`` of :func:`wxeval.synthetic.write_forecast`."""
+    if layout == "lead":
+        return None  # synthetic's default: one chunk per init × lead, all levels
+    if layout == "init":
+        return {"prediction_timedelta": len(LEAD_HOURS)}
+    raise SystemExit(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
 
 
 # ------------------------------------------------------------------------------- job geometry
@@ -170,22 +213,31 @@ def _mark(path: Path, spec: dict) -> None:
     path.with_name(path.name + ".complete.json").write_text(json.dumps(spec, indent=1))
 
 
+def store_folder(grid: str, fields: str, codec: str, layout: str) -> str:
+    """``<grid>[-<fields>]-<codec>-<layout>``: stores of different specs never share a folder."""
+    return f"{grid}{'' if fields == 'small' else '-' + fields}-{codec}-{layout}"
+
+
 def ensure_stores(
-    root: Path, grid: str, model_days: dict[str, int], log, folder: str | None = None
+    root: Path, grid: str, model_days: dict[str, int], log, folder: str | None = None,
+    codec: str = CODECS[0], layout: str = "lead",
 ) -> dict[str, Path]:
     """Write (or reuse) truth, climatology and forecast stores under ``root/folder`` (default
-    ``root/grid``); returns paths by role/model."""
+    ``root/<grid>-<codec>-<layout>``) with chunks compressed by ``codec`` and forecasts in
+    ``layout``; returns paths by role/model."""
     from wxeval import synthetic
 
-    folder = root / (folder or grid)
+    folder = root / (folder or store_folder(grid, "small", codec, layout))
     folder.mkdir(parents=True, exist_ok=True)
     longest = max(model_days.values())
     valid = valid_times(init_times(longest))
     pairs = clim_pairs(valid)
+    compressor = make_codec(codec)
     common = {"format": FORMAT, "grid": grid, "variables": VARIABLES, "levels": LEVELS,
-              "seed": SEED}
+              "seed": SEED, "codec": compressor.get_config()}
     common = json.loads(json.dumps(common))
-    kw = dict(variables=VARIABLES, levels=LEVELS, grid=grid, seed=SEED)
+    kw = dict(variables=VARIABLES, levels=LEVELS, grid=grid, seed=SEED, compressor=compressor)
+    chunks = layout_chunks(layout)
     paths = {"truth": folder / "era5.zarr", "climatology": folder / "climatology.zarr"}
     jobs = [
         ("truth", {**common, "times": [str(t) for t in valid]},
@@ -198,9 +250,9 @@ def ensure_stores(
         paths[name] = folder / f"{name}.zarr"
         error = synthetic.DEMO_MODELS[name]
         spec = {**common, "start": START, "days": days, "leads": list(LEAD_HOURS),
-                "error": repr(error)}
+                "error": repr(error), "chunks": chunks}
         jobs.append((name, spec, lambda p, d=days, e=error: synthetic.write_forecast(
-            p, init_times(d), list(LEAD_HOURS), error=e, **kw)))
+            p, init_times(d), list(LEAD_HOURS), error=e, chunks=chunks, **kw)))
     for name, spec, write in jobs:
         path = paths[name]
         if _spec_ok(path, spec):
@@ -294,15 +346,112 @@ def child_raw(p: dict) -> dict:
 
 def _time_positions(group, name: str, wanted: np.ndarray) -> np.ndarray:
     """Positions of ``wanted`` datetimes on a CF-encoded time axis of a zarr group."""
+    arr = group[name]
+    return _cf_positions(name, arr[...], dict(arr.attrs), wanted, group.store)
+
+
+def _cf_positions(name: str, raw: np.ndarray, attrs: dict, wanted: np.ndarray,
+                  where) -> np.ndarray:
+    """Positions of ``wanted`` datetimes on a CF-encoded time axis (raw values, attributes)."""
     import xarray as xr
 
-    arr = group[name]
-    var = xr.Variable((name,), arr[...], dict(arr.attrs))
-    decoded = xr.conventions.decode_cf_variable(name, var).values
+    attrs = {k: v for k, v in attrs.items() if k != "_ARRAY_DIMENSIONS"}
+    decoded = xr.conventions.decode_cf_variable(name, xr.Variable((name,), raw, attrs)).values
     pos = pd.Index(decoded).get_indexer(wanted)
     if (pos < 0).any():
-        raise SystemExit(f"{group.store}: {name} lacks {int((pos < 0).sum())} needed time(s)")
+        raise SystemExit(f"{where}: {name} lacks {int((pos < 0).sum())} needed time(s)")
     return pos
+
+
+def _v2_time_positions(store, name: str, wanted: np.ndarray) -> np.ndarray:
+    """:func:`_time_positions` from the Zarr v2 files themselves (no zarr-python)."""
+    raw = ZarrV2Array.open(store, name).read()
+    attrs = json.loads((Path(store) / name / ".zattrs").read_text())
+    return _cf_positions(name, raw, attrs, wanted, store)
+
+
+def job_chunk_files(paths: dict, days: int, models: list[str],
+                    first_day: int = 1) -> list[tuple[ZarrV2Array, Path]]:
+    """Every forecast, truth and climatology chunk file of the job, with its array: the
+    chunks holding the job's inits (all leads, levels and grid points) of every model, its
+    valid times in the truth and its (hour, dayofyear) pairs in the climatology, for every
+    variable; each file once. Read without zarr-python (``.zarray`` and coordinate chunks)."""
+    inits = init_times(days, first_day)
+    valid = valid_times(inits)
+    pairs = clim_pairs(valid)
+    truth, clim = Path(paths["truth"]), Path(paths["climatology"])
+    tpos = _v2_time_positions(truth, "time", valid)
+    ipos = {m: _v2_time_positions(paths[m], "time", inits) for m in models}
+    doys = ZarrV2Array.open(clim, "dayofyear").read()
+    hours = ZarrV2Array.open(clim, "hour").read()
+    clim_sel = []
+    for h in np.unique(pairs[:, 1]):
+        hpos = np.flatnonzero(hours == h)[:1]
+        need = pairs[pairs[:, 1] == h, 0]
+        dpos = np.flatnonzero(np.isin(doys, need))
+        if len(hpos) != 1 or len(dpos) != len(need):
+            raise SystemExit(f"{clim}: lacks (dayofyear, hour) pairs of hour {h}")
+        clim_sel.append([hpos, dpos])
+    files = []
+    for var in VARIABLES:
+        arrays = [(ZarrV2Array.open(truth, var), [tpos])]
+        arrays += [(ZarrV2Array.open(clim, var), sel) for sel in clim_sel]
+        arrays += [(ZarrV2Array.open(paths[m], var), [ipos[m]]) for m in models]
+        for arr, sel in arrays:
+            files += [(arr, f) for f in arr.chunk_files(sel)]
+    return files
+
+
+def child_decode(p: dict) -> dict:
+    """(e) Read every needed chunk file as bytes and decode it with its codec, 2 threads."""
+    files = job_chunk_files(p["paths"], p["days"], p["models"], p.get("first_day", 1))
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = read_and_decode(files, threads=2)
+    return {**_usage(t0, c0), **res}
+
+
+def child_profile(p: dict) -> dict:
+    """(p) One ``wxeval.api.score`` under cProfile, single-threaded: the top functions by own
+    and by cumulative time (seconds include the profiler's overhead)."""
+    import cProfile
+    import pstats
+
+    import numcodecs
+
+    from wxeval.api import score
+
+    numcodecs.blosc.use_threads = False  # decoding runs in the main thread: keep it at one
+    paths = {k: Path(v) for k, v in p["paths"].items()}
+    cfg = make_config(paths, p["models"], p["days"], p.get("first_day", 1))
+    shutil.rmtree(p["output"], ignore_errors=True)
+    prof = cProfile.Profile()
+    t0, c0 = time.perf_counter(), time.process_time()
+    prof.enable()
+    score(cfg, p["models"], p["output"], scheduler="synchronous", progress=False)
+    prof.disable()
+    out = _usage(t0, c0)
+    rows = [(_func_label(*key), nc, tt, ct)
+            for key, (_, nc, tt, ct, _) in pstats.Stats(prof).stats.items()]
+    top = p.get("top", 15)
+    out["profiled_seconds"] = sum(r[2] for r in rows)
+    out["own"] = [list(r) for r in sorted(rows, key=lambda r: -r[2])[:top]]
+    # By cumulative time, wxeval's own functions only (above them: dask's call chain).
+    ours = [r for r in rows if r[0].startswith("wxeval/")]
+    out["cumulative"] = [list(r) for r in sorted(ours, key=lambda r: -r[3])[:top]]
+    return out
+
+
+def _func_label(filename: str, line: int, func: str) -> str:
+    """``wxeval/kernels.py:12(f)``, ``numcodecs/blosc.py:3(g)`` or ``{built-in}(h)``."""
+    if filename == "~":
+        return f"{{built-in}} {func}"
+    for anchor in ("site-packages/", "/wxeval/", "lib/python3"):
+        if anchor in filename:
+            filename = filename.split(anchor, 1)[1]
+            if anchor == "/wxeval/":
+                filename = "wxeval/" + filename
+            break
+    return f"{filename}:{line}({func})"
 
 
 def child_wxeval(p: dict) -> dict:
@@ -572,11 +721,11 @@ def _timed(fn, *args) -> float:
 
 
 CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
-            "kernel": child_kernel}
+            "kernel": child_kernel, "decode": child_decode, "profile": child_profile}
 CHILDREN.update(headline_raw=child_headline_raw, headline_wxeval=child_headline_wxeval)
 
 
-# ------------------------------------------------------------------- (e) ensemble forecasts
+# ------------------------------------------------------------------- (n) ensemble forecasts
 # Self-contained: its own stores under <root>/ens-<grid>/, its own children and table.
 
 ENS_VARIABLES = ("geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure")
@@ -602,7 +751,7 @@ def ensure_ensemble_stores(root: Path, grid: str, log) -> dict[str, str]:
     if not _spec_ok(folder, spec):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        log(f"(e) writing the ensemble archive ({grid}) under {folder} …")
+        log(f"(n) writing the ensemble archive ({grid}) under {folder} …")
         synthetic.write_truth(paths["truth"], valid, **kw)
         days = sorted(set(pd.DatetimeIndex(valid).day_of_year))
         synthetic.write_climatology(paths["climatology"], dayofyears=days, **kw)
@@ -615,7 +764,7 @@ def ensure_ensemble_stores(root: Path, grid: str, log) -> dict[str, str]:
 
 
 def child_ens_raw(p: dict) -> dict:
-    """(e) Read and decode every chunk of the ensemble store the job needs (2 threads)."""
+    """(n) Read and decode every chunk of the ensemble store the job needs (2 threads)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import zarr
@@ -631,7 +780,7 @@ def child_ens_raw(p: dict) -> dict:
 
 
 def child_ens_wxeval(p: dict) -> dict:
-    """(e) ``wxeval score`` of the ensemble: the ensemble metrics, rank histogram and the
+    """(n) ``wxeval score`` of the ensemble: the ensemble metrics, rank histogram and the
     deterministic metrics of the ensemble mean, one pass, 2 threads."""
     from wxeval.api import score
     from wxeval.config import validate
@@ -662,7 +811,7 @@ CHILDREN.update(ens_raw=child_ens_raw, ens_wxeval=child_ens_wxeval)
 
 
 def ensemble_benchmark(root: Path, grid: str, repeat: int, log) -> dict:
-    """(e): wxeval on the 10-member store against reading and decoding its chunks (best of
+    """(n): wxeval on the 10-member store against reading and decoding its chunks (best of
     ``repeat``), and peak RSS with 50 vs 10 members at the same ``memory_per_task``."""
     paths = ensure_ensemble_stores(root, grid, log)
     out = root / f"ens-{grid}" / "outputs"
@@ -680,10 +829,10 @@ def ensemble_benchmark(root: Path, grid: str, repeat: int, log) -> dict:
                           if k in ("bytes_read", "computed_fields")}}
         return rows[label]
 
-    raw = best("(e) read+decode ens10 chunks", "ens_raw", model="ens10")
-    w10 = best("(e) wxeval ens10", "ens_wxeval", model="ens10", memory=ENS_MEMORY,
+    raw = best("(n) read+decode ens10 chunks", "ens_raw", model="ens10")
+    w10 = best("(n) wxeval ens10", "ens_wxeval", model="ens10", memory=ENS_MEMORY,
                output=str(out / "ens10"))
-    w50 = best("(e) wxeval ens50", "ens_wxeval", model="ens50", memory=ENS_MEMORY,
+    w50 = best("(n) wxeval ens50", "ens_wxeval", model="ens50", memory=ENS_MEMORY,
                output=str(out / "ens50"))
     return {"grid": grid, "inits": ENS_DAYS * len(INIT_HOURS), "leads": len(LEAD_HOURS),
             "fields": 2 * len(ENS_LEVELS) + 2, "memory_per_task": ENS_MEMORY,
@@ -695,7 +844,7 @@ def ensemble_benchmark(root: Path, grid: str, repeat: int, log) -> dict:
 
 
 def ensemble_markdown(res: dict) -> str:
-    lines = [f"## (e) ensemble, {res['grid']}, {res['inits']} inits × {res['leads']} leads × "
+    lines = [f"## (n) ensemble, {res['grid']}, {res['inits']} inits × {res['leads']} leads × "
              f"{res['fields']} fields, memory_per_task {res['memory_per_task']}", "",
              "| run | wall (s) | peak RSS (MB) | GB read |", "| --- | ---: | ---: | ---: |"]
     for label, r in res["rows"].items():
@@ -780,10 +929,21 @@ def main(argv: list[str] | None = None) -> int:
                          "of (d); the fastest counts")
     ap.add_argument("--fields", choices=sorted(FIELD_SETS), default="small",
                     help="small: 10 fields (default); wb2: the 69 fields of issue 4's reference "
-                         "job (stores under <root>/<grid>-wb2)")
-    ap.add_argument("--only", default="a,b,c,d,k",  # e: ensembles, on request
-                    help="comma-separated measurements to run (default a,b,c,d,k; 'd' or 'k' "
-                         "alone write only the stores they need; 'h': the headline job)")
+                         "job (stores under <root>/<grid>-wb2-<codec>-<layout>)")
+    ap.add_argument("--only", default="a,e,b,c,d,k",
+                    help="comma-separated measurements to run (default a,e,b,c,d,k; 'e' may "
+                         "be given as 'decode', 'p' (the profile, not run by default) as "
+                         "'profile'; 'h': the headline job, 'n' (or 'ensemble'): the ensemble job, both on
+                         their own stores and only on request; without 'b' only the first model's
+                         month is written)")
+    ap.add_argument("--codecs", default=",".join(CODECS),
+                    help="chunk codecs of the synthetic stores, first = the one of (b)'s "
+                         "longer ranges, (c), (d): lz4 (Blosc-LZ4 + shuffle, WB2's), zstd")
+    ap.add_argument("--layouts", default=",".join(LAYOUTS),
+                    help="forecast chunk layouts: lead (one chunk per init x lead, WB2's "
+                         "HRES/GraphCast), init (one chunk per init, all leads and levels)")
+    ap.add_argument("--profile-top", type=int, default=15,
+                    help="(p): how many functions to print by own and by cumulative time")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -800,10 +960,18 @@ def main(argv: list[str] | None = None) -> int:
 
     grid = "64x32" if args.quick else args.grid
     use_fields(args.fields)
-    only = set(args.only.split(","))
-    if "e" in only:  # self-contained (its own stores): run first, alone if only e
+    aliases = {"decode": "e", "profile": "p", "ensemble": "n", "headline": "h"}
+    only = {aliases.get(x, x) for x in args.only.split(",")}
+    codecs, layouts = args.codecs.split(","), args.layouts.split(",")
+    for c in codecs:
+        make_codec(c)
+    for lay in layouts:
+        layout_chunks(lay)
+    combos = [(c, lay) for c in codecs for lay in layouts]
+    primary = combos[0]
+    if "n" in only:  # self-contained (its own stores): run first, alone if only n
         print(ensemble_markdown(ensemble_benchmark(args.root, grid, args.repeat, log)))
-        only.discard("e")
+        only.discard("n")
     if "h" in only:  # (h) the headline job, on its own stores
         headline = run_headline(args, grid, log)
         print(f"headline job / raw read of the same chunks: {headline['ratio']:.2f}")
@@ -821,24 +989,29 @@ def main(argv: list[str] | None = None) -> int:
     inc_days = base - 1  # days 1..30 then 1..31 for a 31-day month
     models = list(__import__("wxeval.synthetic", fromlist=["DEMO_MODELS"]).DEMO_MODELS)[:3]
     m1 = models[0]
-    if only <= {"d", "k"}:
-        model_days = {m1: base}
-    else:
+    if "b" in only:  # the longer ranges and the three-model pass need more forecasts
         model_days = {m1: max(days.values())}
         model_days.update({m: base for m in models[1:]})
-    t_start = time.perf_counter()
-    folder = grid if args.fields == "small" else f"{grid}-{args.fields}"
-    paths = ensure_stores(args.root, grid, model_days, log, folder=folder)
-    pstr = {k: str(v) for k, v in paths.items()}
-    out_root = args.root / folder / "outputs"
-    out_root.mkdir(parents=True, exist_ok=True)
-
+    else:
+        model_days = {m1: base}
+    t_start, load_start = time.perf_counter(), os.getloadavg()
     rows: list[dict] = []
+    stores = {}  # combo -> (paths as str, outputs folder)
+
+    def ensure(combo: tuple[str, str]) -> tuple[dict, Path]:
+        if combo not in stores:
+            folder = store_folder(grid, args.fields, *combo)
+            paths = ensure_stores(args.root, grid, model_days if combo == primary else {m1: base},
+                                  log, folder=folder, codec=combo[0], layout=combo[1])
+            out_root = args.root / folder / "outputs"
+            out_root.mkdir(parents=True, exist_ok=True)
+            stores[combo] = ({k: str(v) for k, v in paths.items()}, out_root)
+        return stores[combo]
 
     def measure(label, kind, job_days, job_models, repeat=1, limit=None, prepare=None,
-                **extra):
-        params = {"paths": pstr, "days": job_days, "models": job_models, "fields": args.fields,
-                  **extra}
+                combo=primary, **extra):
+        params = {"paths": ensure(combo)[0], "days": job_days, "models": job_models,
+                  "fields": args.fields, **extra}
         runs = []
         for i in range(repeat):
             log(f"{label} (run {i + 1}/{repeat}) …")
@@ -849,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
         best = min(runs, key=lambda r: r["wall"])
         nbytes = job_bytes(job_days, len(job_models), grid, extra.get("first_day", 1))
         row = {"label": label, "kind": kind, "days": job_days, "models": job_models,
+               "codec": combo[0], "layout": combo[1],
                "inits": job_days * len(INIT_HOURS), "gb": nbytes["total"] / 1e9,
                "bytes": nbytes, "walls": [r["wall"] for r in runs],
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
@@ -857,30 +1031,58 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         return row, best
 
-    a1 = b1 = b3 = None
+    def tag(combo: tuple[str, str]) -> str:
+        return f"{combo[0]}, {LAYOUTS[combo[1]]}"
+
+    # Per codec × layout: (a), (e) and (b) for one model and one month, then (p).
+    per_combo: dict[tuple[str, str], dict[str, dict]] = {}
+    profiles = []
+    for combo in combos:
+        if combo != primary and not only & {"a", "e", "b", "p"}:
+            continue
+        _, out_root = ensure(combo)
+        got = per_combo.setdefault(combo, {})
+        if "a" in only:
+            got["a"], _ = measure(f"(a) raw zarr read, {base} d, 1 model [{tag(combo)}]", "raw",
+                                  base, [m1], repeat=args.repeat, combo=combo)
+        if "e" in only:
+            got["e"], _ = measure(f"(e) decode-only, {base} d, 1 model [{tag(combo)}]",
+                                  "decode", base, [m1], repeat=args.repeat, combo=combo)
+        if "b" in only:
+            got["b"], _ = measure(f"(b) wxeval, {base} d, 1 model [{tag(combo)}]", "wxeval",
+                                  base, [m1], repeat=args.repeat, combo=combo,
+                                  output=str(out_root / "b1"))
+        if "p" in only:
+            log(f"(p) profile of (b), {base} d, 1 model, synchronous [{tag(combo)}] …")
+            prof = run_child("profile", {"paths": ensure(combo)[0], "days": base, "models": [m1],
+                                         "fields": args.fields, "top": args.profile_top,
+                                         "output": str(out_root / "profile")}, None, log)
+            log(f"  {prof['wall']:.2f} s under cProfile")
+            profiles.append({"tag": tag(combo), "days": base, **prof})
+
+    pstr, out_root = ensure(primary)
+    b1 = per_combo.get(primary, {}).get("b")
+    b3 = None
     longer = {}
-    if "a" in only:
-        a1, _ = measure(f"(a) raw zarr read, {base} d, 1 model", "raw", base, [m1],
-                        repeat=args.repeat)
     if "b" in only:
-        b1, _ = measure(f"(b) wxeval, {base} d, 1 model", "wxeval", base, [m1],
-                        repeat=args.repeat, output=str(out_root / "b1"))
         for m in months[1:]:
             if "a" in only:
-                measure(f"(a) raw zarr read, {days[m]} d, 1 model", "raw", days[m], [m1])
-            longer[m], _ = measure(f"(b) wxeval, {days[m]} d, 1 model", "wxeval", days[m],
-                                   [m1], output=str(out_root / f"b{m}"))
+                measure(f"(a) raw zarr read, {days[m]} d, 1 model [{tag(primary)}]", "raw",
+                        days[m], [m1])
+            longer[m], _ = measure(f"(b) wxeval, {days[m]} d, 1 model [{tag(primary)}]",
+                                   "wxeval", days[m], [m1], output=str(out_root / f"b{m}"))
         # Repeated like the one-model run it is compared with (a single first run partly
         # reads the other models' stores from disk: 1.58 vs 1.19 in two runs of one day).
-        b3, _ = measure(f"(b) wxeval, {base} d, {len(models)} models, one pass", "wxeval",
-                        base, models, repeat=args.repeat, output=str(out_root / "b3models"))
+        b3, _ = measure(f"(b) wxeval, {base} d, {len(models)} models, one pass "
+                        f"[{tag(primary)}]", "wxeval", base, models, repeat=args.repeat,
+                        output=str(out_root / "b3models"))
     naive = bweek = None
     max_diff = None
     if "c" in only and not args.skip_naive:
-        bweek, bw_res = measure(f"(b) wxeval, {week} d, 1 model", "wxeval", week, [m1],
-                                output=str(out_root / "bweek"), dump_table=True)
-        naive, nv_res = measure(f"(c) naive xarray+dask, {week} d, 1 model", "naive", week,
-                                [m1], limit=args.naive_limit)
+        bweek, bw_res = measure(f"(b) wxeval, {week} d, 1 model [{tag(primary)}]", "wxeval",
+                                week, [m1], output=str(out_root / "bweek"), dump_table=True)
+        naive, nv_res = measure(f"(c) naive xarray+dask, {week} d, 1 model [{tag(primary)}]",
+                                "naive", week, [m1], limit=args.naive_limit)
         if not nv_res.get("killed"):
             max_diff = compare_tables(nv_res["table"], bw_res["table"])
             log(f"  naive vs wxeval tables: max relative difference {max_diff:.2e}")
@@ -888,20 +1090,19 @@ def main(argv: list[str] | None = None) -> int:
     if "d" in only:
         inc_out = str(out_root / "incremental")
         snapshot = out_root / "incremental-before-rerun"
-        dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh", "wxeval", inc_days, [m1],
-                           repeat=args.repeat, output=inc_out)
+        dfull, _ = measure(f"(d) wxeval, days 1-{inc_days}, fresh [{tag(primary)}]", "wxeval",
+                           inc_days, [m1], repeat=args.repeat, output=inc_out)
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.copytree(inc_out, snapshot)
 
         def restore() -> None:  # every rerun starts from the same 30-day state
             shutil.rmtree(inc_out, ignore_errors=True)
             shutil.copytree(snapshot, inc_out)
-        drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder", "wxeval",
-                            inc_days + 1, [m1], repeat=args.repeat, output=inc_out,
-                            fresh=False, prepare=restore)
+        drerun, _ = measure(f"(d) wxeval rerun, days 1-{inc_days + 1}, same folder "
+                            f"[{tag(primary)}]", "wxeval", inc_days + 1, [m1],
+                            repeat=args.repeat, output=inc_out, fresh=False, prepare=restore)
         drerun["gb"] = job_bytes(1, 1, grid, inc_days + 1)["total"] / 1e9  # only the new day
         drerun["gb_per_s"] = drerun["gb"] / drerun["wall"]
-
     kernel = None
     if "k" in only:
         log("(k) compiled kernel alone, both storage orders …")
@@ -915,8 +1116,16 @@ def main(argv: list[str] | None = None) -> int:
             kernel["lon_first_gb_per_s"])
         ratios["kernel GB/s per thread, (latitude, longitude) order"] = (
             kernel["lat_first_gb_per_s"])
-    if a1 is not None and b1 is not None:
-        ratios["b/a (1 model, base range; target <= 1.5)"] = b1["wall"] / a1["wall"]
+    for combo, got in per_combo.items():
+        if "b" in got and "e" in got:
+            ratios[f"b/e wxeval / decode-only [{tag(combo)}] (issue 16 target <= 1.5)"] = (
+                got["b"]["wall"] / got["e"]["wall"])
+        if "b" in got and "a" in got:
+            ratios[f"b/a wxeval / zarr API [{tag(combo)}] (target <= 1.5)"] = (
+                got["b"]["wall"] / got["a"]["wall"])
+        if "a" in got and "e" in got:
+            ratios[f"a/e zarr API / decode-only [{tag(combo)}]"] = (
+                got["a"]["wall"] / got["e"]["wall"])
     if naive is not None:
         c_spb = naive["wall"] / naive["gb"]  # a lower bound when killed
         for key, ref in (("same week", bweek), ("base range", b1)):
@@ -945,7 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"grid": grid, "field_set": args.fields, "quick": args.quick, "root": str(args.root),
               "fields": n_fields(), "leads": len(LEAD_HOURS), "regions": 16,
-              "cpu_count": os.cpu_count(), "rows": rows, "ratios": ratios,
+              "cpu_count": os.cpu_count(), "load_average": (load_start, os.getloadavg()),
+              "rows": rows, "ratios": ratios, "profiles": profiles,
               "total_seconds": time.perf_counter() - t_start}
     print(markdown(report))
     if args.json:
@@ -956,7 +1166,9 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(report: dict) -> str:
     lines = [f"Grid {report['grid']}, {report['fields']} fields, {report['leads']} leads, "
              f"{report['regions']} regions, {report['cpu_count']} CPUs"
-             f"{' (quick)' if report['quick'] else ''}.", "",
+             f"{' (quick)' if report['quick'] else ''}; load average (1, 5, 15 min) "
+             + " at the start, ".join(", ".join(f"{x:.1f}" for x in la)
+                                      for la in report["load_average"]) + " at the end.", "",
              "| measurement | inits | wall s | CPU s | GB read | GB/s | peak RSS MB | notes |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
@@ -966,6 +1178,8 @@ def markdown(report: dict) -> str:
         notes = []
         if len(r["walls"]) > 1:
             notes.append("runs " + ", ".join(f"{w:.2f}" for w in r["walls"]))
+        if "file_bytes" in r:
+            notes.append(f"{r['files']} chunk files, {r['file_bytes'] / 1e9:.3f} GB in files")
         if "computed_fields" in r:
             notes.append(f"computed {r['computed_fields']}, reused {r['reused_fields']}")
         if r.get("killed"):
@@ -975,6 +1189,16 @@ def markdown(report: dict) -> str:
     lines += ["", "| ratio | value |", "|---|---:|"]
     for k, v in report["ratios"].items():
         lines.append(f"| {k} | {v if isinstance(v, str) else f'{v:.3g}'} |")
+    for prof in report.get("profiles", []):
+        lines += ["", f"(p) profile [{prof['tag']}]: {prof['days']} d, 1 model, one thread "
+                      f"(synchronous), {prof['wall']:.1f} s wall under cProfile, "
+                      f"{prof['profiled_seconds']:.1f} s own time in all."]
+        for name in ("own", "cumulative"):
+            what = "function" if name == "own" else "wxeval function"
+            lines += ["", f"| {what}, top by {name} time | calls | own s | cumulative s |",
+                      "|---|---:|---:|---:|"]
+            for func, calls, own, cum in prof[name]:
+                lines.append(f"| `{func}` | {calls} | {own:.2f} | {cum:.2f} |")
     lines.append("")
     lines.append(f"Total benchmark time {report['total_seconds']:.0f} s.")
     return "\n".join(lines)

@@ -437,10 +437,21 @@ def _to_layout(block: np.ndarray, grid: Grid, layout: Layout) -> np.ndarray:
     return block.astype(np.float32)
 
 
+def default_compressor() -> numcodecs.abc.Codec:
+    """The codec of synthetic stores unless one is given: zstd level 1 (fast to write)."""
+    return numcodecs.Zstd(level=1)
+
+
 def _create(path, lead_dims: dict[str, np.ndarray], variables: Sequence[str], levels,
             grid: Grid, layout: Layout, chunks: Mapping[str, int] | None, attrs: dict,
-            statics: Mapping[str, np.ndarray] | None = None) -> zarr.Group:
-    """Write coordinates, metadata and static variables; return the group for region writes."""
+            statics: Mapping[str, np.ndarray] | None = None,
+            compressor: numcodecs.abc.Codec | None = None) -> zarr.Group:
+    """Write coordinates, metadata and static variables; return the group for region writes.
+
+    ``compressor`` (a numcodecs codec; default :func:`default_compressor`) compresses every
+    data variable and the static ones; coordinates keep xarray's default.
+    """
+    compressor = compressor or default_compressor()
     _, lon, _, lat = _layout_axes(grid, layout)
     ll = {layout.lon_name: lon, layout.lat_name: lat}
     coords = {**lead_dims, "level": np.asarray(levels, np.int64), **ll}
@@ -453,11 +464,11 @@ def _create(path, lead_dims: dict[str, np.ndarray], variables: Sequence[str], le
         chunk = tuple(min(chunks.get(d, n), n) for d, n in zip(dims, shape, strict=True))
         data = dsa.empty(shape, chunks=shape, dtype=np.float32)  # one task: never computed
         data_vars[name] = xr.Variable(dims, data, {"units": units, "long_name": long_name})
-        encoding[name] = {"compressors": [numcodecs.Zstd(level=1)], "chunks": chunk}
+        encoding[name] = {"compressors": [compressor], "chunks": chunk}
     for name, field in (statics or {}).items():
         data_vars[name] = xr.Variable(tuple(ll), _to_layout(field, grid, layout),
                                       {"units": "(0 - 1)", "long_name": "Land-sea mask"})
-        encoding[name] = {"compressors": [numcodecs.Zstd(level=1)]}
+        encoding[name] = {"compressors": [compressor]}
     ds = xr.Dataset(data_vars, coords, attrs={"source": "wxeval.synthetic", **attrs})
     ds["level"].attrs.update(units="millibars", long_name="pressure_level")
     ds[layout.lat_name].attrs.update(units="degrees_north", long_name="latitude")
@@ -472,15 +483,16 @@ class _Writer:
     """Writes blocks from two background threads while the next block is computed.
 
     A block starts at ``start`` on the leading dims and spans the trailing ones. Chunk-aligned
-    blocks of local stores are encoded and written as Zarr v2 chunk files directly (zstd bytes
-    of the C-order chunk at ``<var>/<i>.<j>...``, NaN-padded at the edges): 3-4× less CPU
-    than zarr-python's per-chunk path. Anything else goes through zarr, synchronously.
+    blocks of local stores are encoded and written as Zarr v2 chunk files directly (the
+    ``compressor``'s bytes of the C-order chunk at ``<var>/<i>.<j>...``, NaN-padded at the
+    edges; it must be the store's, as given to :func:`_create`): 3-4× less CPU than
+    zarr-python's per-chunk path. Anything else goes through zarr, synchronously.
     """
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, compressor: numcodecs.abc.Codec | None = None) -> None:
         self._root = None if "://" in str(path) else Path(path)
         self._pool, self._pending = ThreadPoolExecutor(2), deque()
-        self._codec = numcodecs.Zstd(level=1)
+        self._codec = compressor or default_compressor()
 
     def put(self, array: zarr.Array, start: tuple[int, ...], block: np.ndarray) -> None:
         start = start + (0,) * (block.ndim - len(start))
@@ -532,12 +544,15 @@ def _slab_bytes(variable: str, levels, grid: Grid) -> int:
 
 def write_truth(path, times: Iterable, *, variables: Sequence[str], levels: Sequence[int] = (),
                 grid: Grid | str = "64x32", seed: int = 0, chunks: Mapping[str, int] | None = None,
-                layout: Layout = Layout()) -> Path:
-    """ERA5-like store: ``var(time, [level,] longitude, latitude)`` + ``land_sea_mask``."""
+                layout: Layout = Layout(), compressor: numcodecs.abc.Codec | None = None) -> Path:
+    """ERA5-like store: ``var(time, [level,] longitude, latitude)`` + ``land_sea_mask``.
+
+    ``compressor``: numcodecs codec of the chunks (default :func:`default_compressor`).
+    """
     grid, times = _grid(grid), np.unique(_times(times))
     g = _create(path, {"time": times}, variables, levels, grid, layout, chunks, {"seed": seed},
-                {"land_sea_mask": land_sea_mask(grid)})
-    with _Writer(path) as writer:
+                {"land_sea_mask": land_sea_mask(grid)}, compressor)
+    with _Writer(path, compressor) as writer:
         for var in variables:
             rows = _BLOCK_BYTES // _slab_bytes(var, levels, grid)
             for a, b in _batches(len(times), g[var].chunks[0], rows):
@@ -551,16 +566,18 @@ def write_climatology(path, *, variables: Sequence[str], levels: Sequence[int] =
                       dayofyears: Iterable[int] = range(1, 367),
                       hours: Iterable[int] = (0, 6, 12, 18),
                       chunks: Mapping[str, int] | None = None,
-                      layout: Layout = Layout()) -> Path:
+                      layout: Layout = Layout(),
+                      compressor: numcodecs.abc.Codec | None = None) -> Path:
     """``var(hour, dayofyear, [level,] longitude, latitude)``, exactly the clim term.
 
-    ``seed`` is accepted for symmetry: the climatology does not depend on it.
+    ``seed`` is accepted for symmetry: the climatology does not depend on it. ``compressor``:
+    numcodecs codec of the chunks (default :func:`default_compressor`).
     """
     grid = _grid(grid)
     doys, hrs = np.unique(np.asarray(list(dayofyears), np.int64)), np.asarray(list(hours), np.int64)
     g = _create(path, {"hour": hrs, "dayofyear": doys}, variables, levels, grid, layout, chunks,
-                {"seed": seed})
-    with _Writer(path) as writer:
+                {"seed": seed}, compressor=compressor)
+    with _Writer(path, compressor) as writer:
         for var in variables:
             rows = _BLOCK_BYTES // _slab_bytes(var, levels, grid)
             for i, hour in enumerate(hrs):
@@ -574,17 +591,22 @@ def write_climatology(path, *, variables: Sequence[str], levels: Sequence[int] =
 def write_forecast(path, init_times: Iterable, lead_times: Iterable, *, variables: Sequence[str],
                    levels: Sequence[int] = (), grid: Grid | str = "64x32", seed: int = 0,
                    error: ErrorModel, layout: Layout = Layout(),
-                   chunks: Mapping[str, int] | None = None) -> Path:
+                   chunks: Mapping[str, int] | None = None,
+                   compressor: numcodecs.abc.Codec | None = None) -> Path:
     """WB2 forecast store ``var(time, prediction_timedelta, [level,] longitude, latitude)``.
 
     ``time`` is the init time; plain-number lead times are hours. ``seed`` must be the truth's.
+    ``chunks`` (dim -> size) defaults to one chunk per init × lead holding all levels (WB2's
+    HRES, GraphCast); ``{"prediction_timedelta": len(lead_times)}`` stores one chunk per init
+    holding all leads and levels. ``compressor``: numcodecs codec of the chunks (default
+    :func:`default_compressor`).
     """
     grid, inits, leads = _grid(grid), np.unique(_times(init_times)), np.unique(_leads(lead_times))
     if layout.drop_lead_zero:
         leads = leads[leads > np.timedelta64(0, "ns")]
     g = _create(path, {"time": inits, "prediction_timedelta": leads}, variables, levels, grid,
-                layout, chunks, {"seed": seed, "error_model": repr(error)})
-    with _Writer(path) as writer:
+                layout, chunks, {"seed": seed, "error_model": repr(error)}, compressor=compressor)
+    with _Writer(path, compressor) as writer:
         for var in variables:
             _forecast_variable(writer, g[var], var, inits, leads, levels, grid, seed, error,
                                layout)
@@ -644,7 +666,8 @@ def write_ensemble_forecast(path, init_times: Iterable, lead_times: Iterable, *,
                             variables: Sequence[str], levels: Sequence[int] = (),
                             grid: Grid | str = "64x32", seed: int = 0, error: ErrorModel,
                             members: int, layout: Layout = Layout(),
-                            chunks: Mapping[str, int] | None = None) -> Path:
+                            chunks: Mapping[str, int] | None = None,
+                            compressor: numcodecs.abc.Codec | None = None) -> Path:
     """WB2 IFS ENS-like store ``var(time, prediction_timedelta, number, [level,] longitude,
     latitude)``: member k = float32(truth(init + lead)) + σ (g(l) E_k(t, l) + bias l/240), each
     member's E drawn independently (:func:`member_error`). One chunk per init × lead × all
@@ -654,9 +677,10 @@ def write_ensemble_forecast(path, init_times: Iterable, lead_times: Iterable, *,
     g = _create(path, {"time": inits, "prediction_timedelta": leads,
                        "number": np.arange(members, dtype=np.int64)}, variables, levels, grid,
                 layout, {"number": members, **(chunks or {})},
-                {"seed": seed, "error_model": repr(error), "members": members})
+                {"seed": seed, "error_model": repr(error), "members": members},
+                compressor=compressor)
     lead_hours = leads / np.timedelta64(1, "h")
-    with _Writer(path) as writer:
+    with _Writer(path, compressor) as writer:
         for var in variables:
             array = g[var]
             cl = array.chunks[1]
@@ -681,8 +705,8 @@ def write_archive(root, *, grid: Grid | str = "64x32", init_times: Iterable,
                   truth_times: Iterable | None = None, climatology_days="needed",
                   layouts: Mapping[str, Layout] | None = None,
                   chunks: Mapping[str, int] | None = None,
-                  ensembles: Mapping[str, tuple[ErrorModel, int]] | None = None
-                  ) -> dict[str, Path]:
+                  ensembles: Mapping[str, tuple[ErrorModel, int]] | None = None,
+                  compressor: numcodecs.abc.Codec | None = None) -> dict[str, Path]:
     """Write ``root/era5.zarr``, ``root/climatology.zarr`` and ``root/<model>.zarr``
     (``ensembles``: name → (error model, M) written by :func:`write_ensemble_forecast`).
 
@@ -690,8 +714,9 @@ def write_archive(root, *, grid: Grid | str = "64x32", init_times: Iterable,
     is given; ``climatology_days`` is ``"needed"`` (days of year of the truth), ``"all"`` or
     a list. ``layouts`` optionally stores some models in a real variant layout; ``chunks``
     (dim name -> size) applies to every store having that dim (fewer, larger chunk files
-    write much faster on small grids). Returns ``{"truth": ..., "climatology": ..., <model>:
-    ...}``.
+    write much faster on small grids); ``compressor`` (numcodecs codec, default
+    :func:`default_compressor`) applies to every store. Returns ``{"truth": ...,
+    "climatology": ..., <model>: ...}``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -710,7 +735,8 @@ def write_archive(root, *, grid: Grid | str = "64x32", init_times: Iterable,
     else:
         days = climatology_days
     hours = sorted({0, 6, 12, 18} | set(truth_idx.hour))
-    kw = dict(variables=variables, levels=levels, grid=grid, seed=seed, chunks=chunks)
+    kw = dict(variables=variables, levels=levels, grid=grid, seed=seed, chunks=chunks,
+              compressor=compressor)
     paths = {"truth": write_truth(root / "era5.zarr", truth_idx, **kw),
              "climatology": write_climatology(root / "climatology.zarr", dayofyears=days,
                                               hours=hours, **kw)}
