@@ -933,9 +933,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="a,e,b,c,d,k",
                     help="comma-separated measurements to run (default a,e,b,c,d,k; 'e' may "
                          "be given as 'decode', 'p' (the profile, not run by default) as "
-                         "'profile'; 'h': the headline job, 'n' (or 'ensemble'): the ensemble job, both on
-                         their own stores and only on request; without 'b' only the first model's
-                         month is written)")
+                         "'profile'; 'h': the headline job, 'n' (or 'ensemble'): the ensemble "
+                         "job, both on their own stores and only on request; without 'b' only "
+                         "the first model's month is written)")
     ap.add_argument("--codecs", default=",".join(CODECS),
                     help="chunk codecs of the synthetic stores, first = the one of (b)'s "
                          "longer ranges, (c), (d): lz4 (Blosc-LZ4 + shuffle, WB2's), zstd")
