@@ -52,6 +52,8 @@ class ScoreReport:
     nan_weight: dict[str, xr.Dataset] = field(default_factory=dict)
     #: Per model, the fields that held NaN inside a region (:func:`results.nan_fields`).
     nan_fields: dict[str, list[dict]] = field(default_factory=dict)
+    #: Per model and split (``--by``), the table with the split's dim (:mod:`wxeval.splits`).
+    splits: dict[str, dict[str, xr.Dataset]] = field(default_factory=dict)
 
 
 def score(
@@ -61,8 +63,12 @@ def score(
     *,
     scheduler: str | None = None,
     progress: bool | None = None,
+    by: Sequence[str] = (),
 ) -> ScoreReport:
     """Score ``models``; write ``<output>/<model>.nc``/``.csv``/``.json`` when ``output`` is set.
+
+    ``by``: splits (:mod:`wxeval.splits`: ``season``, ``month``, ``init_hour``) whose tables
+    go to ``report.splits`` and, with ``output``, ``<model>.by-<split>.nc``/``.csv``.
 
     Per-init statistics go to the statistics store (``output.statistics`` in the config, else
     ``<output>/statistics``); a rerun computes only what the store lacks.
@@ -72,7 +78,7 @@ def score(
     left behind is freed after the call rather than during it.
     """
     with _old_objects_frozen():
-        return _score(config, models, output, scheduler=scheduler, progress=progress)
+        return _score(config, models, output, scheduler=scheduler, progress=progress, by=by)
 
 
 @contextlib.contextmanager
@@ -92,8 +98,12 @@ def _old_objects_frozen():
         gc.unfreeze()
 
 
-def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
+def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport:
+    from wxeval import splits
     from wxeval.check import preflight, write_report
+
+    for split in by:
+        splits.check_split(split)
 
     cfg = load_config(config) if isinstance(config, str | Path) else config
     plan = make_plan(cfg, list(models))
@@ -184,11 +194,25 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
             report.outputs[m.name] = results.write_outputs(
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
+        _write_splits(report, m, stats, by, plan, cfg, output)
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def _write_splits(report: ScoreReport, m, stats, by, plan, cfg, output) -> None:
+    """The split tables of model ``m`` (``--by``) into the report and, with ``output``, files."""
+    from wxeval import splits
+
+    for split in by:
+        table = splits.summarize_by(stats, split, plan.metrics, skipna=plan.skipna)
+        report.splits.setdefault(m.name, {})[split] = table
+        if output is not None:
+            report.outputs[m.name] += splits.write_split(
+                table, Path(output), m.name, split, results.provenance(m, plan, cfg)
+            )
 
 
 def _report_nan(m, fields: list[dict], check_report) -> None:

@@ -278,6 +278,14 @@ def score(
             "or a dask scheduler address."
         ),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also write tables split by season, month and/or init_hour (comma-separated): "
+            "NAME.by-season.nc/.csv, …",
+        ),
+    ] = None,
 ) -> None:
     """Score model(s): writes OUTPUT/NAME.nc, NAME.csv and NAME.json, and per-init statistics."""
     from wxeval import config as config_mod
@@ -288,7 +296,13 @@ def score(
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
     names = _model_names(cfg, model, all_models)
-    report = run_score(cfg, names, output, scheduler=scheduler)
+    from wxeval import splits
+
+    by_splits = _split(by) or []
+    for split in by_splits:
+        if split not in splits.SPLITS:
+            raise UsageError(f"--by {split!r}: choose one of {', '.join(splits.SPLITS)}")
+    report = run_score(cfg, names, output, scheduler=scheduler, by=by_splits)
     for name, files in report.outputs.items():
         typer.echo(f"{name}: wrote {', '.join(files)}")
     typer.echo(
