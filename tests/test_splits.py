@@ -119,3 +119,42 @@ def test_cli_by(split_case, tmp_path):
     bad = CliRunner().invoke(app, ["score", "-c", str(root / "cfg.yaml"), "-o",
                                    str(tmp_path / "o"), "--all", "--by", "weekday"])
     assert bad.exit_code == 2 and "--by 'weekday'" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorecard by init hour: a page equals the report of a run restricted to those inits
+
+from test_scorecard import _embedded_json, realistic  # noqa: E402, F401
+
+
+def test_scorecard_split_equals_a_restricted_run(realistic, tmp_path):  # noqa: F811
+    import yaml
+
+    from wxeval.scorecard.report import write_report
+
+    out = write_report(realistic["results"], ["model_a", "model_b"], "base",
+                       tmp_path / "card.html", by="init_hour")
+    pages = sorted(p.name for p in tmp_path.glob("*.html"))
+    assert pages == ["card.0.html", "card.12.html", "card.html"]
+    cfg = yaml.safe_load(realistic["config"].read_text())
+    cfg["evaluation"]["init_times"]["hours"] = [12]
+    (tmp_path / "h12.yaml").write_text(yaml.safe_dump(cfg))
+    score(tmp_path / "h12.yaml", ["base", "model_a", "model_b"], tmp_path / "h12")
+    ref = write_report(tmp_path / "h12", ["model_a", "model_b"], "base", tmp_path / "ref.html")
+    got, want = (_embedded_json((tmp_path / n).read_text()) for n in ("card.12.html", ref.name))
+    assert got["cards"] == want["cards"] and got["curves"] == want["curves"]
+    assert got["cards"] != _embedded_json(out.read_text())["cards"]
+    html = (tmp_path / "card.12.html").read_text()
+    assert 'href="card.0.html"' in html and 'href="card.html"' in html
+    assert '<span class="split-on">12</span>' in html
+
+
+def test_cli_scorecard_by(realistic, tmp_path):  # noqa: F811
+    args = ["scorecard", "--results", str(realistic["results"]), "--models", "model_a",
+            "--baseline", "base", "--output", str(tmp_path / "s.html")]
+    res = CliRunner().invoke(app, [*args, "--by", "season"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == ["s.DJF.html", "s.MAM.html",
+                                                               "s.html"]
+    bad = CliRunner().invoke(app, [*args, "--by", "week"])
+    assert bad.exit_code == 2 and "--by 'week'" in bad.output

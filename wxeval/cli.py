@@ -348,6 +348,14 @@ def scorecard(
         str | None,
         typer.Option(help="Cards of a preset: headline (WeatherBench 2's headline scores)."),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also one report per season, month or init_hour (OUTPUT's stem.LABEL.html), "
+            "with a selector on every page.",
+        ),
+    ] = None,
 ) -> None:
     """Compare models against a baseline from saved results; write one self-contained HTML."""
     if not results.is_dir():
@@ -369,6 +377,10 @@ def scorecard(
         raise UsageError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if preset is not None and metrics:
         raise UsageError("--preset and --metrics: give one (a preset fixes its metrics)")
+    from wxeval.splits import SPLITS
+
+    if by is not None and by not in SPLITS:
+        raise UsageError(f"--by {by!r}: choose one of {', '.join(SPLITS)}")
 
     path = write_report(
         results,
@@ -379,6 +391,7 @@ def scorecard(
         metrics=_split(metrics),
         method=test,
         preset=preset,
+        by=by,
     )
     typer.echo(f"scorecard: {path}")
 
