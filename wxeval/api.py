@@ -104,6 +104,10 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
 
     for split in by:
         splits.check_split(split)
+    if by and cfg_alignment(config) == "by_valid":
+        from wxeval.config import ConfigError
+
+        raise ConfigError("--by splits inits: not with alignment by_valid (valid-time windows)")
 
     cfg = load_config(config) if isinstance(config, str | Path) else config
     plan = make_plan(cfg, list(models))
@@ -183,7 +187,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     report.computed_fields = collector.computed_fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
-        table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
+        table = _summarize(stats, plan, cfg)
         report.statistics[m.name] = stats
         report.tables[m.name] = table
         report.nan_weight[m.name] = collector.collect(m, ("nan_weight",))
@@ -200,6 +204,23 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def cfg_alignment(config) -> str:
+    cfg = load_config(config) if isinstance(config, str | Path) else config
+    return cfg.evaluation.alignment
+
+
+def _summarize(stats, plan, cfg) -> xr.Dataset:
+    """The metrics table: the mean over inits, or by valid time (:mod:`wxeval.by_valid`)."""
+    ev = cfg.evaluation
+    if ev.alignment == "by_valid":
+        from wxeval.by_valid import summarize_by_valid
+
+        it = ev.init_times
+        return summarize_by_valid(stats, plan.metrics, it.start, it.stop, it.hours,
+                                  skipna=plan.skipna)
+    return results.summarize(stats, plan.metrics, skipna=plan.skipna)
 
 
 def _write_splits(report: ScoreReport, m, stats, by, plan, cfg, output) -> None:

@@ -278,6 +278,11 @@ def score(
             "or a dask scheduler address."
         ),
     ] = None,
+    by_valid: Annotated[
+        bool,
+        typer.Option("--by-valid", help="--start/--stop/--hours select valid times "
+                     "(evaluation.alignment: by_valid)."),
+    ] = False,
     by: Annotated[
         str | None,
         typer.Option(
@@ -295,6 +300,10 @@ def score(
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
+    if by_valid:
+        data = cfg.model_dump(mode="python")
+        data["evaluation"]["alignment"] = "by_valid"
+        cfg = config_mod.validate(data, source="command line")
     names = _model_names(cfg, model, all_models)
     from wxeval import splits
 

@@ -268,6 +268,8 @@ class Evaluation(_Strict):
     metrics: list[str] | None = None
     skipna: bool = False
     missing_truth: Literal["error", "pending", "skip"] = "error"
+    #: ``by_valid``: the init range selects valid times instead (:mod:`wxeval.by_valid`).
+    alignment: Literal["by_init", "by_valid"] = "by_init"
 
     @field_validator("lead_times", mode="before")
     @classmethod
