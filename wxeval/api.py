@@ -54,6 +54,8 @@ class ScoreReport:
     nan_fields: dict[str, list[dict]] = field(default_factory=dict)
     #: Per model and split (``--by``), the table with the split's dim (:mod:`wxeval.splits`).
     splits: dict[str, dict[str, xr.Dataset]] = field(default_factory=dict)
+    #: Per model, the error maps (:mod:`wxeval.maps`) when asked for.
+    maps: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
 def score(
@@ -141,7 +143,8 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     )
     keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
-    if store is not None:
+    map_sums = _with_maps(tasks, plan, cfg)
+    if store is not None and map_sums is None:
         tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
     for task in tasks:  # NaN counts come with the fused pass, nearly free
@@ -178,7 +181,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         # from the tasks' specs.
         functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
         tasks,
-        lambda task, res: collector.add(res),
+        lambda task, res: (collector.add(res), map_sums and map_sums.add(res)),
         scheduler=sched,
         num_workers=cfg.compute.workers,
         jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
@@ -199,11 +202,38 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
         _write_splits(report, m, stats, by, plan, cfg, output)
+        _write_maps(report, m, map_sums, plan, cfg, output)
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def _with_maps(tasks, plan, cfg):
+    """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
+    and return the sums' collector, else None. Map sums are not kept in the statistics store
+    yet: a run with maps computes every init again (its regional statistics are rewritten
+    unchanged)."""
+    if not cfg.evaluation.maps:
+        return None
+    from wxeval.maps import MapSums
+
+    for task in tasks:
+        task.maps = True
+    return MapSums(plan.models)
+
+
+def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
+    if map_sums is None:
+        return
+    from wxeval import maps
+
+    ds = map_sums.dataset(m.name)
+    report.maps[m.name] = ds
+    if output is not None:
+        report.outputs[m.name].append(
+            maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
 
 
 def cfg_alignment(config) -> str:

@@ -278,6 +278,9 @@ def score(
             "or a dask scheduler address."
         ),
     ] = None,
+    maps: Annotated[
+        bool, typer.Option("--maps", help="Also error maps: NAME.maps.nc (evaluation.maps).")
+    ] = False,
     by_valid: Annotated[
         bool,
         typer.Option("--by-valid", help="--start/--stop/--hours select valid times "
@@ -300,9 +303,12 @@ def score(
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
-    if by_valid:
+    if by_valid or maps:
         data = cfg.model_dump(mode="python")
-        data["evaluation"]["alignment"] = "by_valid"
+        if by_valid:
+            data["evaluation"]["alignment"] = "by_valid"
+        if maps:
+            data["evaluation"]["maps"] = True
         cfg = config_mod.validate(data, source="command line")
     names = _model_names(cfg, model, all_models)
     from wxeval import splits

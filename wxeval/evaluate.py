@@ -21,6 +21,7 @@ import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay tha
 import numpy as np
 import xarray as xr
 
+from wxeval import maps as _maps
 from wxeval import schema
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
@@ -74,6 +75,8 @@ class Task:
     label: str = field(default="")
     #: Statistic groups to compute (:mod:`wxeval.statistics`), in this order.
     groups: tuple[str, ...] = ("errors", "anomalies")
+    #: Also per-grid-point sums for error maps (:mod:`wxeval.maps`).
+    maps: bool = False
 
     @property
     def cost(self) -> int:
@@ -260,6 +263,10 @@ class TaskResult:
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
     statistics: tuple[str, ...] = ()
+    #: Per model (leads, levels, map sums (lead, level, 4, *spatial)) (:mod:`wxeval.maps`).
+    maps: dict = field(default_factory=dict)
+    #: The spatial dims of the map sums and their coordinates.
+    map_grid: tuple = ()
 
 
 def compute_task(
@@ -312,15 +319,19 @@ def compute_task(
     nstat = len(names)
     per_model = {}
     model_levels = {}
+    maps_out: dict = {}
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
+        map_sums = _map_sums(task, part, obs.shape[2:])
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
+            if map_sums is not None:
+                map_sums[2][li] = np.moveaxis(_maps.accumulate(f, o, skipna=task.skipna), 0, 1)
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
             # Every group from the same decoded arrays (one read of each chunk).
@@ -337,6 +348,8 @@ def compute_task(
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
+        if map_sums is not None:
+            maps_out[part.model] = map_sums
     return TaskResult(
         task.variable,
         task.levels,
@@ -345,7 +358,18 @@ def compute_task(
         tuple(r.name for r in task.regions),
         model_levels,
         names,
+        maps_out,
+        (spatial, {d: tda[d].values for d in spatial}) if maps_out else (),
     )
+
+
+def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
+    """(leads, levels, zeros (lead, level, 4, *spatial)) for a part's map sums, if asked."""
+    if not task.maps:
+        return None
+    nlev = 1 if part.levels is None else len(part.levels)
+    sums = np.zeros((len(part.lead_times), nlev, len(_maps.MAP_STATISTICS), *spatial_shape))
+    return part.lead_times, part.levels, sums
 
 
 def _forecast_reader(

@@ -1,0 +1,130 @@
+"""Error maps: per grid point, time-mean bias, MSE and MAE (WB2's SpatialBias/MSE/MAE).
+
+For each model, variable, level, lead and grid point, over the inits t scored:
+
+* ``count`` n = number of inits (with ``skipna``: of inits where f − o is not NaN);
+* ``sum_err`` Σ_t (f − o), ``sum_se`` Σ_t (f − o)², ``sum_ae`` Σ_t |f − o|;
+
+and the maps are bias = sum_err / n, mse = sum_se / n, mae = sum_ae / n, rmse = √mse (the
+square root of the time-mean MSE, as WB2's ``SpatialMSE`` then √). Without ``skipna`` a NaN in
+any init's f − o makes that point's maps NaN (as WB2 computes them); with it, NaN inits are
+left out of that point's sums and count. No area weights and no region: every grid point of the
+truth's grid, land and sea alike.
+
+The sums are a separate statistic kind from the regional groups of :mod:`wxeval.statistics`
+(per grid point, not per region): computed in the same pass over the decoded fields (one
+:func:`accumulate` per lead of a task) only when maps are asked for (``evaluation.maps: true``
+or ``score --maps``), so the regional path's speed is unchanged otherwise. They add across
+inits, so tasks (init blocks, level groups) are summed as they finish (:class:`MapSums`).
+
+Memory: a task holds its maps' sums, 4 × leads × levels × grid points float64 (1.5°, 13 levels,
+41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time);
+the written file holds 4 float64 fields (3 maps and the count) per lead and level: 1.5°, 41
+leads, 13 levels: 0.5 GB per variable, so select leads and levels for maps at high resolution.
+
+File: ``<output>/<model>.maps.nc``, one data variable per weather variable and map
+(``<variable>.bias``, ``.mse``, ``.mae``; the RMSE map is √mse) with dims
+``(lead_time[, level], latitude, longitude)``, latitude ascending, plus ``<variable>.count``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from wxeval.schema import LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
+
+MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
+MAPS = ("bias", "mse", "mae")
+
+
+def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
+    """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
+    of :data:`MAP_STATISTICS`."""
+    d = np.subtract(f, o, dtype=np.float64)
+    out = np.empty((4, *d.shape[1:]))
+    if skipna:
+        bad = np.isnan(d)
+        d[bad] = 0.0
+        out[0] = d.shape[0] - bad.sum(axis=0)
+    else:
+        out[0] = d.shape[0]
+    np.sum(d, axis=0, out=out[1])
+    np.abs(d, out=d)
+    np.sum(d, axis=0, out=out[3])
+    np.multiply(d, d, out=d)
+    np.sum(d, axis=0, out=out[2])
+    return out
+
+
+def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """bias, mse, mae from sums (4, …) (NaN where the count is 0)."""
+    n = sums[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(n > 0, n, np.nan)
+        mse = sums[2] / n
+        return {"bias": sums[1] / n, "mse": mse, "mae": sums[3] / n}
+
+
+class MapSums:
+    """Sums of the finished tasks per (model, variable): (lead, level, 4, *spatial)."""
+
+    def __init__(self, models):
+        self._models = {m.name: m for m in models}
+        self.sums: dict[tuple[str, str], np.ndarray] = {}
+        self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
+
+    def add(self, res) -> None:
+        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``)."""
+        for model, (leads, levels, sums) in getattr(res, "maps", {}).items():
+            m = self._models[model]
+            all_leads = m.lead_times
+            all_levels = m.levels[res.variable]
+            key = (model, res.variable)
+            if key not in self.sums:
+                nlev = 1 if all_levels is None else len(all_levels)
+                self.sums[key] = np.zeros((len(all_leads), nlev, *sums.shape[2:]))
+            li = np.searchsorted(all_leads, leads)
+            lv = [0] if levels is None else [list(all_levels).index(x) for x in levels]
+            self.sums[key][np.ix_(li, lv)] += sums
+            self.grid[model] = res.map_grid
+
+    def dataset(self, model: str) -> xr.Dataset:
+        """The maps of ``model`` (see the module doc)."""
+        m = self._models[model]
+        out = {}
+        for (name, var), sums in sorted(self.sums.items()):
+            if name != model:
+                continue
+            spatial, coords = self.grid[model]
+            levels = m.levels[var]
+            dims = [LEAD_TIME, LEVEL, "statistic", *spatial]
+            da = xr.DataArray(sums, dims=dims, coords={
+                LEAD_TIME: m.lead_times, LEVEL: [0] if levels is None else list(levels),
+                spatial[0]: coords[spatial[0]], spatial[1]: coords[spatial[1]]})
+            da = da.transpose(LEAD_TIME, LEVEL, "statistic", LATITUDE, LONGITUDE)
+            da = da.sortby([LATITUDE, LONGITUDE])
+            if levels is None:
+                da = da.isel({LEVEL: 0}, drop=True)
+            values = np.moveaxis(da.values, -3, 0)
+            cell = [d for d in da.dims if d != "statistic"]
+            coords_out = {k: c for k, c in da.coords.items() if k != "statistic"}
+            for k, arr in maps_from_sums(values).items():
+                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=coords_out)
+            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=coords_out)
+        ds = xr.Dataset(out)
+        ds.attrs["maps_definition"] = (
+            "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
+            "mae = mean(|f - o|); count = inits in the mean (RMSE map: sqrt(mse))")
+        return ds
+
+
+def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
+    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path."""
+    from wxeval import results
+
+    path = out / f"{model}.maps.nc"
+    results.write_netcdf(ds, path, attrs)
+    return str(path)
