@@ -69,8 +69,13 @@ def test_maps_file_and_rerun(mapped, tmp_path):
     from wxeval.results import read_table
 
     ds = read_table(root / "out" / "model.maps.nc")
-    np.testing.assert_array_equal(ds["temperature.mse"].values,
-                                  report.maps["model"]["temperature.mse"].values)
+    assert ds["temperature.mse"].dtype == np.float32  # the file: float32
+    np.testing.assert_allclose(ds["temperature.mse"].values,
+                               report.maps["model"]["temperature.mse"].values, rtol=1e-6)
+    # the count: a field where NaN were skipped, else one number (an attribute)
+    assert ("2m_temperature.count" in ds) == skipna
+    if not skipna:
+        assert ds["2m_temperature.bias"].attrs["count"] == len(case.init_times)
     assert (ds["lead_time"].values / np.timedelta64(1, "h")).tolist() == [0, 24, 48]
     # a rerun into the same statistics store still has every init in the maps
     again = score(root / "cfg.yaml", ["model"], root / "out")
@@ -86,3 +91,16 @@ def test_cli_maps(mapped, tmp_path):
                                    "--all", "--maps"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "model.maps.nc").is_file()
+
+
+def test_kernel_equals_numpy_reference():
+    from wxeval.maps import accumulate, reference
+
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    o = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    f[1, 0, 2, 3] = np.nan
+    o[3, 1, 0, 0] = np.inf
+    for skipna in (False, True):
+        np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
+                                   reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)

@@ -19,18 +19,21 @@ inits, so tasks (init blocks, level groups) are summed as they finish (:class:`M
 
 Memory: a task holds its maps' sums, 4 × leads × levels × grid points float64 (1.5°, 13 levels,
 41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time);
-the written file holds 4 float64 fields (3 maps and the count) per lead and level: 1.5°, 41
-leads, 13 levels: 0.5 GB per variable, so select leads and levels for maps at high resolution.
+the written file holds 3 float32 maps per lead and level (and the count, unless it is the same
+everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 leads, 13 levels:
+185 MB per variable; 0.25°: 6.6 GB, so select leads and levels for maps at high resolution.
 
 File: ``<output>/<model>.maps.nc``, one data variable per weather variable and map
 (``<variable>.bias``, ``.mse``, ``.mae``; the RMSE map is √mse) with dims
 ``(lead_time[, level], latitude, longitude)``, latitude ascending, plus ``<variable>.count``.
+:attr:`wxeval.api.ScoreReport.maps` holds the same maps in float64.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -42,7 +45,33 @@ MAPS = ("bias", "mse", "mae")
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
-    of :data:`MAP_STATISTICS`."""
+    of :data:`MAP_STATISTICS` (the compiled kernel, one pass; :func:`reference` is the
+    definition in NumPy)."""
+    n = f.shape[0]
+    ff = np.ascontiguousarray(f).reshape(n, -1)
+    oo = np.ascontiguousarray(o).reshape(n, -1)
+    out = np.zeros((4, ff.shape[1]))
+    _accumulate(ff, oo, skipna, out)
+    return out.reshape(4, *f.shape[1:])
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate(f, o, skipna, out):  # pragma: no cover - compiled
+    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums)."""
+    n, npts = f.shape
+    for i in range(n):
+        for p in range(npts):
+            d = np.float64(f[i, p]) - np.float64(o[i, p])
+            if skipna and d != d:
+                continue
+            out[0, p] += 1.0
+            out[1, p] += d
+            out[2, p] += d * d
+            out[3, p] += abs(d)
+
+
+def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
+    """:func:`accumulate` in plain NumPy."""
     d = np.subtract(f, o, dtype=np.float64)
     out = np.empty((4, *d.shape[1:]))
     if skipna:
@@ -92,28 +121,34 @@ class MapSums:
             self.grid[model] = res.map_grid
 
     def dataset(self, model: str) -> xr.Dataset:
-        """The maps of ``model`` (see the module doc)."""
+        """The maps of ``model`` (see the module doc), float64, latitude ascending."""
         m = self._models[model]
         out = {}
         for (name, var), sums in sorted(self.sums.items()):
             if name != model:
                 continue
             spatial, coords = self.grid[model]
+            values = sums  # (lead, level, stat, a, b) in the truth's storage order
+            if spatial[0] != LATITUDE:
+                values = np.swapaxes(values, -1, -2)
+            lat, lon = coords[LATITUDE], coords[LONGITUDE]
+            ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
+            if (np.diff(ilat) != 1).any():
+                values = values[..., ilat, :]
+            if (np.diff(ilon) != 1).any():
+                values = values[..., ilon]
             levels = m.levels[var]
-            dims = [LEAD_TIME, LEVEL, "statistic", *spatial]
-            da = xr.DataArray(sums, dims=dims, coords={
-                LEAD_TIME: m.lead_times, LEVEL: [0] if levels is None else list(levels),
-                spatial[0]: coords[spatial[0]], spatial[1]: coords[spatial[1]]})
-            da = da.transpose(LEAD_TIME, LEVEL, "statistic", LATITUDE, LONGITUDE)
-            da = da.sortby([LATITUDE, LONGITUDE])
+            cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
+            cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
             if levels is None:
-                da = da.isel({LEVEL: 0}, drop=True)
-            values = np.moveaxis(da.values, -3, 0)
-            cell = [d for d in da.dims if d != "statistic"]
-            coords_out = {k: c for k, c in da.coords.items() if k != "statistic"}
+                values = values[:, 0]
+                cell.remove(LEVEL)
+            else:
+                cell_coords[LEVEL] = list(levels)
+            values = np.moveaxis(values, -3, 0)  # (stat, lead[, level], lat, lon)
             for k, arr in maps_from_sums(values).items():
-                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=coords_out)
-            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=coords_out)
+                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=cell_coords)
+            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=cell_coords)
         ds = xr.Dataset(out)
         ds.attrs["maps_definition"] = (
             "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
@@ -126,5 +161,13 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
     from wxeval import results
 
     path = out / f"{model}.maps.nc"
-    results.write_netcdf(ds, path, attrs)
+    keep = {}
+    for name, da in ds.data_vars.items():
+        if name.endswith(".count"):
+            n = da.values
+            if n.size and (n == n.flat[0]).all():  # the same everywhere: an attribute
+                ds[name.removesuffix(".count") + ".bias"].attrs["count"] = float(n.flat[0])
+                continue
+        keep[name] = da
+    results.write_netcdf(ds[list(keep)], path, attrs, dtype="float32")
     return str(path)
