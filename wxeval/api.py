@@ -56,6 +56,8 @@ class ScoreReport:
     splits: dict[str, dict[str, xr.Dataset]] = field(default_factory=dict)
     #: Per model, the error maps (:mod:`wxeval.maps`) when asked for.
     maps: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Per model, the zonal energy spectra (:mod:`wxeval.spectra`) when asked for.
+    spectra: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
 def score(
@@ -144,7 +146,8 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
     map_sums = _with_maps(tasks, plan, cfg)
-    if store is not None and map_sums is None:
+    spectra_sums = _with_spectra(tasks, plan, cfg)
+    if store is not None and map_sums is None and spectra_sums is None:
         tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
     for task in tasks:  # NaN counts come with the fused pass, nearly free
@@ -181,7 +184,8 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         # from the tasks' specs.
         functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
         tasks,
-        lambda task, res: (collector.add(res), map_sums and map_sums.add(res)),
+        lambda task, res: (collector.add(res), map_sums and map_sums.add(res),
+                           spectra_sums and spectra_sums.add(res)),
         scheduler=sched,
         num_workers=cfg.compute.workers,
         jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
@@ -203,6 +207,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
             )
         _write_splits(report, m, stats, by, plan, cfg, output)
         _write_maps(report, m, map_sums, plan, cfg, output)
+        _write_spectra(report, m, spectra_sums, plan, cfg, output)
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
@@ -234,6 +239,30 @@ def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
     if output is not None:
         report.outputs[m.name].append(
             maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+
+
+def _with_spectra(tasks, plan, cfg):
+    """With ``evaluation.spectra``: the tasks also sum zonal spectra (:mod:`wxeval.spectra`;
+    like maps, not kept in the statistics store yet: every init is computed again)."""
+    if not cfg.evaluation.spectra:
+        return None
+    from wxeval.spectra import SpectraSums
+
+    for task in tasks:
+        task.spectra = True
+    return SpectraSums(plan.models)
+
+
+def _write_spectra(report: ScoreReport, m, sums, plan, cfg, output) -> None:
+    if sums is None:
+        return
+    from wxeval import spectra
+
+    ds = sums.dataset(m.name)
+    report.spectra[m.name] = ds
+    if output is not None and ds.data_vars:
+        report.outputs[m.name].append(
+            spectra.write_spectra(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
 
 
 def cfg_alignment(config) -> str:

@@ -281,6 +281,10 @@ def score(
     maps: Annotated[
         bool, typer.Option("--maps", help="Also error maps: NAME.maps.nc (evaluation.maps).")
     ] = False,
+    spectra: Annotated[
+        bool, typer.Option("--spectra", help="Also zonal energy spectra: NAME.spectra.nc "
+                           "(evaluation.spectra).")
+    ] = False,
     by_valid: Annotated[
         bool,
         typer.Option("--by-valid", help="--start/--stop/--hours select valid times "
@@ -303,8 +307,10 @@ def score(
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
-    if by_valid or maps:
+    if by_valid or maps or spectra:
         data = cfg.model_dump(mode="python")
+        if spectra:
+            data["evaluation"]["spectra"] = True
         if by_valid:
             data["evaluation"]["alignment"] = "by_valid"
         if maps:

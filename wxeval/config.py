@@ -272,6 +272,8 @@ class Evaluation(_Strict):
     alignment: Literal["by_init", "by_valid"] = "by_init"
     #: Per-grid-point error maps (:mod:`wxeval.maps`), ``<model>.maps.nc``.
     maps: bool = False
+    #: Zonal energy spectra (:mod:`wxeval.spectra`), ``<model>.spectra.nc``.
+    spectra: bool = False
 
     @field_validator("lead_times", mode="before")
     @classmethod

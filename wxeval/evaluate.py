@@ -23,6 +23,7 @@ import xarray as xr
 
 from wxeval import maps as _maps
 from wxeval import schema
+from wxeval import spectra as _spectra
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.plan import ForecastSource, ModelPlan
@@ -77,6 +78,8 @@ class Task:
     groups: tuple[str, ...] = ("errors", "anomalies")
     #: Also per-grid-point sums for error maps (:mod:`wxeval.maps`).
     maps: bool = False
+    #: Also zonal energy spectra of forecast and truth (:mod:`wxeval.spectra`).
+    spectra: bool = False
 
     @property
     def cost(self) -> int:
@@ -267,6 +270,8 @@ class TaskResult:
     maps: dict = field(default_factory=dict)
     #: The spatial dims of the map sums and their coordinates.
     map_grid: tuple = ()
+    #: Per model (leads, levels, spectra sums (lead, level, 2, K), inits) (:mod:`wxeval.spectra`).
+    spectra: dict = field(default_factory=dict)
 
 
 def compute_task(
@@ -320,18 +325,22 @@ def compute_task(
     per_model = {}
     model_levels = {}
     maps_out: dict = {}
+    spectra_out: dict = {}
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         map_sums = _map_sums(task, part, obs.shape[2:])
+        spec = _spectra.for_part(task, part, spatial, _grid(tda, spatial)) if task.spectra else None
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
             if map_sums is not None:
                 map_sums[2][li] = np.moveaxis(_maps.accumulate(f, o, skipna=task.skipna), 0, 1)
+            if spec is not None:
+                spec.add(li, f, o)
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
             # Every group from the same decoded arrays (one read of each chunk).
@@ -350,6 +359,8 @@ def compute_task(
         model_levels[part.model] = part.levels
         if map_sums is not None:
             maps_out[part.model] = map_sums
+        if spec is not None:
+            spectra_out[part.model] = (spec.leads, spec.levels, spec.sums, len(part.init_times))
     return TaskResult(
         task.variable,
         task.levels,
@@ -359,8 +370,13 @@ def compute_task(
         model_levels,
         names,
         maps_out,
-        (spatial, {d: tda[d].values for d in spatial}) if maps_out else (),
+        (spatial, _grid(tda, spatial)) if maps_out else (),
+        spectra_out,
     )
+
+
+def _grid(tda: xr.DataArray, spatial) -> dict[str, np.ndarray]:
+    return {d: tda[d].values for d in spatial}
 
 
 def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
