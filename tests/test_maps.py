@@ -104,3 +104,36 @@ def test_kernel_equals_numpy_reference():
     for skipna in (False, True):
         np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
                                    reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)
+
+
+def test_maps_add_across_tasks(mapped, tmp_path):
+    """A tiny memory budget splits the work into many tasks (init blocks, level groups): the
+    sums add up to the same maps."""
+    import yaml
+
+    import wxeval.evaluate as ev
+
+    case, root, skipna, report = mapped
+    cfg = yaml.safe_load((root / "cfg.yaml").read_text())
+    cfg["compute"] = {"memory_per_task": "1KiB"}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
+    seen = []
+    real = ev.compute_task
+
+    def spy(task, *a, **k):
+        seen.append(task)
+        return real(task, *a, **k)
+
+    import wxeval.api as api
+
+    old = api.compute_task
+    api.compute_task = spy
+    try:
+        split = score(tmp_path / "small.yaml", ["model"], tmp_path / "out")
+    finally:
+        api.compute_task = old
+    assert len({(t.variable, t.block) for t in seen}) > 2
+    for name in report.maps["model"].data_vars:
+        np.testing.assert_allclose(split.maps["model"][name].values,
+                                   report.maps["model"][name].values, rtol=1e-12,
+                                   equal_nan=True, err_msg=name)

@@ -266,7 +266,7 @@ class TaskResult:
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
     statistics: tuple[str, ...] = ()
-    #: Per model (leads, levels, map sums (lead, level, 4, *spatial)) (:mod:`wxeval.maps`).
+    #: Per model (leads, levels, map sums (lead, 4, level, *spatial)) (:mod:`wxeval.maps`).
     maps: dict = field(default_factory=dict)
     #: The spatial dims of the map sums and their coordinates.
     map_grid: tuple = ()
@@ -338,7 +338,7 @@ def compute_task(
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
             if map_sums is not None:
-                map_sums[2][li] = np.moveaxis(_maps.accumulate(f, o, skipna=task.skipna), 0, 1)
+                _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
             if spec is not None:
                 spec.add(li, f, o)
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
@@ -380,11 +380,11 @@ def _grid(tda: xr.DataArray, spatial) -> dict[str, np.ndarray]:
 
 
 def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
-    """(leads, levels, zeros (lead, level, 4, *spatial)) for a part's map sums, if asked."""
+    """(leads, levels, zeros (lead, 4, level, *spatial)) for a part's map sums, if asked."""
     if not task.maps:
         return None
     nlev = 1 if part.levels is None else len(part.levels)
-    sums = np.zeros((len(part.lead_times), nlev, len(_maps.MAP_STATISTICS), *spatial_shape))
+    sums = np.zeros((len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
     return part.lead_times, part.levels, sums
 
 

@@ -43,16 +43,18 @@ MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 MAPS = ("bias", "mse", "mae")
 
 
-def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
+def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
-    of :data:`MAP_STATISTICS` (the compiled kernel, one pass; :func:`reference` is the
-    definition in NumPy)."""
+    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous) (the compiled
+    kernel, one pass; :func:`reference` is the definition in NumPy)."""
     n = f.shape[0]
     ff = np.ascontiguousarray(f).reshape(n, -1)
     oo = np.ascontiguousarray(o).reshape(n, -1)
-    out = np.zeros((4, ff.shape[1]))
-    _accumulate(ff, oo, skipna, out)
-    return out.reshape(4, *f.shape[1:])
+    if out is None:
+        out = np.zeros((4, *f.shape[1:]))
+    _accumulate(ff, oo, skipna, out.reshape(4, ff.shape[1]))
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -90,15 +92,13 @@ def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarr
 
 def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
     """bias, mse, mae from sums (4, …) (NaN where the count is 0)."""
-    n = sums[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = np.where(n > 0, n, np.nan)
-        mse = sums[2] / n
-        return {"bias": sums[1] / n, "mse": mse, "mae": sums[3] / n}
+    inv = np.full(sums[0].shape, np.nan)
+    np.divide(1.0, sums[0], out=inv, where=sums[0] > 0)
+    return {"bias": sums[1] * inv, "mse": sums[2] * inv, "mae": sums[3] * inv}
 
 
 class MapSums:
-    """Sums of the finished tasks per (model, variable): (lead, level, 4, *spatial)."""
+    """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
 
     def __init__(self, models):
         self._models = {m.name: m for m in models}
@@ -112,12 +112,21 @@ class MapSums:
             all_leads = m.lead_times
             all_levels = m.levels[res.variable]
             key = (model, res.variable)
-            if key not in self.sums:
-                nlev = 1 if all_levels is None else len(all_levels)
-                self.sums[key] = np.zeros((len(all_leads), nlev, *sums.shape[2:]))
+            nlev = 1 if all_levels is None else len(all_levels)
             li = np.searchsorted(all_leads, leads)
-            lv = [0] if levels is None else [list(all_levels).index(x) for x in levels]
-            self.sums[key][np.ix_(li, lv)] += sums
+            lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
+            whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
+            if key not in self.sums and whole:
+                self.sums[key] = sums  # the first task of the whole field: no copy
+            else:
+                if key not in self.sums:
+                    self.sums[key] = np.zeros((len(all_leads), 4, nlev, *sums.shape[3:]))
+                if whole:
+                    self.sums[key] += sums
+                else:
+                    target = self.sums[key]
+                    for a, lead_pos in enumerate(li):
+                        target[lead_pos][:, lv] += sums[a]
             self.grid[model] = res.map_grid
 
     def dataset(self, model: str) -> xr.Dataset:
@@ -128,7 +137,7 @@ class MapSums:
             if name != model:
                 continue
             spatial, coords = self.grid[model]
-            values = sums  # (lead, level, stat, a, b) in the truth's storage order
+            values = sums  # (lead, stat, level, a, b) in the truth's storage order
             if spatial[0] != LATITUDE:
                 values = np.swapaxes(values, -1, -2)
             lat, lon = coords[LATITUDE], coords[LONGITUDE]
@@ -140,12 +149,12 @@ class MapSums:
             levels = m.levels[var]
             cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
             cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
+            values = np.moveaxis(values, 1, 0)  # (stat, lead, level, lat, lon)
             if levels is None:
-                values = values[:, 0]
+                values = values[:, :, 0]
                 cell.remove(LEVEL)
             else:
                 cell_coords[LEVEL] = list(levels)
-            values = np.moveaxis(values, -3, 0)  # (stat, lead[, level], lat, lon)
             for k, arr in maps_from_sums(values).items():
                 out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=cell_coords)
             out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=cell_coords)
