@@ -59,6 +59,8 @@ def test_maps_equal_numpy_time_means(mapped):
         for k in ("bias", "mse", "mae", "count"):
             np.testing.assert_allclose(ds[f"{var}.{k}"].values, ref[k], rtol=1e-10, atol=0,
                                        equal_nan=True, err_msg=f"{var}.{k}")
+    # the truth's land fraction for coastlines, on the maps' grid (latitude ascending)
+    np.testing.assert_array_equal(ds["land_sea_mask"].values, case.land_sea_mask)
     t2m = ds["2m_temperature.bias"].values
     assert np.isnan(t2m[1, 3, 4]) != skipna  # the NaN point: NaN unless skipped
     assert np.isfinite(t2m[0]).all()

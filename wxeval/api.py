@@ -235,6 +235,8 @@ def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
     from wxeval import maps
 
     ds = map_sums.dataset(m.name)
+    if ds.data_vars:
+        _add_land_sea_mask(ds, m, plan)
     report.maps[m.name] = ds
     if output is not None:
         report.outputs[m.name].append(
@@ -251,6 +253,24 @@ def _with_spectra(tasks, plan, cfg):
     for task in tasks:
         task.spectra = True
     return SpectraSums(plan.models)
+
+
+def _add_land_sea_mask(ds: xr.Dataset, m, plan) -> None:
+    """The truth's land fraction on the maps' grid (``land_sea_mask``, for coastlines), when
+    there is one."""
+    from wxeval.evaluate import land_sea_mask_array
+    from wxeval.schema import LATITUDE, LONGITUDE
+
+    try:
+        lsm = land_sea_mask_array(m.truth, plan.land_sea_mask, plan.stores)
+    except Exception as err:  # noqa: BLE001 - a report extra: no coastline then
+        log.info("maps of %s: no land_sea_mask for coastlines (%s)", m.name, err)
+        return
+    truth = plan.stores(m.truth)
+    lat, lon = truth[LATITUDE].values, truth[LONGITUDE].values
+    lsm = lsm[np.argsort(lat, kind="stable")][:, np.argsort(lon, kind="stable")]
+    ds["land_sea_mask"] = xr.DataArray(lsm, dims=(LATITUDE, LONGITUDE),
+                                       coords={LATITUDE: ds[LATITUDE], LONGITUDE: ds[LONGITUDE]})
 
 
 def _write_spectra(report: ScoreReport, m, sums, plan, cfg, output) -> None:
