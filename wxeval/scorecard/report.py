@@ -302,6 +302,7 @@ def build_context(
     ds, cv, baseline_rmse = _preset_and_units(ds, cv, baseline_rmse, preset)
     labels = {name: _label(cfg, inputs.manifests[name], name) for name in [baseline, *models]}
     data = _data(ds, cv, labels, baseline, baseline_rmse)
+    data["where"] = _where_when(results_dir, inputs, baseline, models, labels, data)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return {
         "title": f"Scorecard: {', '.join(labels[m] for m in models)} vs {labels[baseline]}",
@@ -329,6 +330,14 @@ def build_context(
         "size_note": ds.attrs["size_note"],
         "band": cv.attrs["band"],
     }
+
+
+def _where_when(results_dir, inputs, baseline, models, labels, data) -> dict:
+    """Maps, per-init series and spectra for the page (:mod:`wxeval.scorecard.where_when`)."""
+    from wxeval.scorecard.where_when import where_when
+
+    return where_when(results_dir, inputs, baseline, list(models), labels,
+                      data["default_region"])
 
 
 def _preset_and_units(ds, cv, baseline_rmse, preset):
