@@ -59,12 +59,23 @@ def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
 
 @numba.njit(nogil=True, cache=True)
 def _accumulate(f, o, skipna, out):  # pragma: no cover - compiled
-    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums)."""
+    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums). Without
+    ``skipna`` the count is n everywhere and the loop has no branch (it vectorises: ~2x)."""
     n, npts = f.shape
+    if not skipna:
+        for p in range(npts):
+            out[0, p] += n
+        for i in range(n):
+            for p in range(npts):
+                d = np.float64(f[i, p]) - np.float64(o[i, p])
+                out[1, p] += d
+                out[2, p] += d * d
+                out[3, p] += abs(d)
+        return
     for i in range(n):
         for p in range(npts):
             d = np.float64(f[i, p]) - np.float64(o[i, p])
-            if skipna and d != d:
+            if d != d:
                 continue
             out[0, p] += 1.0
             out[1, p] += d
