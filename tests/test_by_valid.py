@@ -80,3 +80,13 @@ def test_cli_by_valid(valid_case, tmp_path):
     bad = CliRunner().invoke(app, ["score", "-c", str(plain), "-o", str(tmp_path), "--all",
                                    "--by-valid", "--by", "season"])
     assert bad.exit_code == 2 and "by_valid" in bad.output
+
+
+def test_by_valid_refuses_maps(valid_case, tmp_path):
+    case, root, cfg, _ = valid_case
+    from wxeval.config import ConfigError
+
+    bad = write_config(tmp_path / "bad.yaml", case, regions=["global"], alignment="by_valid",
+                       maps=True)
+    with pytest.raises(ConfigError, match="by_valid"):
+        score(bad, ["model"], tmp_path / "out")

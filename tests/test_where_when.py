@@ -82,6 +82,21 @@ def test_maps_block_decodes_to_the_maps(two_models):
     np.testing.assert_array_equal(land, (case.land_sea_mask[::-1] > 0.5).ravel())
 
 
+def test_split_pages_show_no_maps(two_models):
+    """A page of one init hour: the series of its inits; maps and spectra (every init) are
+    left to the page of all inits."""
+    from pathlib import Path
+
+    from wxeval.scorecard.report import build_context
+
+    case, other, report, where, html = two_models
+    folder = Path(report.outputs["base"][0]).parent
+    ctx = build_context(folder, ["other"], "base", split=("init_hour", 0))
+    assert ctx["data"]["where"]["maps"] is None and ctx["data"]["where"]["spectra"] is None
+    n0 = int(np.sum(case.init_times.hour == 0))
+    assert len(ctx["data"]["where"]["series"]["series"][0]["t"]) == n0
+
+
 def _unpack_bytes(text):
     return np.frombuffer(base64.b64decode(text), np.uint8).astype(bool)
 

@@ -108,6 +108,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
 
     for split in by:
         splits.check_split(split)
+    _check_extras(config)
     if by and cfg_alignment(config) == "by_valid":
         from wxeval.config import ConfigError
 
@@ -283,6 +284,17 @@ def _write_spectra(report: ScoreReport, m, sums, plan, cfg, output) -> None:
     if output is not None and ds.data_vars:
         report.outputs[m.name].append(
             spectra.write_spectra(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+
+
+def _check_extras(config) -> None:
+    """Maps and spectra sum every (init, lead) read: not a valid-time window's selection."""
+    cfg = load_config(config) if isinstance(config, str | Path) else config
+    ev = cfg.evaluation
+    if ev.alignment == "by_valid" and (ev.maps or ev.spectra):
+        from wxeval.config import ConfigError
+
+        raise ConfigError("evaluation.maps/spectra: not with alignment by_valid (they average "
+                          "over inits, not over a valid-time window)")
 
 
 def cfg_alignment(config) -> str:

@@ -302,7 +302,8 @@ def build_context(
     ds, cv, baseline_rmse = _preset_and_units(ds, cv, baseline_rmse, preset)
     labels = {name: _label(cfg, inputs.manifests[name], name) for name in [baseline, *models]}
     data = _data(ds, cv, labels, baseline, baseline_rmse)
-    data["where"] = _where_when(results_dir, inputs, baseline, models, labels, data)
+    data["where"] = _where_when(results_dir, inputs, baseline, models, labels, data,
+                                whole=split is None or split[1] is None)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return {
         "title": f"Scorecard: {', '.join(labels[m] for m in models)} vs {labels[baseline]}",
@@ -332,12 +333,17 @@ def build_context(
     }
 
 
-def _where_when(results_dir, inputs, baseline, models, labels, data) -> dict:
-    """Maps, per-init series and spectra for the page (:mod:`wxeval.scorecard.where_when`)."""
+def _where_when(results_dir, inputs, baseline, models, labels, data, whole=True) -> dict:
+    """Maps, per-init series and spectra for the page (:mod:`wxeval.scorecard.where_when`).
+    A page of one split label (``whole`` False) shows the series of its inits only: the maps
+    and spectra files hold every init, so they are left to the page of all inits."""
     from wxeval.scorecard.where_when import where_when
 
-    return where_when(results_dir, inputs, baseline, list(models), labels,
-                      data["default_region"])
+    out = where_when(results_dir, inputs, baseline, list(models), labels,
+                     data["default_region"])
+    if not whole:
+        out["maps"] = out["spectra"] = None
+    return out
 
 
 def _preset_and_units(ds, cv, baseline_rmse, preset):
