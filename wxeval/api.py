@@ -106,15 +106,10 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     from wxeval import splits
     from wxeval.check import preflight, write_report
 
+    cfg = load_config(config) if isinstance(config, str | Path) else config
     for split in by:
         splits.check_split(split)
-    _check_extras(config)
-    if by and cfg_alignment(config) == "by_valid":
-        from wxeval.config import ConfigError
-
-        raise ConfigError("--by splits inits: not with alignment by_valid (valid-time windows)")
-
-    cfg = load_config(config) if isinstance(config, str | Path) else config
+    _check_extras(cfg, by)
     plan = make_plan(cfg, list(models))
     for m in plan.models:  # they become file names and statistics folders
         check_name(m.name, "model name")
@@ -286,20 +281,18 @@ def _write_spectra(report: ScoreReport, m, sums, plan, cfg, output) -> None:
             spectra.write_spectra(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
 
 
-def _check_extras(config) -> None:
-    """Maps and spectra sum every (init, lead) read: not a valid-time window's selection."""
-    cfg = load_config(config) if isinstance(config, str | Path) else config
-    ev = cfg.evaluation
-    if ev.alignment == "by_valid" and (ev.maps or ev.spectra):
-        from wxeval.config import ConfigError
+def _check_extras(cfg, by) -> None:
+    """Maps, spectra and ``--by`` splits average over inits: not with a valid-time window."""
+    from wxeval.config import ConfigError
 
+    ev = cfg.evaluation
+    if ev.alignment != "by_valid":
+        return
+    if ev.maps or ev.spectra:
         raise ConfigError("evaluation.maps/spectra: not with alignment by_valid (they average "
                           "over inits, not over a valid-time window)")
-
-
-def cfg_alignment(config) -> str:
-    cfg = load_config(config) if isinstance(config, str | Path) else config
-    return cfg.evaluation.alignment
+    if by:
+        raise ConfigError("--by splits inits: not with alignment by_valid (valid-time windows)")
 
 
 def _summarize(stats, plan, cfg) -> xr.Dataset:
