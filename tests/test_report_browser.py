@@ -372,7 +372,9 @@ def test_report_file_size_is_bounded(results, tmp_path):
     per item, never with the number of inits.
 
     Budget: the page itself (script ~19 kB, style, notes, provenance and config text of this
-    fixture ~17 kB) under 42 kB with the data's labels; a card cell carries 5 numbers at the
+    fixture ~17 kB) under 42 kB with the data's labels, plus 12 kB for the where-and-when
+    section's script and style (issue 15; its per-init series, ~17 bytes per init and model,
+    is the one part that grows with the inits); a card cell carries 5 numbers at the
     precision shown (value 4 significant digits, colour 0.1 %, p 2 digits, effective n) plus
     one digit of significance, ~20 bytes: 30 allowed; a curve number (3 digits) 8 bytes. The
     former layout (11 numbers per cell, spaces after commas) took ~55 bytes per cell and
@@ -392,5 +394,5 @@ def test_report_file_size_is_bounded(results, tmp_path):
                      re.S).group(1)
     assert len(data.encode()) <= 2_000 + 30 * cells + 8 * curve_numbers
     size = html.stat().st_size
-    assert size <= 42_000 + 30 * cells + 8 * curve_numbers, size
+    assert size <= 54_000 + 30 * cells + 8 * curve_numbers, size
     print(f"report {size} bytes for {cells} cells and <= {curve_numbers} curve numbers")

@@ -52,6 +52,12 @@ class ScoreReport:
     nan_weight: dict[str, xr.Dataset] = field(default_factory=dict)
     #: Per model, the fields that held NaN inside a region (:func:`results.nan_fields`).
     nan_fields: dict[str, list[dict]] = field(default_factory=dict)
+    #: Per model and split (``--by``), the table with the split's dim (:mod:`wxeval.splits`).
+    splits: dict[str, dict[str, xr.Dataset]] = field(default_factory=dict)
+    #: Per model, the error maps (:mod:`wxeval.maps`) when asked for.
+    maps: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Per model, the zonal energy spectra (:mod:`wxeval.spectra`) when asked for.
+    spectra: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
 def score(
@@ -61,8 +67,12 @@ def score(
     *,
     scheduler: str | None = None,
     progress: bool | None = None,
+    by: Sequence[str] = (),
 ) -> ScoreReport:
     """Score ``models``; write ``<output>/<model>.nc``/``.csv``/``.json`` when ``output`` is set.
+
+    ``by``: splits (:mod:`wxeval.splits`: ``season``, ``month``, ``init_hour``) whose tables
+    go to ``report.splits`` and, with ``output``, ``<model>.by-<split>.nc``/``.csv``.
 
     Per-init statistics go to the statistics store (``output.statistics`` in the config, else
     ``<output>/statistics``); a rerun computes only what the store lacks.
@@ -72,7 +82,7 @@ def score(
     left behind is freed after the call rather than during it.
     """
     with _old_objects_frozen():
-        return _score(config, models, output, scheduler=scheduler, progress=progress)
+        return _score(config, models, output, scheduler=scheduler, progress=progress, by=by)
 
 
 @contextlib.contextmanager
@@ -92,10 +102,14 @@ def _old_objects_frozen():
         gc.unfreeze()
 
 
-def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
+def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport:
+    from wxeval import splits
     from wxeval.check import preflight, write_report
 
     cfg = load_config(config) if isinstance(config, str | Path) else config
+    for split in by:
+        splits.check_split(split)
+    _check_extras(cfg, by)
     plan = make_plan(cfg, list(models))
     for m in plan.models:  # they become file names and statistics folders
         check_name(m.name, "model name")
@@ -127,7 +141,9 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     )
     keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
-    if store is not None:
+    map_sums = _with_maps(tasks, plan, cfg)
+    spectra_sums = _with_spectra(tasks, plan, cfg)
+    if store is not None and map_sums is None and spectra_sums is None:
         tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
     for task in tasks:  # NaN counts come with the fused pass, nearly free
@@ -164,7 +180,8 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
         # from the tasks' specs.
         functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
         tasks,
-        lambda task, res: collector.add(res),
+        lambda task, res: (collector.add(res), map_sums and map_sums.add(res),
+                           spectra_sums and spectra_sums.add(res)),
         scheduler=sched,
         num_workers=cfg.compute.workers,
         jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
@@ -173,7 +190,7 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
     report.computed_fields = collector.computed_fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
-        table = results.summarize(stats, plan.metrics, skipna=plan.skipna)
+        table = _summarize(stats, plan, cfg)
         report.statistics[m.name] = stats
         report.tables[m.name] = table
         report.nan_weight[m.name] = collector.collect(m, ("nan_weight",))
@@ -184,11 +201,123 @@ def _score(config, models, output, *, scheduler, progress) -> ScoreReport:
             report.outputs[m.name] = results.write_outputs(
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
+        _write_splits(report, m, stats, by, plan, cfg, output)
+        _write_maps(report, m, map_sums, plan, cfg, output)
+        _write_spectra(report, m, spectra_sums, plan, cfg, output)
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
         _compact(store, plan, keys)
     return report
+
+
+def _with_maps(tasks, plan, cfg):
+    """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
+    and return the sums' collector, else None. Map sums are not kept in the statistics store
+    yet: a run with maps computes every init again (its regional statistics are rewritten
+    unchanged)."""
+    if not cfg.evaluation.maps:
+        return None
+    from wxeval.maps import MapSums
+
+    for task in tasks:
+        task.maps = True
+    return MapSums(plan.models)
+
+
+def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
+    if map_sums is None:
+        return
+    from wxeval import maps
+
+    ds = map_sums.dataset(m.name)
+    if ds.data_vars:
+        _add_land_sea_mask(ds, m, plan)
+    report.maps[m.name] = ds
+    if output is not None:
+        report.outputs[m.name].append(
+            maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+
+
+def _with_spectra(tasks, plan, cfg):
+    """With ``evaluation.spectra``: the tasks also sum zonal spectra (:mod:`wxeval.spectra`;
+    like maps, not kept in the statistics store yet: every init is computed again)."""
+    if not cfg.evaluation.spectra:
+        return None
+    from wxeval.spectra import SpectraSums
+
+    for task in tasks:
+        task.spectra = True
+    return SpectraSums(plan.models)
+
+
+def _add_land_sea_mask(ds: xr.Dataset, m, plan) -> None:
+    """The truth's land fraction on the maps' grid (``land_sea_mask``, for coastlines), when
+    there is one."""
+    from wxeval.evaluate import land_sea_mask_array
+    from wxeval.schema import LATITUDE, LONGITUDE
+
+    try:
+        lsm = land_sea_mask_array(m.truth, plan.land_sea_mask, plan.stores)
+    except Exception as err:  # noqa: BLE001 - a report extra: no coastline then
+        log.info("maps of %s: no land_sea_mask for coastlines (%s)", m.name, err)
+        return
+    truth = plan.stores(m.truth)
+    lat, lon = truth[LATITUDE].values, truth[LONGITUDE].values
+    lsm = lsm[np.argsort(lat, kind="stable")][:, np.argsort(lon, kind="stable")]
+    ds["land_sea_mask"] = xr.DataArray(lsm, dims=(LATITUDE, LONGITUDE),
+                                       coords={LATITUDE: ds[LATITUDE], LONGITUDE: ds[LONGITUDE]})
+
+
+def _write_spectra(report: ScoreReport, m, sums, plan, cfg, output) -> None:
+    if sums is None:
+        return
+    from wxeval import spectra
+
+    ds = sums.dataset(m.name)
+    report.spectra[m.name] = ds
+    if output is not None and ds.data_vars:
+        report.outputs[m.name].append(
+            spectra.write_spectra(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+
+
+def _check_extras(cfg, by) -> None:
+    """Maps, spectra and ``--by`` splits average over inits: not with a valid-time window."""
+    from wxeval.config import ConfigError
+
+    ev = cfg.evaluation
+    if ev.alignment != "by_valid":
+        return
+    if ev.maps or ev.spectra:
+        raise ConfigError("evaluation.maps/spectra: not with alignment by_valid (they average "
+                          "over inits, not over a valid-time window)")
+    if by:
+        raise ConfigError("--by splits inits: not with alignment by_valid (valid-time windows)")
+
+
+def _summarize(stats, plan, cfg) -> xr.Dataset:
+    """The metrics table: the mean over inits, or by valid time (:mod:`wxeval.by_valid`)."""
+    ev = cfg.evaluation
+    if ev.alignment == "by_valid":
+        from wxeval.by_valid import summarize_by_valid
+
+        it = ev.init_times
+        return summarize_by_valid(stats, plan.metrics, it.start, it.stop, it.hours,
+                                  skipna=plan.skipna)
+    return results.summarize(stats, plan.metrics, skipna=plan.skipna)
+
+
+def _write_splits(report: ScoreReport, m, stats, by, plan, cfg, output) -> None:
+    """The split tables of model ``m`` (``--by``) into the report and, with ``output``, files."""
+    from wxeval import splits
+
+    for split in by:
+        table = splits.summarize_by(stats, split, plan.metrics, skipna=plan.skipna)
+        report.splits.setdefault(m.name, {})[split] = table
+        if output is not None:
+            report.outputs[m.name] += splits.write_split(
+                table, Path(output), m.name, split, results.provenance(m, plan, cfg)
+            )
 
 
 def _report_nan(m, fields: list[dict], check_report) -> None:

@@ -278,6 +278,26 @@ def score(
             "or a dask scheduler address."
         ),
     ] = None,
+    maps: Annotated[
+        bool, typer.Option("--maps", help="Also error maps: NAME.maps.nc (evaluation.maps).")
+    ] = False,
+    spectra: Annotated[
+        bool, typer.Option("--spectra", help="Also zonal energy spectra: NAME.spectra.nc "
+                           "(evaluation.spectra).")
+    ] = False,
+    by_valid: Annotated[
+        bool,
+        typer.Option("--by-valid", help="--start/--stop/--hours select valid times "
+                     "(evaluation.alignment: by_valid)."),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also write tables split by season, month and/or init_hour (comma-separated): "
+            "NAME.by-season.nc/.csv, …",
+        ),
+    ] = None,
 ) -> None:
     """Score model(s): writes OUTPUT/NAME.nc, NAME.csv and NAME.json, and per-init statistics."""
     from wxeval import config as config_mod
@@ -287,8 +307,23 @@ def score(
     cfg = apply_overrides(config_mod.load_config(config), start=start, stop=stop, hours=hours,
                           leads=leads, variables=variables, levels=levels, regions=regions,
                           metrics=metrics)
+    if by_valid or maps or spectra:
+        data = cfg.model_dump(mode="python")
+        if spectra:
+            data["evaluation"]["spectra"] = True
+        if by_valid:
+            data["evaluation"]["alignment"] = "by_valid"
+        if maps:
+            data["evaluation"]["maps"] = True
+        cfg = config_mod.validate(data, source="command line")
     names = _model_names(cfg, model, all_models)
-    report = run_score(cfg, names, output, scheduler=scheduler)
+    from wxeval import splits
+
+    by_splits = _split(by) or []
+    for split in by_splits:
+        if split not in splits.SPLITS:
+            raise UsageError(f"--by {split!r}: choose one of {', '.join(splits.SPLITS)}")
+    report = run_score(cfg, names, output, scheduler=scheduler, by=by_splits)
     for name, files in report.outputs.items():
         typer.echo(f"{name}: wrote {', '.join(files)}")
     typer.echo(
@@ -334,6 +369,14 @@ def scorecard(
         str | None,
         typer.Option(help="Cards of a preset: headline (WeatherBench 2's headline scores)."),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also one report per season, month or init_hour (OUTPUT's stem.LABEL.html), "
+            "with a selector on every page.",
+        ),
+    ] = None,
 ) -> None:
     """Compare models against a baseline from saved results; write one self-contained HTML."""
     if not results.is_dir():
@@ -355,6 +398,10 @@ def scorecard(
         raise UsageError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if preset is not None and metrics:
         raise UsageError("--preset and --metrics: give one (a preset fixes its metrics)")
+    from wxeval.splits import SPLITS
+
+    if by is not None and by not in SPLITS:
+        raise UsageError(f"--by {by!r}: choose one of {', '.join(SPLITS)}")
 
     path = write_report(
         results,
@@ -365,6 +412,7 @@ def scorecard(
         metrics=_split(metrics),
         method=test,
         preset=preset,
+        by=by,
     )
     typer.echo(f"scorecard: {path}")
 

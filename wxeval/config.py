@@ -280,6 +280,12 @@ class Evaluation(_Strict):
     metrics: list[str] | None = None
     skipna: bool = False
     missing_truth: Literal["error", "pending", "skip"] = "error"
+    #: ``by_valid``: the init range selects valid times instead (:mod:`wxeval.by_valid`).
+    alignment: Literal["by_init", "by_valid"] = "by_init"
+    #: Per-grid-point error maps (:mod:`wxeval.maps`), ``<model>.maps.nc``.
+    maps: bool = False
+    #: Zonal energy spectra (:mod:`wxeval.spectra`), ``<model>.spectra.nc``.
+    spectra: bool = False
 
     @field_validator("lead_times", mode="before")
     @classmethod

@@ -115,6 +115,9 @@ def demo_config(paths: dict[str, Path]) -> dict:
             # one-member ensembles, CRPS = MAE)
             "variables": [*DEMO_VARIABLES, *DEMO_DERIVED],
             "metrics": [*METRICS, "seeps", *ENSEMBLE_DEFAULTS],
+            # where and when models differ (issue 15): error maps and zonal energy spectra
+            "maps": True,
+            "spectra": True,
         },
     }
 
@@ -145,9 +148,10 @@ def run_demo(output: Path, echo: Callable[[str], None] = print) -> dict:
     if scorecard_report is not None and hasattr(scorecard_report, "write_report"):
         html = output / "report.html"
         others = [m for m in models if m != BASELINE]
-        scorecard_report.write_report(output / "results", others, BASELINE, html, config=cfg_path)
+        scorecard_report.write_report(output / "results", others, BASELINE, html, config=cfg_path,
+                                      by="init_hour")
         summary["report"] = html
-        echo(f"scorecard: {html}")
+        echo(f"scorecard: {html} (and one page per init hour: {html.stem}.0.html, …)")
         headline = output / "headline.html"
         scorecard_report.write_report(output / "results", others, BASELINE, headline,
                                       config=cfg_path, preset="headline")

@@ -22,7 +22,9 @@ import dask.array  # noqa: F401 - xarray imports it on first arithmetic; pay tha
 import numpy as np
 import xarray as xr
 
+from wxeval import maps as _maps
 from wxeval import schema
+from wxeval import spectra as _spectra
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.plan import ForecastSource, ModelPlan
@@ -76,6 +78,10 @@ class Task:
     label: str = field(default="")
     #: Statistic groups to compute (:mod:`wxeval.statistics`), in this order.
     groups: tuple[str, ...] = ("errors", "anomalies")
+    #: Also per-grid-point sums for error maps (:mod:`wxeval.maps`).
+    maps: bool = False
+    #: Also zonal energy spectra of forecast and truth (:mod:`wxeval.spectra`).
+    spectra: bool = False
 
     @property
     def cost(self) -> int:
@@ -270,6 +276,12 @@ class TaskResult:
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
     statistics: tuple[str, ...] = ()
+    #: Per model (leads, levels, map sums (lead, 4, level, *spatial)) (:mod:`wxeval.maps`).
+    maps: dict = field(default_factory=dict)
+    #: The spatial dims of the map sums and their coordinates.
+    map_grid: tuple = ()
+    #: Per model (leads, levels, spectra sums (lead, level, 2, K), inits) (:mod:`wxeval.spectra`).
+    spectra: dict = field(default_factory=dict)
 
 
 def compute_task(
@@ -322,15 +334,23 @@ def compute_task(
     nstat = len(names)
     per_model = {}
     model_levels = {}
+    maps_out: dict = {}
+    spectra_out: dict = {}
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
+        map_sums = _map_sums(task, part, obs.shape[2:])
+        spec = _spectra.for_part(task, part, spatial, _grid(tda, spatial)) if task.spectra else None
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
+            if map_sums is not None:
+                _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
+            if spec is not None:
+                spec.add(li, f, o)
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
             members = None
@@ -355,6 +375,10 @@ def compute_task(
         getattr(read_lead, "close", lambda: None)()
         per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
+        if map_sums is not None:
+            maps_out[part.model] = map_sums
+        if spec is not None:
+            spectra_out[part.model] = (spec.leads, spec.levels, spec.sums, len(part.init_times))
     return TaskResult(
         task.variable,
         task.levels,
@@ -363,6 +387,9 @@ def compute_task(
         tuple(r.name for r in task.regions),
         model_levels,
         names,
+        maps_out,
+        (spatial, _grid(tda, spatial)) if maps_out else (),
+        spectra_out,
     )
 
 
@@ -392,6 +419,19 @@ def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape
 def _member_mean(members: np.ndarray) -> np.ndarray:
     """Ensemble mean x̄ = (1/M) Σ_i x_i of members (N, M, *spatial), accumulated in float64."""
     return members.mean(axis=1, dtype=np.float64)
+
+
+def _grid(tda: xr.DataArray, spatial) -> dict[str, np.ndarray]:
+    return {d: tda[d].values for d in spatial}
+
+
+def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
+    """(leads, levels, zeros (lead, 4, level, *spatial)) for a part's map sums, if asked."""
+    if not task.maps:
+        return None
+    nlev = 1 if part.levels is None else len(part.levels)
+    sums = np.zeros((len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
+    return part.lead_times, part.levels, sums
 
 
 def _forecast_reader(

@@ -283,17 +283,14 @@ def _model_plan(
 
     available_leads = None
     if source.reads_store:
-        inits = align.select_init_times(
-            fc[INIT_TIME].values, ev.init_times.start, ev.init_times.stop, ev.init_times.hours
-        )
         available_leads = fc[LEAD_TIME].values
         leads = _select_leads(ev.lead_times, available_leads)
+        inits = _select_inits(ev, fc[INIT_TIME].values, ev.init_times.hours, leads)
     else:
         hours = ev.init_times.hours or list(DEFAULT_BASELINE_HOURS)
-        inits = align.select_init_times(
-            truth[VALID_TIME].values, ev.init_times.start, ev.init_times.stop, hours
-        )
         leads = _select_leads(ev.lead_times, None)
+        inits = _select_inits(ev, truth[VALID_TIME].values, hours, leads,
+                              baseline_hours=DEFAULT_BASELINE_HOURS)
     if inits.size == 0:
         raise SelectionError(f"model {name!r}: no init time in the selected range/hours")
     if leads.size == 0:
@@ -566,3 +563,19 @@ def no_leads_message(name: str, spec, store: str | None, available) -> str:
         f"model {name!r}: no lead time left after selection: asked {asked}; "
         f"{store} has {describe_leads(available)}"
     )
+
+
+def _select_inits(ev, available: np.ndarray, hours, leads: np.ndarray,
+                  baseline_hours=None) -> np.ndarray:
+    """The inits to score: by init time (the range and hours select inits), or with
+    ``alignment: by_valid`` every init with at least one lead whose valid time falls in the
+    range (``hours`` then are valid hours): :mod:`wxeval.by_valid`. A baseline made from the
+    truth (``baseline_hours``) is initialised at those hours in both modes."""
+    if getattr(ev, "alignment", "by_init") == "by_valid":
+        from wxeval.by_valid import inits_verifying
+
+        if baseline_hours is not None:
+            available = align.select_init_times(available, None, None, list(baseline_hours))
+        return inits_verifying(available, leads, ev.init_times.start, ev.init_times.stop,
+                               ev.init_times.hours)
+    return align.select_init_times(available, ev.init_times.start, ev.init_times.stop, hours)

@@ -199,13 +199,14 @@ def to_tidy(table: xr.Dataset) -> pd.DataFrame:
     )
 
 
-def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict) -> None:
+def write_netcdf(table: xr.Dataset, path: str | Path, attrs: dict,
+                 dtype: str = "float64") -> None:
     """Atomically write the WB2-layout table with provenance attributes (classic netCDF:
-    ``level`` is stored as int32, strings as UTF-8 characters)."""
-    ds = table.copy().load()  # values in memory (the store below writes NumPy values only)
+    ``level`` is stored as int32, strings as UTF-8 characters); data as ``dtype``."""
+    ds = table.copy(deep=False).load()  # values in memory (the store writes NumPy values only)
     ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
     for name in ds.data_vars:
-        ds[name].encoding.update({"dtype": "float64"})
+        ds[name].encoding.update({"dtype": dtype})
     ds[LEAD_TIME].encoding.update({"units": "hours", "dtype": "float64"})
     # Serialise in memory, then write with the plain file API: a full disk is an ordinary
     # ENOSPC error, and readers never see a half-written file. (The same bytes as

@@ -104,6 +104,7 @@ def write_report(
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
     preset: str | None = None,
+    by: str | None = None,
 ) -> Path:
     """Compare ``models`` with ``baseline`` from ``results_dir``; write one HTML file.
 
@@ -112,7 +113,16 @@ def write_report(
     ``method`` is the significance test (``"ar2bc"``, ``"ar2"``: Geer 2016, ``"naive"``),
     ``correction`` the multiple-testing treatment per card (``"bh"``, ``"sidak"``,
     ``"none"``). Returns the path written (atomically: a reader sees the old or the new file).
+
+    ``by`` (``season``, ``month``, ``init_hour``, :mod:`wxeval.splits`): also one report per
+    label of the split, compared on the inits of that label only, written beside ``output_html``
+    as ``<stem>.<label>.html``; every page carries a selector linking all of them.
     """
+    out = Path(output_html)
+    if by is not None:
+        return _write_split_reports(
+            results_dir, models, baseline, out, by, config=config, metrics=metrics,
+            method=method, correction=correction, alpha=alpha, preset=preset)
     html = render_report(
         results_dir,
         models,
@@ -124,9 +134,54 @@ def write_report(
         alpha=alpha,
         preset=preset,
     )
-    out = Path(output_html)
     atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
     return out
+
+
+def _write_split_reports(results_dir, models, baseline, out: Path, by: str, **options) -> Path:
+    """The full report at ``out`` and one per label of split ``by`` beside it, linked."""
+    from wxeval import splits
+
+    splits.check_split(by)
+    inputs = load_inputs(results_dir, models, baseline)
+    inits = np.concatenate([ds["init_time"].values for s in inputs.scores.values()
+                            for ds in s.values()])
+    present = splits.present(splits.labels(np.unique(inits), by), by)
+    names = {label: f"{out.stem}.{label}{out.suffix}" for label in present}
+    pages = [(None, out.name), *((label, names[label]) for label in present)]
+    for label, name in pages:
+        nav = {
+            "by": by,
+            "pages": [{"label": "all" if lab is None else str(lab), "href": href,
+                       "current": lab == label} for lab, href in pages],
+            "n_inits": None,
+        }
+        if label is not None:
+            nav["n_inits"] = int(np.sum(splits.labels(
+                _baseline_inits(inputs), by) == label))
+        html = render_report(results_dir, models, baseline, split=(by, label), split_nav=nav,
+                             inputs=inputs, **options)
+        path = out.parent / name
+        atomic_write(path, lambda tmp, h=html: Path(tmp).write_text(h, encoding="utf-8"))
+    return out
+
+
+def _baseline_inits(inputs: Inputs) -> np.ndarray:
+    per_var = inputs.scores[inputs.baseline].values()
+    return np.unique(np.concatenate([ds["init_time"].values for ds in per_var]))
+
+
+def restrict_inputs(inputs: Inputs, by: str, label) -> Inputs:
+    """``inputs`` with only the inits of ``label`` of split ``by`` (a new object)."""
+    from wxeval import splits
+
+    scores = {}
+    for name, per_var in inputs.scores.items():
+        scores[name] = {}
+        for var, ds in per_var.items():
+            keep = splits.labels(ds["init_time"].values, by) == label
+            scores[name][var] = ds.isel(init_time=keep)
+    return Inputs(inputs.results_dir, inputs.baseline, inputs.models, scores, inputs.manifests)
 
 
 def render_report(
@@ -140,8 +195,12 @@ def render_report(
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
     preset: str | None = None,
+    split: tuple[str, Any] | None = None,
+    split_nav: dict | None = None,
+    inputs: Inputs | None = None,
 ) -> str:
-    """The report's HTML text (see :func:`write_report`)."""
+    """The report's HTML text (see :func:`write_report`); ``split`` (split, label or None)
+    restricts the comparison to the inits of a label, ``split_nav`` is the selector shown."""
     ctx = build_context(
         results_dir,
         models,
@@ -152,7 +211,12 @@ def render_report(
         correction=correction,
         alpha=alpha,
         preset=preset,
+        split=split,
+        inputs=inputs,
     )
+    if split_nav is not None and split is not None and split[1] is not None:
+        ctx["title"] += f" ({split[0].replace('_', ' ')} {split[1]})"
+    ctx["split_nav"] = split_nav
     template = _environment().get_template(TEMPLATE)
     html = template.render(**ctx, wx_script_hash=_HASH_SLOT)
     # Pin the page's own script in the Content Security Policy: hash exactly the text between
@@ -199,6 +263,8 @@ def build_context(
     correction: str = "bh",
     alpha: Sequence[float] = (0.05, 0.01),
     preset: str | None = None,
+    split: tuple[str, Any] | None = None,
+    inputs: Inputs | None = None,
 ) -> dict:
     """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
     cfg, cfg_path = _config(config)
@@ -211,7 +277,10 @@ def build_context(
         metrics = metrics_of(preset)
     metrics = tuple(metrics) if metrics else DEFAULT_METRICS
     shown, _ = _check_options(metrics, method, correction, alpha)  # before reading statistics
-    inputs = load_inputs(results_dir, models, baseline)
+    if inputs is None:
+        inputs = load_inputs(results_dir, models, baseline)
+    if split is not None and split[1] is not None:
+        inputs = restrict_inputs(inputs, *split)
     if not asked and "crps" not in shown and any(
         "crps" in ds for s in inputs.scores.values() for ds in s.values()
     ):  # an ensemble among the models: a CRPS card (a deterministic model's CRPS is its MAE)
@@ -243,6 +312,8 @@ def build_context(
     data["ensemble"] = ensemble_data(results_dir, [baseline, *models], labels,
                                      data["regions"])
     members = (data["ensemble"] or {}).get("members", {})
+    data["where"] = _where_when(results_dir, inputs, baseline, models, labels, data,
+                                whole=split is None or split[1] is None)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return {
         "title": f"Scorecard: {', '.join(labels[m] for m in models)} vs {labels[baseline]}",
@@ -272,6 +343,19 @@ def build_context(
         "size_note": ds.attrs["size_note"],
         "band": cv.attrs["band"],
     }
+
+
+def _where_when(results_dir, inputs, baseline, models, labels, data, whole=True) -> dict:
+    """Maps, per-init series and spectra for the page (:mod:`wxeval.scorecard.where_when`).
+    A page of one split label (``whole`` False) shows the series of its inits only: the maps
+    and spectra files hold every init, so they are left to the page of all inits."""
+    from wxeval.scorecard.where_when import where_when
+
+    out = where_when(results_dir, inputs, baseline, list(models), labels,
+                     data["default_region"])
+    if not whole:
+        out["maps"] = out["spectra"] = None
+    return out
 
 
 def _preset_and_units(ds, cv, baseline_rmse, preset):

@@ -1,0 +1,141 @@
+"""Error maps per grid point (WB2's SpatialBias/SpatialMSE/SpatialMAE) (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import make_case, write_all, write_config
+from typer.testing import CliRunner
+
+from wxeval.api import score
+from wxeval.cli import app
+
+
+def _ref_maps(case, var, skipna=False):
+    """(lead, [level,] lat, lon) bias, mse, mae over inits by loops, float64."""
+    out = {k: [] for k in ("bias", "mse", "mae", "count")}
+    for j, lead in enumerate(case.lead_times):
+        d = np.stack([case.forecast[var][i, j].astype(np.float64)
+                      - case.truth_at(var, t + lead).astype(np.float64)
+                      for i, t in enumerate(case.init_times)])
+        if skipna:
+            n = (~np.isnan(d)).sum(axis=0)
+            with np.errstate(invalid="ignore"):
+                out["bias"].append(np.nansum(d, 0) / n)
+                out["mse"].append(np.nansum(d * d, 0) / n)
+                out["mae"].append(np.nansum(np.abs(d), 0) / n)
+            out["count"].append(n.astype(float))
+        else:
+            out["bias"].append(d.mean(0))
+            out["mse"].append((d * d).mean(0))
+            out["mae"].append(np.abs(d).mean(0))
+            out["count"].append(np.full(d.shape[1:], float(len(d))))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["nan", "skipna"])
+def mapped(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("maps")
+    case = make_case(variables=("2m_temperature", "temperature"), levels=(500, 850), n_inits=5,
+                     leads_h=(0, 24, 48), seed=4, nlat=7, nlon=12, dtype=np.float64)
+    case.forecast["2m_temperature"][2, 1, 3, 4] = np.nan  # one init, lead 24 h, one point
+    case.forecast["temperature"][0, 2, 1, 0, 0] = np.nan  # a pole point at 850 hPa
+    # the forecast stored with descending latitudes (maps come out ascending, on every point)
+    write_all(case, root, layout={"latitude_descending": True})
+    cfg = write_config(root / "cfg.yaml", case, regions=["global", "global_land"], maps=True,
+                       skipna=request.param, metrics=["rmse", "bias"])
+    return case, root, request.param, score(cfg, ["model"], root / "out")
+
+
+def test_maps_equal_numpy_time_means(mapped):
+    case, root, skipna, report = mapped
+    ds = report.maps["model"]
+    np.testing.assert_array_equal(ds["latitude"].values, case.latitude)
+    np.testing.assert_array_equal(ds["longitude"].values, case.longitude)
+    assert ds["temperature.bias"].dims == ("lead_time", "level", "latitude", "longitude")
+    assert ds["2m_temperature.mse"].dims == ("lead_time", "latitude", "longitude")
+    for var in ("2m_temperature", "temperature"):
+        ref = _ref_maps(case, var, skipna)
+        for k in ("bias", "mse", "mae", "count"):
+            np.testing.assert_allclose(ds[f"{var}.{k}"].values, ref[k], rtol=1e-10, atol=0,
+                                       equal_nan=True, err_msg=f"{var}.{k}")
+    # the truth's land fraction for coastlines, on the maps' grid (latitude ascending)
+    np.testing.assert_array_equal(ds["land_sea_mask"].values, case.land_sea_mask)
+    t2m = ds["2m_temperature.bias"].values
+    assert np.isnan(t2m[1, 3, 4]) != skipna  # the NaN point: NaN unless skipped
+    assert np.isfinite(t2m[0]).all()
+
+
+def test_maps_file_and_rerun(mapped, tmp_path):
+    case, root, skipna, report = mapped
+    from wxeval.results import read_table
+
+    ds = read_table(root / "out" / "model.maps.nc")
+    assert ds["temperature.mse"].dtype == np.float32  # the file: float32
+    np.testing.assert_allclose(ds["temperature.mse"].values,
+                               report.maps["model"]["temperature.mse"].values, rtol=1e-6)
+    # the count: a field where NaN were skipped, else one number (an attribute)
+    assert ("2m_temperature.count" in ds) == skipna
+    if not skipna:
+        assert ds["2m_temperature.bias"].attrs["count"] == len(case.init_times)
+    assert (ds["lead_time"].values / np.timedelta64(1, "h")).tolist() == [0, 24, 48]
+    # a rerun into the same statistics store still has every init in the maps
+    again = score(root / "cfg.yaml", ["model"], root / "out")
+    np.testing.assert_array_equal(again.maps["model"]["temperature.mse"].values,
+                                  report.maps["model"]["temperature.mse"].values)
+
+
+def test_cli_maps(mapped, tmp_path):
+    case, root, skipna, report = mapped
+    if skipna:
+        pytest.skip("once is enough")
+    res = CliRunner().invoke(app, ["score", "-c", str(root / "cfg.yaml"), "-o", str(tmp_path),
+                                   "--all", "--maps"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "model.maps.nc").is_file()
+
+
+def test_kernel_equals_numpy_reference():
+    from wxeval.maps import accumulate, reference
+
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    o = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    f[1, 0, 2, 3] = np.nan
+    o[3, 1, 0, 0] = np.inf
+    for skipna in (False, True):
+        np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
+                                   reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)
+
+
+def test_maps_add_across_tasks(mapped, tmp_path):
+    """A tiny memory budget splits the work into many tasks (init blocks, level groups): the
+    sums add up to the same maps."""
+    import yaml
+
+    import wxeval.evaluate as ev
+
+    case, root, skipna, report = mapped
+    cfg = yaml.safe_load((root / "cfg.yaml").read_text())
+    cfg["compute"] = {"memory_per_task": "1KiB"}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
+    seen = []
+    real = ev.compute_task
+
+    def spy(task, *a, **k):
+        seen.append(task)
+        return real(task, *a, **k)
+
+    import wxeval.api as api
+
+    old = api.compute_task
+    api.compute_task = spy
+    try:
+        split = score(tmp_path / "small.yaml", ["model"], tmp_path / "out")
+    finally:
+        api.compute_task = old
+    assert len({(t.variable, t.block) for t in seen}) > 2
+    for name in report.maps["model"].data_vars:
+        np.testing.assert_allclose(split.maps["model"][name].values,
+                                   report.maps["model"][name].values, rtol=1e-12,
+                                   equal_nan=True, err_msg=name)

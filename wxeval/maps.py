@@ -1,0 +1,193 @@
+"""Error maps: per grid point, time-mean bias, MSE and MAE (WB2's SpatialBias/MSE/MAE).
+
+For each model, variable, level, lead and grid point, over the inits t scored:
+
+* ``count`` n = number of inits (with ``skipna``: of inits where f − o is not NaN);
+* ``sum_err`` Σ_t (f − o), ``sum_se`` Σ_t (f − o)², ``sum_ae`` Σ_t |f − o|;
+
+and the maps are bias = sum_err / n, mse = sum_se / n, mae = sum_ae / n, rmse = √mse (the
+square root of the time-mean MSE, as WB2's ``SpatialMSE`` then √). Without ``skipna`` a NaN in
+any init's f − o makes that point's maps NaN (as WB2 computes them); with it, NaN inits are
+left out of that point's sums and count. No area weights and no region: every grid point of the
+truth's grid, land and sea alike.
+
+The sums are a separate statistic kind from the regional groups of :mod:`wxeval.statistics`
+(per grid point, not per region): computed in the same pass over the decoded fields (one
+:func:`accumulate` per lead of a task) only when maps are asked for (``evaluation.maps: true``
+or ``score --maps``), so the regional path's speed is unchanged otherwise. They add across
+inits, so tasks (init blocks, level groups) are summed as they finish (:class:`MapSums`).
+
+Memory: a task holds its maps' sums, 4 × leads × levels × grid points float64 (1.5°, 13 levels,
+41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time);
+the written file holds 3 float32 maps per lead and level (and the count, unless it is the same
+everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 leads, 13 levels:
+185 MB per variable; 0.25°: 6.6 GB, so select leads and levels for maps at high resolution.
+
+File: ``<output>/<model>.maps.nc``, one data variable per weather variable and map
+(``<variable>.bias``, ``.mse``, ``.mae``; the RMSE map is √mse) with dims
+``(lead_time[, level], latitude, longitude)``, latitude ascending, plus ``<variable>.count``.
+:attr:`wxeval.api.ScoreReport.maps` holds the same maps in float64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba
+import numpy as np
+import xarray as xr
+
+from wxeval.schema import LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
+
+MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
+MAPS = ("bias", "mse", "mae")
+
+
+def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
+    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous) (the compiled
+    kernel, one pass; :func:`reference` is the definition in NumPy)."""
+    n = f.shape[0]
+    ff = np.ascontiguousarray(f).reshape(n, -1)
+    oo = np.ascontiguousarray(o).reshape(n, -1)
+    if out is None:
+        out = np.zeros((4, *f.shape[1:]))
+    _accumulate(ff, oo, skipna, out.reshape(4, ff.shape[1]))
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate(f, o, skipna, out):  # pragma: no cover - compiled
+    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums). Without
+    ``skipna`` the count is n everywhere and the loop has no branch (it vectorises: ~2x)."""
+    n, npts = f.shape
+    if not skipna:
+        for p in range(npts):
+            out[0, p] += n
+        for i in range(n):
+            for p in range(npts):
+                d = np.float64(f[i, p]) - np.float64(o[i, p])
+                out[1, p] += d
+                out[2, p] += d * d
+                out[3, p] += abs(d)
+        return
+    for i in range(n):
+        for p in range(npts):
+            d = np.float64(f[i, p]) - np.float64(o[i, p])
+            if d != d:
+                continue
+            out[0, p] += 1.0
+            out[1, p] += d
+            out[2, p] += d * d
+            out[3, p] += abs(d)
+
+
+def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
+    """:func:`accumulate` in plain NumPy."""
+    d = np.subtract(f, o, dtype=np.float64)
+    out = np.empty((4, *d.shape[1:]))
+    if skipna:
+        bad = np.isnan(d)
+        d[bad] = 0.0
+        out[0] = d.shape[0] - bad.sum(axis=0)
+    else:
+        out[0] = d.shape[0]
+    np.sum(d, axis=0, out=out[1])
+    np.abs(d, out=d)
+    np.sum(d, axis=0, out=out[3])
+    np.multiply(d, d, out=d)
+    np.sum(d, axis=0, out=out[2])
+    return out
+
+
+def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """bias, mse, mae from sums (4, …) (NaN where the count is 0)."""
+    inv = np.full(sums[0].shape, np.nan)
+    np.divide(1.0, sums[0], out=inv, where=sums[0] > 0)
+    return {"bias": sums[1] * inv, "mse": sums[2] * inv, "mae": sums[3] * inv}
+
+
+class MapSums:
+    """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
+
+    def __init__(self, models):
+        self._models = {m.name: m for m in models}
+        self.sums: dict[tuple[str, str], np.ndarray] = {}
+        self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
+
+    def add(self, res) -> None:
+        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``)."""
+        for model, (leads, levels, sums) in getattr(res, "maps", {}).items():
+            m = self._models[model]
+            all_leads = m.lead_times
+            all_levels = m.levels[res.variable]
+            key = (model, res.variable)
+            nlev = 1 if all_levels is None else len(all_levels)
+            li = np.searchsorted(all_leads, leads)
+            lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
+            whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
+            if key not in self.sums and whole:
+                self.sums[key] = sums  # the first task of the whole field: no copy
+            else:
+                if key not in self.sums:
+                    self.sums[key] = np.zeros((len(all_leads), 4, nlev, *sums.shape[3:]))
+                if whole:
+                    self.sums[key] += sums
+                else:
+                    target = self.sums[key]
+                    for a, lead_pos in enumerate(li):
+                        target[lead_pos][:, lv] += sums[a]
+            self.grid[model] = res.map_grid
+
+    def dataset(self, model: str) -> xr.Dataset:
+        """The maps of ``model`` (see the module doc), float64, latitude ascending."""
+        m = self._models[model]
+        out = {}
+        for (name, var), sums in sorted(self.sums.items()):
+            if name != model:
+                continue
+            spatial, coords = self.grid[model]
+            values = sums  # (lead, stat, level, a, b) in the truth's storage order
+            if spatial[0] != LATITUDE:
+                values = np.swapaxes(values, -1, -2)
+            lat, lon = coords[LATITUDE], coords[LONGITUDE]
+            ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
+            if (np.diff(ilat) != 1).any():
+                values = values[..., ilat, :]
+            if (np.diff(ilon) != 1).any():
+                values = values[..., ilon]
+            levels = m.levels[var]
+            cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
+            cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
+            values = np.moveaxis(values, 1, 0)  # (stat, lead, level, lat, lon)
+            if levels is None:
+                values = values[:, :, 0]
+                cell.remove(LEVEL)
+            else:
+                cell_coords[LEVEL] = list(levels)
+            for k, arr in maps_from_sums(values).items():
+                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=cell_coords)
+            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=cell_coords)
+        ds = xr.Dataset(out)
+        ds.attrs["maps_definition"] = (
+            "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
+            "mae = mean(|f - o|); count = inits in the mean (RMSE map: sqrt(mse))")
+        return ds
+
+
+def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
+    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path."""
+    from wxeval import results
+
+    path = out / f"{model}.maps.nc"
+    keep = {}
+    for name, da in ds.data_vars.items():
+        if name.endswith(".count"):
+            n = da.values
+            if n.size and (n == n.flat[0]).all():  # the same everywhere: an attribute
+                ds[name.removesuffix(".count") + ".bias"].attrs["count"] = float(n.flat[0])
+                continue
+        keep[name] = da
+    results.write_netcdf(ds[list(keep)], path, attrs, dtype="float32")
+    return str(path)
