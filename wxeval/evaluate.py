@@ -347,16 +347,17 @@ def compute_task(
             f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o = obs[vslot][:, lev_sel]
-            if map_sums is not None:
-                _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
-            if spec is not None:
-                spec.add(li, f, o)
             c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
             n = f.shape[0] * f.shape[1]
             members = None
             if f.ndim == 5:  # an ensemble: its deterministic scores are the ensemble mean's
                 members = f.reshape(n, *f.shape[2:])
                 f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
+            # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
+            if map_sums is not None:
+                _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
+            if spec is not None:
+                spec.add(li, f, o)
             # Every group from the same decoded arrays (one read of each chunk).
             got = compute(
                 task.groups,
