@@ -320,3 +320,18 @@ def test_shipped_ensemble_config_is_valid():
     assert "era5/" in cfg.truth.path and "crps" in cfg.evaluation.metrics
     for m in cfg.models.values():
         assert m.path.startswith("gs://weatherbench2/datasets/") and "240x121" in m.path
+
+
+def test_maps_of_an_ensemble_are_those_of_its_mean(ens, tmp_path):
+    """--maps on an ensemble store: per grid point, the time-mean bias and MSE of the ensemble
+    mean x̄ (as its rmse), against NumPy on the members."""
+    case, members, root, path = ens
+    cfg = _config(tmp_path, case, {"ens": {"path": path}}, ["rmse"], "maps", maps=True)
+    maps = score(cfg, ["ens"], tmp_path / "out").maps["ens"]
+    for var in VARS:
+        xbar = members[var].mean(axis=2)  # (init, lead, [level,] lat, lon)
+        o = np.stack([np.stack([case.truth_at(var, t + lead) for lead in case.lead_times])
+                      for t in case.init_times]).astype(np.float64)
+        d = xbar - o
+        np.testing.assert_allclose(maps[f"{var}.bias"].values, d.mean(axis=0), rtol=1e-10)
+        np.testing.assert_allclose(maps[f"{var}.mse"].values, (d**2).mean(axis=0), rtol=1e-10)
