@@ -352,44 +352,34 @@ def test_duplicated_climatology_labels_are_refused(stores, tmp_path):
 # -- 5. NaT on a time axis -------------------------------------------------------------------
 
 
-def test_nat_in_the_init_axis_names_store_and_position(stores, tmp_path):
+@pytest.mark.parametrize(
+    ("store", "axis", "position", "name", "fragments"),
+    [
+        ("forecast", "time", 2, "nat.zarr",
+         ("init time axis holds NaT", "position(s) 2 (0-based")),
+        ("truth", "time", -1, "tnat.zarr",
+         ("time axis holds NaT", "position(s) {last} (0-based, as stored) of {n}")),
+        ("forecast", "prediction_timedelta", 1, "leadnat.zarr",
+         ("lead time axis holds NaT", "position(s) 1")),
+    ],
+    ids=["init", "truth-time", "lead"],
+)
+def test_nat_on_a_time_axis_names_store_and_position(stores, tmp_path, store, axis, position,
+                                                      name, fragments):
+    """A NaT on the forecast's init or lead axis or the truth's time axis is refused; ``{n}``
+    and ``{last}`` in a fragment are the truth's time count and its last position."""
     s = stores
 
     def nat(ds):
-        t = ds.time.values.copy()
-        t[2] = np.datetime64("NaT")
-        return ds.assign_coords(time=t)
+        t = ds[axis].values.copy()
+        t[position] = np.datetime64("NaT") if axis == "time" else np.timedelta64("NaT")
+        return ds.assign_coords({axis: t})
 
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "nat.zarr", nat)
-    assert_both_refuse(config(s, tmp_path, fc), tmp_path / "out", "nat.zarr",
-                       "init time axis holds NaT", "position(s) 2 (0-based")
-
-
-def test_nat_in_the_truth_time_axis_is_refused(stores, tmp_path):
-    s = stores
-
-    def nat(ds):
-        t = ds.time.values.copy()
-        t[-1] = np.datetime64("NaT")
-        return ds.assign_coords(time=t)
-
-    truth = rewrite(s.case.paths["truth"], tmp_path / "tnat.zarr", nat)
+    path = rewrite(s.case.paths[store], tmp_path / name, nat)
+    cfg = config(s, tmp_path, path) if store == "forecast" else config(s, tmp_path, truth=path)
     n = len(s.case.truth_times)
-    assert_both_refuse(config(s, tmp_path, truth=truth), tmp_path / "out", "tnat.zarr",
-                       "time axis holds NaT", f"position(s) {n - 1} (0-based, as stored) of {n}")
-
-
-def test_nat_in_the_lead_axis_is_refused(stores, tmp_path):
-    s = stores
-
-    def nat(ds):
-        lead = ds.prediction_timedelta.values.copy()
-        lead[1] = np.timedelta64("NaT")
-        return ds.assign_coords(prediction_timedelta=lead)
-
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "leadnat.zarr", nat)
-    assert_both_refuse(config(s, tmp_path, fc), tmp_path / "out", "leadnat.zarr",
-                       "lead time axis holds NaT", "position(s) 1")
+    assert_both_refuse(cfg, tmp_path / "out", name,
+                       *(f.format(n=n, last=n - 1) for f in fragments))
 
 
 # -- 6. extra dimensions: check says what score does -----------------------------------------
