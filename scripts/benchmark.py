@@ -298,8 +298,6 @@ def _usage(t0: float, c0: float) -> dict:
 
 def child_raw(p: dict) -> dict:
     """(a) Read every needed chunk through zarr's array API with 2 threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import zarr
 
     paths, days, models = p["paths"], p["days"], p["models"]
@@ -334,6 +332,13 @@ def child_raw(p: dict) -> dict:
             nlead = g["prediction_timedelta"].shape[0]
             for i in ipos:
                 blocks.append((g[var], (int(i), slice(0, nlead))))
+
+    return _read_blocks(blocks, t0, c0)
+
+
+def _read_blocks(blocks: list, t0: float, c0: float) -> dict:
+    """Read every ``(array, selection)`` block (2 threads); usage since ``t0, c0``, bytes, count."""
+    from concurrent.futures import ThreadPoolExecutor
 
     def read(block) -> int:
         arr, sel = block
@@ -659,8 +664,6 @@ def child_headline_raw(p: dict) -> dict:
     """(h) The same chunks read once through zarr's array API with 2 threads: the forecast's
     stored inputs per init (all leads), the truth's inputs at the valid times and, for the
     24 h precipitation, the 6 h windows before them, the SEEPS fields of the climatology."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import zarr
 
     inits = init_times(p["days"])
@@ -684,13 +687,7 @@ def child_headline_raw(p: dict) -> dict:
                  "total_precipitation_24hr_seeps_dry_fraction"):
         blocks.append((cg[name], (slice(None),)))
 
-    def read(block) -> int:
-        arr, sel = block
-        return arr[sel].nbytes
-
-    with ThreadPoolExecutor(2) as pool:
-        nbytes = sum(pool.map(read, blocks))
-    return {**_usage(t0, c0), "bytes_read": int(nbytes), "blocks": len(blocks)}
+    return _read_blocks(blocks, t0, c0)
 
 
 def run_headline(args, grid: str, log) -> dict:

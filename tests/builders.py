@@ -9,6 +9,8 @@ quirks (lat/lon names, descending latitude, −180..180 longitudes, no 0 h lead)
 
 from __future__ import annotations
 
+import socket
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -412,3 +414,28 @@ def write_forecast_levels_reversed(case: Case, path: Path) -> str:
     )
     ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
     return str(path)
+
+
+# gcsfs retries a refused connection 6 times with exponential back-off (1, 2, 4, 8, 16 s, ~30 s
+# per request); this launcher script removes only the back-off sleeps, then runs the real CLI
+# in a real process.
+FAST_GCS_RETRY = textwrap.dedent(
+    """
+    import asyncio, sys, types
+    import gcsfs.retry
+    _sleep = asyncio.sleep
+    async def _no_backoff(delay, *args, **kwargs):
+        await _sleep(0)
+    gcsfs.retry.asyncio = types.SimpleNamespace(sleep=_no_backoff)
+    from wxeval.cli import app
+    sys.argv[0] = "wxeval"
+    sys.exit(app())
+    """
+)
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then closed again on exit)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

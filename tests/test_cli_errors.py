@@ -15,10 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,9 @@ import pytest
 import xarray as xr
 import yaml
 from builders import (
+    FAST_GCS_RETRY,
     Case,
+    closed_port,
     make_case,
     write_all,
     write_config,
@@ -498,14 +498,8 @@ def test_store_path_is_a_plain_file(stores, tmp_path):
     assert_error(res, EXIT_IO, stores.plain_file, output=out)
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again on exit: nothing listens there
-
-
 def test_unreachable_http_store(stores, tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/truth.zarr"
+    url = f"http://127.0.0.1:{closed_port()}/truth.zarr"
     cfg = base_config(stores, **FAST)
     cfg["truth"]["path"] = url
     out = tmp_path / "out"
@@ -548,23 +542,6 @@ def test_check_output_may_name_a_json_file(stores, tmp_path):
     assert isinstance(json.loads(target.read_text()), list | dict)
 
 
-# gcsfs retries a refused connection 6 times with exponential back-off (~30 s per request);
-# this launcher removes only the back-off sleeps, then runs the real CLI in a real process.
-_FAST_GCS_RETRY = textwrap.dedent(
-    """
-    import asyncio, sys, types
-    import gcsfs.retry
-    _sleep = asyncio.sleep
-    async def _no_backoff(delay, *args, **kwargs):
-        await _sleep(0)
-    gcsfs.retry.asyncio = types.SimpleNamespace(sleep=_no_backoff)
-    from wxeval.cli import app
-    sys.argv[0] = "wxeval"
-    sys.exit(app())
-    """
-)
-
-
 def test_unreachable_gcs_store_real_process(stores, tmp_path):
     pytest.importorskip("gcsfs")
     url = "gs://wxeval-test-bucket/truth.zarr"
@@ -572,9 +549,9 @@ def test_unreachable_gcs_store_real_process(stores, tmp_path):
     cfg["truth"]["path"] = url
     out = tmp_path / "out"
     launcher = tmp_path / "launch.py"
-    launcher.write_text(_FAST_GCS_RETRY)
+    launcher.write_text(FAST_GCS_RETRY)
     env = _env(
-        STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_closed_port()}",
+        STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{closed_port()}",
         GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
     )
     proc = subprocess.run(

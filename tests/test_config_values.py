@@ -61,6 +61,15 @@ def score(cfg: Path, out: Path, *flags: str, model: str = "model"):
     return run_in_process("score", "-c", cfg, "-o", out, "-m", model, *flags)
 
 
+def _score_ok(case, tmp_path: Path, evaluation: dict, flags: tuple[str, ...]) -> Path:
+    """Score ``case`` with the ``evaluation`` settings and CLI ``flags``; assert exit 0."""
+    cfg = write(tmp_path / "cfg.yaml", config(case, **evaluation))
+    out = tmp_path / "out"
+    res = score(cfg, out, *flags)
+    assert res.code == 0, res.stderr
+    return out
+
+
 def scored_leads_h(out: Path, model: str = "model") -> list[float]:
     with xr.open_dataset(out / f"{model}.nc") as ds:
         return [float(x / np.timedelta64(1, "h")) for x in ds.lead_time.values]
@@ -131,10 +140,7 @@ def test_parse_duration_units_any_case_without_pandas_deprecations():
 )
 def test_numeric_leads_are_hours(case, tmp_path, lead_times, flags, expected_h):
     evaluation = {} if lead_times is None else {"lead_times": lead_times}
-    cfg = write(tmp_path / "cfg.yaml", config(case, **evaluation))
-    out = tmp_path / "out"
-    res = score(cfg, out, *flags)
-    assert res.code == 0, res.stderr
+    out = _score_ok(case, tmp_path, evaluation, flags)
     assert scored_leads_h(out) == expected_h
 
 
@@ -231,10 +237,7 @@ ALL_INITS = ["2020-02-27T00:00", "2020-02-27T12:00", "2020-02-28T00:00", "2020-0
 def test_init_times_with_utc_offsets_are_converted_to_utc(case, tmp_path, start, flags,
                                                           expected):
     evaluation = {} if start is None else {"init_times": {"start": start}}
-    cfg = write(tmp_path / "cfg.yaml", config(case, **evaluation))
-    out = tmp_path / "out"
-    res = score(cfg, out, *flags)
-    assert res.code == 0, res.stderr
+    out = _score_ok(case, tmp_path, evaluation, flags)
     assert scored_inits(out) == expected
 
 

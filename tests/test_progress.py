@@ -13,16 +13,14 @@ import io
 import os
 import re
 import select
-import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from builders import make_case, write_all
+from builders import FAST_GCS_RETRY, closed_port, make_case, write_all
 
 from wxeval import progress
 
@@ -143,28 +141,6 @@ def test_check_and_scorecard_on_a_terminal(small, tmp_path):
 
 # -- retries of an unreachable store, as they happen ------------------------------------------
 
-# gcsfs retries a refused connection 6 times with back-off 1, 2, 4, 8, 16 s; this launcher
-# removes only the sleeps, then runs the real CLI.
-_FAST_GCS_RETRY = textwrap.dedent(
-    """
-    import asyncio, sys, types
-    import gcsfs.retry
-    _sleep = asyncio.sleep
-    async def _no_backoff(delay, *args, **kwargs):
-        await _sleep(0)
-    gcsfs.retry.asyncio = types.SimpleNamespace(sleep=_no_backoff)
-    from wxeval.cli import app
-    sys.argv[0] = "wxeval"
-    sys.exit(app())
-    """
-)
-
-
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_unreachable_bucket_shows_each_retry(small, tmp_path):
     pytest.importorskip("gcsfs")
@@ -175,8 +151,8 @@ def test_unreachable_bucket_shows_each_retry(small, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     launcher = tmp_path / "launch.py"
-    launcher.write_text(_FAST_GCS_RETRY)
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_closed_port()}",
+    launcher.write_text(FAST_GCS_RETRY)
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{closed_port()}",
                GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
     args = [sys.executable, str(launcher), "score", "-c", str(path), "-o", str(tmp_path / "o"),
             "-m", "model"]
@@ -259,7 +235,7 @@ def test_request_urls_become_store_names_without_queries():
 def test_opening_line_shows_no_credentials(tmp_path):
     from wxeval.loaders import LoadError, open_raw
 
-    url = f"http://user:pa55w0rd-secret@127.0.0.1:{_closed_port()}/x.zarr"
+    url = f"http://user:pa55w0rd-secret@127.0.0.1:{closed_port()}/x.zarr"
     err = io.StringIO()
     with contextlib.redirect_stderr(err), forced(True), pytest.raises(LoadError):
         open_raw(url, name=f"truth ({url})")

@@ -245,19 +245,27 @@ def test_levels_in_pa_without_units_are_refused_with_the_hint(stores, tmp_path):
                        "level(s) 50000, 85000 cannot be hPa", "in Pa?", "units attribute")
 
 
+def levels_in_pa(s: Stores, tmp_path: Path, store: str, name: str, levels: list,
+                 units: str) -> tuple[str, Path]:
+    """Copy ``store`` to ``name`` with its levels relabelled ``levels`` (Pa) and the level
+    ``units`` attribute set; assert the check is clean. Returns the store's path and config."""
+
+    def to_pa(ds):
+        ds = ds.assign_coords(level=levels)
+        ds["level"].attrs["units"] = units
+        return ds
+
+    path = rewrite(s.case.paths[store], tmp_path / name, to_pa)
+    cfg = config(s, tmp_path, path) if store == "forecast" else config(s, tmp_path, truth=path)
+    assert_check_clean(cfg)
+    return path, cfg
+
+
 def test_levels_in_pa_with_units_are_converted(stores, tmp_path, caplog):
     """Declared Pa (``units: Pa``) is divided by 100, logged, scored as NumPy at 500/850 hPa;
     the plan records the stored level each scored level was matched to."""
     s = stores
-
-    def to_pa(ds):
-        ds = ds.assign_coords(level=[50000, 85000])
-        ds["level"].attrs["units"] = "Pa"
-        return ds
-
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "pa_units.zarr", to_pa)
-    cfg = config(s, tmp_path, fc)
-    assert_check_clean(cfg)
+    fc, cfg = levels_in_pa(s, tmp_path, "forecast", "pa_units.zarr", [50000, 85000], "Pa")
     clear_cache()  # opened (and logged) by the check: open it afresh
     with caplog.at_level(logging.INFO, logger="wxeval"):
         table = score(cfg, ["model"]).tables["model"]
@@ -284,15 +292,7 @@ def test_levels_in_pa_with_units_are_converted(stores, tmp_path, caplog):
 def test_truth_levels_in_pa_with_units_are_converted(stores, tmp_path):
     """Variant: the truth is the store in Pa (declared): the same numbers."""
     s = stores
-
-    def to_pa(ds):
-        ds = ds.assign_coords(level=[50000.0, 85000.0])
-        ds["level"].attrs["units"] = "pascal"
-        return ds
-
-    truth = rewrite(s.case.paths["truth"], tmp_path / "tpa.zarr", to_pa)
-    cfg = config(s, tmp_path, truth=truth)
-    assert_check_clean(cfg)
+    _, cfg = levels_in_pa(s, tmp_path, "truth", "tpa.zarr", [50000.0, 85000.0], "pascal")
     table = score(cfg, ["model"]).tables["model"]
     assert_rmse_matches_numpy(s.case, table, "temperature", 1, level=850)
 
@@ -352,61 +352,59 @@ def test_duplicated_climatology_labels_are_refused(stores, tmp_path):
 # -- 5. NaT on a time axis -------------------------------------------------------------------
 
 
-def test_nat_in_the_init_axis_names_store_and_position(stores, tmp_path):
+@pytest.mark.parametrize(
+    ("store", "axis", "position", "name", "fragments"),
+    [
+        ("forecast", "time", 2, "nat.zarr",
+         ("init time axis holds NaT", "position(s) 2 (0-based")),
+        ("truth", "time", -1, "tnat.zarr",
+         ("time axis holds NaT", "position(s) {last} (0-based, as stored) of {n}")),
+        ("forecast", "prediction_timedelta", 1, "leadnat.zarr",
+         ("lead time axis holds NaT", "position(s) 1")),
+    ],
+    ids=["init", "truth-time", "lead"],
+)
+def test_nat_on_a_time_axis_names_store_and_position(stores, tmp_path, store, axis, position,
+                                                      name, fragments):
+    """A NaT on the forecast's init or lead axis or the truth's time axis is refused; ``{n}``
+    and ``{last}`` in a fragment are the truth's time count and its last position."""
     s = stores
 
     def nat(ds):
-        t = ds.time.values.copy()
-        t[2] = np.datetime64("NaT")
-        return ds.assign_coords(time=t)
+        t = ds[axis].values.copy()
+        t[position] = np.datetime64("NaT") if axis == "time" else np.timedelta64("NaT")
+        return ds.assign_coords({axis: t})
 
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "nat.zarr", nat)
-    assert_both_refuse(config(s, tmp_path, fc), tmp_path / "out", "nat.zarr",
-                       "init time axis holds NaT", "position(s) 2 (0-based")
-
-
-def test_nat_in_the_truth_time_axis_is_refused(stores, tmp_path):
-    s = stores
-
-    def nat(ds):
-        t = ds.time.values.copy()
-        t[-1] = np.datetime64("NaT")
-        return ds.assign_coords(time=t)
-
-    truth = rewrite(s.case.paths["truth"], tmp_path / "tnat.zarr", nat)
+    path = rewrite(s.case.paths[store], tmp_path / name, nat)
+    cfg = config(s, tmp_path, path) if store == "forecast" else config(s, tmp_path, truth=path)
     n = len(s.case.truth_times)
-    assert_both_refuse(config(s, tmp_path, truth=truth), tmp_path / "out", "tnat.zarr",
-                       "time axis holds NaT", f"position(s) {n - 1} (0-based, as stored) of {n}")
-
-
-def test_nat_in_the_lead_axis_is_refused(stores, tmp_path):
-    s = stores
-
-    def nat(ds):
-        lead = ds.prediction_timedelta.values.copy()
-        lead[1] = np.timedelta64("NaT")
-        return ds.assign_coords(prediction_timedelta=lead)
-
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "leadnat.zarr", nat)
-    assert_both_refuse(config(s, tmp_path, fc), tmp_path / "out", "leadnat.zarr",
-                       "lead time axis holds NaT", "position(s) 1")
+    assert_both_refuse(cfg, tmp_path / "out", name,
+                       *(f.format(n=n, last=n - 1) for f in fragments))
 
 
 # -- 6. extra dimensions: check says what score does -----------------------------------------
 
 
-def test_extra_forecast_dimension_check_says_what_score_does(stores, tmp_path):
-    """A dimension neither scored nor ensemble members (``number`` is: an ensemble store)."""
-    s = stores
+def refuse_extra_dimension(s: Stores, tmp_path: Path, store: str, var: str, dim: str,
+                           name: str, values: tuple[int, ...] = (0, 1)) -> tuple[Path, str]:
+    """Copy ``store`` to ``name`` with ``var`` given an extra dimension ``dim`` (``values``);
+    assert check and score both refuse it naming the store, variable and dimension. Returns the
+    config and the rewritten store's path."""
 
-    def ens(ds):
-        ds["2m_temperature"] = ds["2m_temperature"].expand_dims(height=[0, 1]).copy()
+    def extra(ds):
+        ds[var] = ds[var].expand_dims({dim: list(values)}).copy()
         return ds
 
-    fc = rewrite(s.case.paths["forecast"], tmp_path / "ens.zarr", ens)
-    cfg = config(s, tmp_path, fc)
-    assert_both_refuse(cfg, tmp_path / "out", "ens.zarr", "2m_temperature",
-                       "unexpected dimension(s) ['height']")
+    path = rewrite(s.case.paths[store], tmp_path / name, extra)
+    cfg = config(s, tmp_path, path) if store == "forecast" else config(s, tmp_path, truth=path)
+    assert_both_refuse(cfg, tmp_path / "out", name, var, f"unexpected dimension(s) ['{dim}']")
+    return cfg, path
+
+
+def test_extra_forecast_dimension_check_says_what_score_does(stores, tmp_path):
+    """A dimension neither scored nor ensemble members (``number`` is: an ensemble store)."""
+    cfg, _ = refuse_extra_dimension(stores, tmp_path, "forecast", "2m_temperature", "height",
+                                    "ens.zarr")
     # One shared validation: the check's error line is score's message word for word.
     chk, res = check_and_score(cfg, tmp_path / "out2")
     msg = res.stderr.strip().removeprefix("wxeval: error:").strip()
@@ -415,16 +413,8 @@ def test_extra_forecast_dimension_check_says_what_score_does(stores, tmp_path):
 
 def test_extra_dimension_in_the_truth_is_refused(stores, tmp_path):
     """Variant: ERA5's ``expver`` dimension left on the truth's temperature."""
-    s = stores
-
-    def expver(ds):
-        ds["temperature"] = ds["temperature"].expand_dims(expver=[1, 5]).copy()
-        return ds
-
-    truth = rewrite(s.case.paths["truth"], tmp_path / "texp.zarr", expver)
-    cfg = config(s, tmp_path, truth=truth)
-    assert_both_refuse(cfg, tmp_path / "out", "texp.zarr", "temperature",
-                       "unexpected dimension(s) ['expver']")
+    cfg, truth = refuse_extra_dimension(stores, tmp_path, "truth", "temperature", "expver",
+                                        "texp.zarr", values=(1, 5))
     found = [f for f in run_checks(load_config(cfg), ["model"]).findings if f.code == "schema"]
     assert [f.store for f in found] == [f"truth ({truth})"]  # the store concerned, not the model
 

@@ -223,27 +223,26 @@ def _rank_outside(s: Stats) -> np.ndarray:
 _ENS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var", "sum_ens_mean_se",
         "ensemble_size")
 
+
+def _ens_mean_metric(name: str, label: str, term: str, stat: str, compare: str | None,
+                     units: str, formula: str) -> Metric:
+    """An ensemble metric whose value is the time mean of one term ``Σ stat / Σ W``."""
+    return Metric(name, label, _ENS, {term: _ens(stat)}, _same(term), "lower", compare, units,
+                  formula, default=False)
+
 ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
     Metric(
         "crps", "CRPS", _ENS, {"crps": _crps}, _same("crps"), "lower", "error", "same",
         "crps = mean_t <(1/M) sum_i |x_i - o| - (1/(2M(M-1))) sum_ij |x_i - x_j|> (fair CRPS, "
         "WB2; = mae for a deterministic forecast)", default=False,
     ),
-    Metric(
-        "crps_skill", "CRPS skill term", _ENS, {"crps_skill": _ens("sum_crps_skill")},
-        _same("crps_skill"), "lower", "error", "same",
-        "crps_skill = mean_t <(1/M) sum_i |x_i - o|>", default=False,
-    ),
-    Metric(
-        "crps_spread", "CRPS spread term", _ENS, {"crps_spread": _ens("sum_crps_spread")},
-        _same("crps_spread"), "lower", None, "same",
-        "crps_spread = mean_t <sum_ij |x_i - x_j| / (M(M-1))> (0 when M = 1)", default=False,
-    ),
-    Metric(
-        "ensemble_mean_mse", "Ens. mean MSE", _ENS, {"ens_mse": _ens("sum_ens_mean_se")},
-        _same("ens_mse"), "lower", "error", "squared",
-        "ensemble_mean_mse = mean_t <(mean_i x_i - o)^2>", default=False,
-    ),
+    _ens_mean_metric("crps_skill", "CRPS skill term", "crps_skill", "sum_crps_skill", "error",
+                     "same", "crps_skill = mean_t <(1/M) sum_i |x_i - o|>"),
+    _ens_mean_metric("crps_spread", "CRPS spread term", "crps_spread", "sum_crps_spread", None,
+                     "same",
+                     "crps_spread = mean_t <sum_ij |x_i - x_j| / (M(M-1))> (0 when M = 1)"),
+    _ens_mean_metric("ensemble_mean_mse", "Ens. mean MSE", "ens_mse", "sum_ens_mean_se",
+                     "error", "squared", "ensemble_mean_mse = mean_t <(mean_i x_i - o)^2>"),
     Metric(
         "ensemble_mean_rmse", "Ens. mean RMSE", _ENS, {"ens_mse": _ens("sum_ens_mean_se")},
         lambda m: np.sqrt(m["ens_mse"]), "lower", "error", "same",

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from wxeval.schema import LEAD_TIME, LEVEL
+from wxeval.scorecard.presets import first_rows
 
 #: Rows drawn (variable, level), the first present; others fill up to MAX_ROWS.
 HEADLINE = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None),
@@ -33,13 +34,7 @@ def _rows(variables: dict[str, xr.DataArray]) -> list[tuple[str, int | None]]:
     for var, da in variables.items():
         levels = [int(x) for x in da[LEVEL].values] if LEVEL in da.dims else [None]
         have += [(var, lev) for lev in levels]
-    rows = [r for r in HEADLINE if r in have]
-    for r in have:
-        if len(rows) >= MAX_ROWS:
-            break
-        if r not in rows:
-            rows.append(r)
-    return rows[:MAX_ROWS]
+    return first_rows(HEADLINE, have, MAX_ROWS)
 
 
 def _label(var: str, lev) -> str:

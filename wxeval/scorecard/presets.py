@@ -10,10 +10,15 @@ precipitation. See configs/wb2-headline.yaml.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import numpy as np
 import xarray as xr
 
 from wxeval.metric_defs import BY_NAME
+
+T = TypeVar("T")
 
 #: (variable, level or None, metric)
 HEADLINE: tuple[tuple[str, int | None, str], ...] = (
@@ -84,3 +89,15 @@ def to_display_units(ds: xr.Dataset, fields) -> xr.Dataset:
 def display_units(variable: str, units: str) -> str:
     """The units the report shows for ``variable`` (its SI ``units`` unless converted)."""
     return DISPLAY_UNITS.get(variable, (units, 1.0))[0]
+
+
+def first_rows(preferred: Sequence[T], present: Sequence[T], most: int) -> list[T]:
+    """The rows to draw: those of ``preferred`` in ``present`` (in preferred order), then the
+    other ``present`` rows in their order, at most ``most`` in all."""
+    rows = [r for r in preferred if r in present]
+    for r in present:
+        if len(rows) >= most:
+            break
+        if r not in rows:
+            rows.append(r)
+    return rows[:most]

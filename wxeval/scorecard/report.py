@@ -56,7 +56,7 @@ from wxeval.scorecard.compare import (
     curves,
     load_inputs,
 )
-from wxeval.scorecard.presets import display_units
+from wxeval.scorecard.presets import display_units, first_rows
 
 __all__ = [
     "BINS",
@@ -602,13 +602,7 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
 
 def _headline(row_names: list[str]) -> list[str]:
     """The rows drawn as line plots: :data:`HEADLINE_ROWS` present, then the first others."""
-    headline = [r for r in HEADLINE_ROWS if r in row_names]
-    for r in row_names:
-        if len(headline) >= MAX_HEADLINE:
-            break
-        if r not in headline:
-            headline.append(r)
-    return headline[:MAX_HEADLINE]
+    return first_rows(HEADLINE_ROWS, row_names, MAX_HEADLINE)
 
 
 def _curves_data(cv: xr.Dataset, labels: dict, row_labels: list[str]) -> dict:
