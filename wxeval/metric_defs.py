@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wxeval.statistics import RANK_STATISTICS
+
 Stats = Mapping[str, np.ndarray]
 Means = Mapping[str, np.ndarray]
 
@@ -55,6 +57,10 @@ class Metric:
     default: bool = True
     #: Position among the scorecard's default cards (None: only when asked for).
     card: int | None = None
+    #: Added to the default metrics when a model of the run is an ensemble.
+    ensemble_default: bool = False
+    #: 0 by WB2's definitions for one member (the spread of one member): said in the log.
+    one_member_zero: bool = False
 
     @property
     def series(self) -> str | None:
@@ -210,7 +216,7 @@ def _var_corrected(s: Stats) -> np.ndarray:
     return s["sum_ens_var"] / s["sum_weight_e"] * (m + 1) / m
 
 
-_RANKS = tuple(f"rank_{k:02d}" for k in range(51))  # statistics.RANK_STATISTICS
+_RANKS = RANK_STATISTICS
 
 
 def _rank_outside(s: Stats) -> np.ndarray:
@@ -225,29 +231,30 @@ _ENS = ("sum_weight_e", "sum_crps_skill", "sum_crps_spread", "sum_ens_var", "sum
 
 
 def _ens_mean_metric(name: str, label: str, term: str, stat: str, compare: str | None,
-                     units: str, formula: str) -> Metric:
+                     units: str, formula: str, **kw) -> Metric:
     """An ensemble metric whose value is the time mean of one term ``Σ stat / Σ W``."""
     return Metric(name, label, _ENS, {term: _ens(stat)}, _same(term), "lower", compare, units,
-                  formula, default=False)
+                  formula, default=False, **kw)
 
 ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
     Metric(
         "crps", "CRPS", _ENS, {"crps": _crps}, _same("crps"), "lower", "error", "same",
         "crps = mean_t <(1/M) sum_i |x_i - o| - (1/(2M(M-1))) sum_ij |x_i - x_j|> (fair CRPS, "
-        "WB2; = mae for a deterministic forecast)", default=False,
+        "WB2; = mae for a deterministic forecast)", default=False, ensemble_default=True,
     ),
     _ens_mean_metric("crps_skill", "CRPS skill term", "crps_skill", "sum_crps_skill", "error",
                      "same", "crps_skill = mean_t <(1/M) sum_i |x_i - o|>"),
     _ens_mean_metric("crps_spread", "CRPS spread term", "crps_spread", "sum_crps_spread", None,
                      "same",
-                     "crps_spread = mean_t <sum_ij |x_i - x_j| / (M(M-1))> (0 when M = 1)"),
+                     "crps_spread = mean_t <sum_ij |x_i - x_j| / (M(M-1))> (0 when M = 1)",
+                     one_member_zero=True),
     _ens_mean_metric("ensemble_mean_mse", "Ens. mean MSE", "ens_mse", "sum_ens_mean_se",
                      "error", "squared", "ensemble_mean_mse = mean_t <(mean_i x_i - o)^2>"),
     Metric(
         "ensemble_mean_rmse", "Ens. mean RMSE", _ENS, {"ens_mse": _ens("sum_ens_mean_se")},
         lambda m: np.sqrt(m["ens_mse"]), "lower", "error", "same",
         "ensemble_mean_rmse = sqrt(mean_t ensemble_mean_mse_t) (root after the time mean)",
-        default=False,
+        default=False, ensemble_default=True,
     ),
     Metric(
         "ensemble_mean_rmse_sqrt_before_time_avg", "Ens. mean RMSE (root per init)", _ENS,
@@ -266,12 +273,13 @@ ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
         "ensemble_variance", "Ens. variance", _ENS, {"ens_var": _ens("sum_ens_var")},
         _same("ens_var"), "lower", None, "squared",
         "ensemble_variance = mean_t <s^2>, s^2 = sum_i (x_i - mean x)^2/(M-1) (0 when M = 1)",
-        default=False,
+        default=False, ensemble_default=True, one_member_zero=True,
     ),
     Metric(
         "ensemble_stddev_sqrt_before_time_avg", "Ens. spread (root per init)", _ENS,
         {"ens_sd": lambda s: np.sqrt(_ens("sum_ens_var")(s))}, _same("ens_sd"), "lower", None,
         "same", "ensemble_stddev_sqrt_before_time_avg = mean_t sqrt(<s^2>)", default=False,
+        one_member_zero=True,
     ),
     Metric(
         "spread_skill_ratio", "Spread/skill", _ENS,
@@ -279,13 +287,15 @@ ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
         lambda m: np.sqrt(m["ens_var"]) / np.sqrt(m["ens_mse"]), "one", None, "none",
         "spread_skill_ratio = sqrt(mean_t ensemble_variance_t) / sqrt(mean_t "
         "ensemble_mean_mse_t) (ideal 1; 0 when M = 1)", default=False,
+        ensemble_default=True, one_member_zero=True,
     ),
     Metric(
         "spread_skill_ratio_corrected", "Spread/skill (corrected)", _ENS,
         {"ens_var_corrected": _var_corrected, "ens_mse": _ens("sum_ens_mean_se")},
         lambda m: np.sqrt(m["ens_var_corrected"]) / np.sqrt(m["ens_mse"]), "one", None, "none",
         "spread_skill_ratio_corrected = spread_skill_ratio * sqrt((M+1)/M) (Fortin et al. "
-        "2014; ideal 1 for a reliable ensemble)", default=False,
+        "2014; ideal 1 for a reliable ensemble)", default=False, ensemble_default=True,
+        one_member_zero=True,
     ),
     Metric(
         "rank_histogram", "Rank histogram (outside fraction)",
@@ -294,12 +304,11 @@ ENSEMBLE_REGISTRY: tuple[Metric, ...] = (
         "rank_histogram: area-weighted counts of the truth's rank among the M members (M + 1 "
         "bins per region and lead, in the statistics and the report; ties share equally); "
         "its table value is the fraction of the truth outside the members (rank 0 or M; "
-        "2/(M+1) for a reliable ensemble)", default=False,
+        "2/(M+1) for a reliable ensemble)", default=False, ensemble_default=True,
     ),
 )
 #: Added to the default metrics when a model of the run is an ensemble (a member dimension).
-ENSEMBLE_DEFAULTS = ("crps", "ensemble_mean_rmse", "ensemble_variance", "spread_skill_ratio",
-                     "spread_skill_ratio_corrected", "rank_histogram")
+ENSEMBLE_DEFAULTS = tuple(m.name for m in ENSEMBLE_REGISTRY if m.ensemble_default)
 REGISTRY = REGISTRY + ENSEMBLE_REGISTRY
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in REGISTRY}

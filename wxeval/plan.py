@@ -24,7 +24,7 @@ from wxeval.config import Config, ConfigError, ModelConfig, StoreConfig
 from wxeval.derived import DERIVABLE, with_stand_ins
 from wxeval.levels import LevelMatch, LevelMatchError, level_pairs, match_levels
 from wxeval.loaders import OpenedStores, StoreSpec
-from wxeval.metric_defs import ENSEMBLE_DEFAULTS
+from wxeval.metric_defs import BY_NAME, ENSEMBLE_DEFAULTS
 from wxeval.metrics import METRICS, needs
 from wxeval.regions import Region, custom_region, resolve_regions
 from wxeval.schema import (
@@ -389,16 +389,11 @@ def check_seeps_fields(clim, store: str, variables) -> None:
         )
 
 
-#: Metrics of the members' spread: 0 for one member (WB2's definitions), said in the log.
-SPREAD_METRICS = ("crps_spread", "ensemble_variance", "ensemble_stddev_sqrt_before_time_avg",
-                  "spread_skill_ratio", "spread_skill_ratio_corrected")
-
-
 def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
     """One member (or a deterministic forecast) asked for a spread metric: WB2 defines the
     spread of one member as 0 (crps = mae, ratio 0, the corrected ratio 0); scored so, and
     said (once for all deterministic models, once per one-member ensemble)."""
-    asked = [m for m in metrics if m in SPREAD_METRICS]
+    asked = [m for m in metrics if m in BY_NAME and BY_NAME[m].one_member_zero]
     if not asked:
         return
     zero = f"{', '.join(asked)} are 0 by definition (the spread of one member; WB2)"
