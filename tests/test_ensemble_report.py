@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import xarray as xr
 from builders import make_case, write_all
 from test_ensemble_score import _config, _members, _ref, write_ensemble
 from test_report_browser import Visit, browser  # noqa: F401 - the fixture
@@ -70,3 +71,33 @@ def test_report_in_chromium(results, browser, tmp_path):  # noqa: F811
     (tmp_path / "ensemble.png").write_bytes(section)
     print(f"\nscreenshots: {tmp_path / 'report.png'} {tmp_path / 'ensemble.png'}")
     assert json.loads(v.page.locator("#wx-data").text_content())["ensemble"]["series"]
+
+
+def test_series_keep_their_positions_when_a_model_lacks_a_level(monkeypatch):
+    """Model b has no 500 hPa: its place in that row's curves is empty (None), so model c's
+    curves are not drawn under b's name."""
+    from wxeval import store
+    from wxeval.scorecard.ensemble import ensemble_data
+    from wxeval.statistics import ENSEMBLE_STATISTICS
+
+    leads = np.array([0, 24], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    inits = np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]")
+
+    def stats(levels, var_value):
+        shape = (len(ENSEMBLE_STATISTICS), 2, 2, 1, len(levels))
+        x = np.ones(shape)
+        x[ENSEMBLE_STATISTICS.index("ensemble_size")] = 3.0
+        x[ENSEMBLE_STATISTICS.index("sum_ens_var")] = var_value
+        da = xr.DataArray(x, dims=("statistic", "init_time", "lead_time", "region", "level"),
+                          coords={"statistic": list(ENSEMBLE_STATISTICS), "init_time": inits,
+                                  "lead_time": leads, "region": ["global"], "level": levels})
+        return xr.Dataset({"temperature": da})
+
+    fake = {"a": stats([500, 850], 4.0), "b": stats([850], 9.0), "c": stats([500, 850], 16.0)}
+    monkeypatch.setattr(store, "load_statistics", lambda _dir, name: fake[name])
+    data = ensemble_data("unused", ["a", "b", "c"], {}, ["global"])
+    rows = {e["row"]: e for e in data["plots"]["global"]}
+    row500 = next(e for r, e in rows.items() if "500" in r)
+    assert [s[0] for s in row500["spread"]] == [2.0, None, 4.0]  # √4, b missing, √16
+    row850 = next(e for r, e in rows.items() if "850" in r)
+    assert [s[0] for s in row850["spread"]] == [2.0, 3.0, 4.0]

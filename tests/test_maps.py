@@ -106,6 +106,13 @@ def test_kernel_equals_numpy_reference():
     for skipna in (False, True):
         np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
                                    reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)
+        # and both against sums written here: count, Σd, Σd², Σ|d| over the init axis
+        d = f.astype(np.float64) - o.astype(np.float64)
+        ok = ~np.isnan(d) if skipna else np.ones(d.shape, bool)
+        dz = np.where(ok, d, 0.0) if skipna else d
+        want = np.stack([ok.sum(0), dz.sum(0), (dz**2).sum(0), np.abs(dz).sum(0)])
+        np.testing.assert_allclose(accumulate(f, o, skipna=skipna), want, rtol=1e-12,
+                                   equal_nan=True)
 
 
 def test_maps_add_across_tasks(mapped, tmp_path):

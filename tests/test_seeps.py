@@ -102,6 +102,10 @@ def test_seeps_group_equals_hand_written(seed, lon_first):
             np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
         else:  # float32 values move across thresholds only where a value was set exactly
             assert got.shape == expected.shape and np.isfinite(got).all()
+            exp32 = _hand_group(_flat(f.astype(np.float32).astype(np.float64)),
+                                _flat(o.astype(np.float32).astype(np.float64)), _flat(wet),
+                                p1.ravel(), w)
+            np.testing.assert_allclose(got, exp32, rtol=1e-6, atol=1e-12)
     # the mask dropped points, the scores are not all zero, NaN never reached a sum
     assert (expected[..., 0] < w.sum(axis=1)).all()
     assert (expected[..., 1] > 0).all()

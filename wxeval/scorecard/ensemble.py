@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from wxeval.schema import LEAD_TIME, LEVEL
+from wxeval.statistics import RANK_BINS, RANK_STATISTICS
 from wxeval.scorecard.presets import first_rows
 
 #: Rows drawn (variable, level), the first present; others fill up to MAX_ROWS.
@@ -92,7 +93,9 @@ def ensemble_data(results_dir: str | Path, series: Sequence[str], labels: dict,
                     continue
                 da = da.sel(region=region)
                 if lev is not None and LEVEL in da.dims:
-                    if lev not in da[LEVEL].values:
+                    if lev not in da[LEVEL].values:  # keep the series positions: empty lists
+                        for k in ("ratio", "ratio_c", "spread", "rmse"):
+                            entry[k].append([None] * len(leads))
                         continue
                     da = da.sel({LEVEL: lev})
                 da = da.reindex({LEAD_TIME: leads})
@@ -101,16 +104,17 @@ def ensemble_data(results_dir: str | Path, series: Sequence[str], labels: dict,
                 with np.errstate(invalid="ignore", divide="ignore"):
                     var_t = da.sel(statistic="sum_ens_var") / w
                     mse_t = da.sel(statistic="sum_ens_mean_se") / w
-                    spread = np.sqrt(var_t.mean("init_time"))
-                    spread_c = np.sqrt((var_t * (m + 1) / m).mean("init_time"))
-                    rmse = np.sqrt(mse_t.mean("init_time"))
+                    # skipna=False: a NaN init makes the value NaN, as in the table
+                    spread = np.sqrt(var_t.mean("init_time", skipna=False))
+                    spread_c = np.sqrt((var_t * (m + 1) / m).mean("init_time", skipna=False))
+                    rmse = np.sqrt(mse_t.mean("init_time", skipna=False))
                 entry["ratio"].append([_num(x) for x in (spread / rmse).values])
                 entry["ratio_c"].append([_num(x) for x in (spread_c / rmse).values])
                 entry["spread"].append([_num(x) for x in spread.values])
                 entry["rmse"].append([_num(x) for x in rmse.values])
                 nb = members[name] + 1
-                if nb <= 51 and "rank_00" in da["statistic"].values:
-                    bins = da.sel(statistic=[f"rank_{k:02d}" for k in range(nb)])
+                if nb <= RANK_BINS and RANK_STATISTICS[0] in da["statistic"].values:
+                    bins = da.sel(statistic=list(RANK_STATISTICS[:nb]))
                     for li in picks:
                         b = bins.isel({LEAD_TIME: li}).sum("init_time").values
                         total = float(w.isel({LEAD_TIME: li}).sum("init_time"))
