@@ -19,8 +19,8 @@ import numpy as np
 import xarray as xr
 
 from wxeval.schema import LEAD_TIME, LEVEL
-from wxeval.statistics import RANK_BINS, RANK_STATISTICS
 from wxeval.scorecard.presets import first_rows
+from wxeval.statistics import RANK_BINS, RANK_STATISTICS
 
 #: Rows drawn (variable, level), the first present; others fill up to MAX_ROWS.
 HEADLINE = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None),
