@@ -370,7 +370,7 @@ def compute_task(
                 members=members,
             )
             if members is not None:
-                _warn_nan_members(members, part, task.variable, lead, f.shape[:2])
+                _warn_nan_members(members, part, task.variable, lead, f.shape[:2], stores)
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         getattr(read_lead, "close", lambda: None)()
@@ -394,7 +394,8 @@ def compute_task(
     )
 
 
-def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape) -> None:
+def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape,
+                      stores=open_store) -> None:
     """Name (in the log) each ensemble member whose whole field is NaN: its store, variable,
     member label, init and lead. Only fields whose mean holds a NaN are looked at."""
     n, m = members.shape[:2]
@@ -404,8 +405,8 @@ def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape
         return
     import logging
 
-    labels = open_store(part.source.store)[var]
-    labels = labels[MEMBER].values if MEMBER in labels.coords else np.arange(m)
+    fc = stores(part.source.store)  # the member labels (var may be derived: not stored)
+    labels = fc[MEMBER].values if MEMBER in fc.coords else np.arange(m)
     for k in suspect:
         dead = np.flatnonzero(np.isnan(flat[k]).all(axis=1))
         init = part.init_times[k // shape[1]]
@@ -555,7 +556,9 @@ def _derived_forecast_reader(
     need = need[np.isin(need, stored)]
     lpos = _positions(stored, need, name, "lead_time")
     nlev = 1 if part.levels is None else len(part.levels)
-    shape = (len(ipos), nlev, *(fc.sizes[d] for d in spatial))
+    # An ensemble's inputs carry the member axis after the level (as the reader returns it).
+    nmem = fc.sizes[MEMBER] if any(MEMBER in fc[v].dims for v in recipe.inputs) else 0
+    shape = (len(ipos), nlev, *((nmem,) if nmem else ()), *(fc.sizes[d] for d in spatial))
     span = max(recipe.offsets)
     inputs = {}
     for v in recipe.inputs:

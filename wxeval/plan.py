@@ -349,7 +349,7 @@ def _model_plan(
         level_matches=fields.level_matches,
         level_pairs=fields.level_pairs,
         selected_init_times=selected,
-        members=_members(fields_from, fields.variables) if source.reads_store else 0,
+        members=_members(fields_from) if source.reads_store else 0,
     )
     return plan, pending, skipped
 
@@ -406,11 +406,9 @@ def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
                     ", ".join(deterministic), "s" if len(deterministic) > 1 else "", zero)
 
 
-def _members(fc, variables) -> int:
+def _members(fc) -> int:
     """M of an ensemble store (its member dimension), 0 for a deterministic one."""
-    sizes = {int(fc[v].sizes[schema.MEMBER]) for v in variables
-             if v in fc.data_vars and schema.MEMBER in fc[v].dims}  # derived: not stored
-    return max(sizes) if sizes else 0
+    return int(fc.sizes.get(schema.MEMBER, 0))  # derived variables: their inputs' members
 
 
 def gridded_variables(ds) -> set[str]:
