@@ -103,3 +103,18 @@ def test_all_nan_member_of_a_derived_variable_is_named(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="wxeval"):
         score(cfg, ["ens"], tmp_path / "out")
     assert any("member 1 is all NaN" in r.getMessage() for r in caplog.records)
+
+
+def test_ensemble_dim_not_in_the_store_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from wxeval.cli import app
+
+    truth, ens = _archive(tmp_path)
+    cfg = yaml.safe_load(_config(tmp_path, truth, ens, ["10m_wind_speed"], ["rmse"]).read_text())
+    cfg["models"]["ens"]["ensemble_dim"] = "nosuch"
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["score", "-c", str(tmp_path / "cfg.yaml"), "-m", "ens",
+                                   "-o", str(tmp_path / "out")])
+    assert res.exit_code == 3
+    assert "ensemble_dim 'nosuch'" in res.output and "not a dimension" in res.output

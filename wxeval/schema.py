@@ -120,7 +120,11 @@ def normalize(
     if rename:
         missing = [k for k in rename if k not in ds.variables and k not in ds.dims]
         if missing:
-            raise SchemaError(f"{name}: cannot rename {missing}: not in the store")
+            member = [k for k in missing if rename[k] == MEMBER]
+            what = (f"ensemble_dim {member[0]!r} (the member dimension) is not a dimension of "
+                    f"the store (dims: {', '.join(map(str, ds.dims))})" if member else
+                    f"cannot rename {missing}: not in the store")
+            raise SchemaError(f"{name}: {what}")
         ds = ds.rename(dict(rename))
     renames = {k: v for k, v in COMMON_RENAMES.items() if k in ds.variables or k in ds.dims}
     renames = {k: v for k, v in renames.items() if v not in ds.variables}
