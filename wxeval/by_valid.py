@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from wxeval.schema import INIT_TIME, LEAD_TIME
@@ -27,18 +26,13 @@ from wxeval.schema import INIT_TIME, LEAD_TIME
 def in_window(valid: np.ndarray, start: str | None, stop: str | None,
               hours: Sequence[int] | None) -> np.ndarray:
     """Which valid times lie in [start, stop] (inclusive; a date-only ``stop`` includes the
-    whole day, as for init times) at the given UTC ``hours``."""
-    idx = pd.DatetimeIndex(np.asarray(valid, "datetime64[ns]").ravel())
-    keep = np.ones(idx.size, bool)
-    if start or stop:
-        order = np.argsort(idx.values, kind="stable")
-        s = pd.DatetimeIndex(idx.values[order])
-        inside = np.zeros(idx.size, bool)
-        inside[s.slice_indexer(start, stop)] = True
-        keep[order] &= inside
-    if hours is not None:
-        keep &= np.isin(idx.hour, list(hours))
-    return keep.reshape(np.shape(valid))
+    whole day, as for init times) at the given UTC ``hours``: the rule of
+    :func:`wxeval.align.select_init_times`, applied to valid times."""
+    from wxeval.align import select_init_times
+
+    valid = np.asarray(valid, "datetime64[ns]")
+    chosen = select_init_times(np.unique(valid), start, stop, hours)
+    return np.isin(valid, chosen)
 
 
 def inits_verifying(available: np.ndarray, leads: np.ndarray, start: str | None,
