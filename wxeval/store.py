@@ -100,20 +100,15 @@ def land_sea_mask_fingerprint(
     the config, else the truth's own ``land_sea_mask``): the source's path and renames, and a
     hash of the values (one 2-D field, cheap: a mask rewritten in place under the same path
     changes it too). ``"none"`` when there is no mask."""
+    from wxeval.evaluate import land_sea_mask_array
     from wxeval.schema import LAND_SEA_MASK
 
     source = land_sea_mask or truth
-    ds = stores(source)
-    if LAND_SEA_MASK not in ds.variables:
+    if LAND_SEA_MASK not in stores(source).variables:
         return "none"
-    da = ds[LAND_SEA_MASK]
-    drop = [d for d in da.dims if d not in (LATITUDE, LONGITUDE)]
-    if drop:  # as wxeval.evaluate.land_sea_mask_array reads it
-        da = da.isel({d: 0 for d in drop})
-    values = np.ascontiguousarray(np.asarray(da.values, dtype=np.float64))
+    values = np.ascontiguousarray(land_sea_mask_array(truth, land_sea_mask, stores))
     digest = hashlib.sha256(
-        json.dumps([source.path, sorted(source.rename), list(da.dims), list(values.shape)])
-        .encode()
+        json.dumps([source.path, sorted(source.rename), list(values.shape)]).encode()
     )
     digest.update(values.tobytes())
     return digest.hexdigest()[:20]
