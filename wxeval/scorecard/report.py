@@ -288,7 +288,8 @@ def build_context(
     # The bias cards are coloured by the change of |bias| relative to the baseline's RMSE
     # (see bias_change): compare rmse too when it is not shown. The multiple-testing
     # treatment is per card (model × metric), so an extra metric changes no other card.
-    extra = ["rmse"] if "bias" in shown and "rmse" not in shown else []
+    abs_shown = any(BY_NAME[m].compare == "abs" for m in shown)  # bias-like: |m| vs |b|
+    extra = ["rmse"] if abs_shown and "rmse" not in shown else []
     ds = compare(
         results_dir,
         list(models),
@@ -300,7 +301,7 @@ def build_context(
         inputs=inputs,
     )
     baseline_rmse = (
-        ds["baseline_value"].sel(metric="rmse", drop=True) if "bias" in shown else None
+        ds["baseline_value"].sel(metric="rmse", drop=True) if abs_shown else None
     )
     ds = ds.sel(metric=shown)
     cv = curves(inputs, metrics=list(ds["metric"].values), method=method)
@@ -544,7 +545,7 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
             if keep.size == 0:
                 continue
             sub = sub.isel(row=keep).transpose("region", "row", LEAD_TIME)
-            if str(metric) == "bias" and baseline_rmse is not None:
+            if BY_NAME[str(metric)].compare == "abs" and baseline_rmse is not None:
                 rmse = baseline_rmse.isel(model=mi, row=keep).transpose("region", "row", LEAD_TIME)
                 colour = bias_change(sub["value"].values, sub["baseline_value"].values,
                                      rmse.values)
@@ -584,6 +585,7 @@ def _data(ds: xr.Dataset, cv: xr.Dataset, labels: dict, baseline: str,
             {
                 "name": str(m), "label": METRIC_LABELS.get(str(m), str(m)),
                 "units": BY_NAME[str(m)].units, "better": BY_NAME[str(m)].better,
+                "compare": BY_NAME[str(m)].compare,
             }
             for m in ds["metric"].values
         ],
