@@ -118,3 +118,30 @@ def test_ensemble_dim_not_in_the_store_is_named(tmp_path):
                                    "-o", str(tmp_path / "out")])
     assert res.exit_code == 3
     assert "ensemble_dim 'nosuch'" in res.output and "not a dimension" in res.output
+
+
+def test_more_members_than_rank_slots_is_said(tmp_path, caplog):
+    """M + 1 > RANK_BINS: asking for rank_histogram by name is a clear error; with the ensemble
+    defaults it is left out and said (never a silently NaN histogram)."""
+    import pytest
+
+    from wxeval.config import load_config
+    from wxeval.plan import SelectionError, make_plan
+    from wxeval.statistics import RANK_BINS
+
+    truth = syn.write_truth(tmp_path / "era5.zarr", pd.date_range("2020-01-01", "2020-01-02",
+                                                                  freq="6h"),
+                            variables=["2m_temperature"], grid="64x32", seed=1)
+    ens = syn.write_ensemble_forecast(
+        tmp_path / "big.zarr", INITS[:1], [0, 6], members=RANK_BINS, grid="64x32", seed=1,
+        error=syn.ErrorModel(seed=3), variables=["2m_temperature"])
+    cfg = _config(tmp_path, truth, ens, ["2m_temperature"], ["crps", "rank_histogram"])
+    with pytest.raises(SelectionError, match=f"at most {RANK_BINS - 1} members"):
+        make_plan(load_config(cfg), ["ens"])
+    data = yaml.safe_load(cfg.read_text())
+    del data["evaluation"]["metrics"]
+    cfg.write_text(yaml.safe_dump(data))
+    with caplog.at_level(logging.WARNING, logger="wxeval"):
+        plan = make_plan(load_config(cfg), ["ens"])
+    assert "crps" in plan.metrics and "rank_histogram" not in plan.metrics
+    assert any("rank_histogram keeps at most" in r.getMessage() for r in caplog.records)

@@ -217,6 +217,7 @@ def make_plan(config: Config, model_names: list[str]) -> Plan:
         metrics = (*metrics, *ENSEMBLE_DEFAULTS)
     if ev.metrics:  # asked for by name (the ensemble defaults are not worth a warning)
         _warn_no_spread(models, metrics)
+    metrics = _rank_histogram_fits(models, metrics, asked=bool(ev.metrics))
     wanting = needs(metrics, "climatology")
     if wanting:
         lacking = [m.name for m in models if m.climatology is None]
@@ -404,6 +405,24 @@ def _warn_no_spread(models: list[ModelPlan], metrics: tuple[str, ...]) -> None:
     if deterministic:
         log.warning("%s: deterministic forecast%s (one member): crps is the mae; %s",
                     ", ".join(deterministic), "s" if len(deterministic) > 1 else "", zero)
+
+
+def _rank_histogram_fits(models: list[ModelPlan], metrics: tuple[str, ...], *,
+                         asked: bool) -> tuple[str, ...]:
+    """The rank histogram keeps M + 1 ≤ RANK_BINS slots: an ensemble with more members is an
+    error when the histogram was asked for by name, and drops it (said) when it came with the
+    ensemble defaults — never a silently NaN histogram."""
+    from wxeval.statistics import RANK_BINS
+
+    big = [f"{m.name} (M = {m.members})" for m in models if m.members + 1 > RANK_BINS]
+    if "rank_histogram" not in metrics or not big:
+        return metrics
+    why = (f"rank_histogram keeps at most {RANK_BINS - 1} members; "
+           f"{', '.join(big)} {'has' if len(big) == 1 else 'have'} more")
+    if asked:
+        raise SelectionError(why)
+    log.warning("%s: left out of this run's metrics", why)
+    return tuple(m for m in metrics if m != "rank_histogram")
 
 
 def _members(fc) -> int:
