@@ -41,7 +41,7 @@ from wxeval.schema import (
     MEMBER,
     VALID_TIME,
 )
-from wxeval.statistics import GROUPS, compute, statistic_names
+from wxeval.statistics import GROUPS, compute, field_stack, statistic_names
 
 EPOCH = np.datetime64("1970-01-01T00:00", "ns")
 TRUTH_STEP = np.timedelta64(6, "h")
@@ -336,8 +336,13 @@ def compute_task(
     model_levels = {}
     maps_out: dict = {}
     spectra_out: dict = {}
+    # The truth and climatology windows are read in place by the kernels (field stacks and
+    # per-field positions in them), not gathered into per-lead copies.
+    o_stack = obs.reshape(-1, *obs.shape[2:])
+    c_stack = None if clim_fields is None else clim_fields.reshape(-1, *clim_fields.shape[2:])
     for part in task.parts:
         lev_sel = _subset_positions(task.levels, part.levels)
+        lev_pos = np.arange(obs.shape[1])[lev_sel]
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
@@ -346,28 +351,33 @@ def compute_task(
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
-            o = obs[vslot][:, lev_sel]
-            c = None if clim_fields is None else clim_fields[cslot[vslot]][:, lev_sel]
+            o_at = (vslot[:, None] * obs.shape[1] + lev_pos[None, :]).ravel()
+            c_at = (None if c_stack is None
+                    else (cslot[vslot][:, None] * clim_fields.shape[1] + lev_pos[None, :]).ravel())
             n = f.shape[0] * f.shape[1]
             members = None
             if f.ndim == 5:  # an ensemble: its deterministic scores are the ensemble mean's
                 members = f.reshape(n, *f.shape[2:])
                 f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
             # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
-            if map_sums is not None:
-                _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
-            if spec is not None:
-                spec.add(li, f, o)
+            if map_sums is not None or spec is not None:
+                o = obs[vslot][:, lev_sel]
+                if map_sums is not None:
+                    _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
+                if spec is not None:
+                    spec.add(li, f, o)
             # Every group from the same decoded arrays (one read of each chunk).
+            f_stack, f_at = field_stack(f)
             got = compute(
                 task.groups,
-                f.reshape(n, *f.shape[2:]),
-                o.reshape(n, *o.shape[2:]),
-                None if c is None else c.reshape(n, *c.shape[2:]),
+                f_stack,
+                o_stack,
+                c_stack,
                 weights,
                 skipna=task.skipna,
                 seeps=None if seeps_inputs is None else seeps_inputs(vslot, n),
                 members=members,
+                at=(f_at, o_at, f_at if c_at is None else c_at),
             )
             if members is not None:
                 _warn_nan_members(members, part, task.variable, lead, f.shape[:2], stores)

@@ -18,22 +18,56 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+# The fast paths: one field (A, B) without NaN or ±inf (a NaN shows up in the sums' row totals,
+# and the field is then redone by :func:`_careful`). Each loop reads f, o (and c) once and adds
+# 3 (errors) or 6 (errors and anomalies) products; the land-weighted products are a second loop,
+# as one loop of 12 accumulators does not vectorise (the compiler gives up its overlap checks).
+
 
 @numba.njit(nogil=True, cache=True)
-def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # pragma: no cover
-    """Accumulate one field stored (lon, lat), assuming no NaN (a NaN shows up in sums).
-
-    One branch-free inner loop along latitude per case, so each value is loaded once and the
-    loop vectorises."""
-    na, nb = f.shape[1], f.shape[2]
+def _lon_first_plain(f, o, c, has_clim, seg_of_lon, sums):  # pragma: no cover - compiled
+    """Fields stored (lon, lat): sums[k, 0, s, lat] += product k, per longitude row (vector
+    loops along latitude, adding into row-long accumulators)."""
+    na, nb = f.shape
     for a in range(na):
         s = seg_of_lon[a]
-        if has_clim and use_land:
-            r0, r1, r2 = sums[0, 0, s], sums[1, 0, s], sums[2, 0, s]
+        fr, orow, cr = f[a], o[a], c[a]
+        r0, r1, r2 = sums[0, 0, s], sums[1, 0, s], sums[2, 0, s]
+        if has_clim:
             r3, r4, r5 = sums[3, 0, s], sums[4, 0, s], sums[5, 0, s]
-            l0, l1, l2 = sums[0, 1, s], sums[1, 1, s], sums[2, 1, s]
-            l3, l4, l5 = sums[3, 1, s], sums[4, 1, s], sums[5, 1, s]
-            fr, orow, cr, lr = f[n, a], o[n, a], c[n, a], lsm[a]
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                r0[b] += d * d
+                r1[b] += d
+                r2[b] += abs(d)
+                r3[b] += fa * oa
+                r4[b] += fa * fa
+                r5[b] += oa * oa
+        else:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                r0[b] += d * d
+                r1[b] += d
+                r2[b] += abs(d)
+
+
+@numba.njit(nogil=True, cache=True)
+def _lon_first_land(f, o, c, has_clim, seg_of_lon, lsm, sums):  # pragma: no cover - compiled
+    """As :func:`_lon_first_plain` for the land-weighted sums sums[k, 1, s, lat] (λ × product).
+    (Looping over the runs of land points only is slower: runs are short, the loop's vector
+    setup costs more than the sea points it skips.)"""
+    na, nb = f.shape
+    for a in range(na):
+        s = seg_of_lon[a]
+        fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
+        r0, r1, r2 = sums[0, 1, s], sums[1, 1, s], sums[2, 1, s]
+        if has_clim:
+            r3, r4, r5 = sums[3, 1, s], sums[4, 1, s], sums[5, 1, s]
             for b in range(nb):
                 fv = np.float64(fr[b])
                 ov = np.float64(orow[b])
@@ -42,57 +76,28 @@ def _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # p
                 d = fv - ov
                 fa = fv - cv
                 oa = ov - cv
-                dd = d * d
-                ad = abs(d)
-                fo = fa * oa
-                ff = fa * fa
-                oo = oa * oa
-                r0[b] += dd
-                r1[b] += d
-                r2[b] += ad
-                r3[b] += fo
-                r4[b] += ff
-                r5[b] += oo
-                l0[b] += lam * dd
-                l1[b] += lam * d
-                l2[b] += lam * ad
-                l3[b] += lam * fo
-                l4[b] += lam * ff
-                l5[b] += lam * oo
-        elif has_clim:
-            for b in range(nb):
-                fv = np.float64(f[n, a, b])
-                ov = np.float64(o[n, a, b])
-                cv = np.float64(c[n, a, b])
-                d = fv - ov
-                fa = fv - cv
-                oa = ov - cv
-                sums[0, 0, s, b] += d * d
-                sums[1, 0, s, b] += d
-                sums[2, 0, s, b] += abs(d)
-                sums[3, 0, s, b] += fa * oa
-                sums[4, 0, s, b] += fa * fa
-                sums[5, 0, s, b] += oa * oa
+                r0[b] += lam * (d * d)
+                r1[b] += lam * d
+                r2[b] += lam * abs(d)
+                r3[b] += lam * (fa * oa)
+                r4[b] += lam * (fa * fa)
+                r5[b] += lam * (oa * oa)
         else:
             for b in range(nb):
-                d = np.float64(f[n, a, b]) - np.float64(o[n, a, b])
-                lam = lsm[a, b] if use_land else 0.0
-                sums[0, 0, s, b] += d * d
-                sums[1, 0, s, b] += d
-                sums[2, 0, s, b] += abs(d)
-                sums[0, 1, s, b] += lam * (d * d)
-                sums[1, 1, s, b] += lam * d
-                sums[2, 1, s, b] += lam * abs(d)
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                lam = lr[b]
+                r0[b] += lam * (d * d)
+                r1[b] += lam * d
+                r2[b] += lam * abs(d)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # pragma: no cover
-    """Accumulate one field stored (lat, lon), assuming no NaN (a NaN shows up in sums).
-
-    Each longitude run of one segment is reduced into scalars in a single pass per case, so
-    every value is loaded once (reassociation allowed for these float64 sums only, so the loop
-    vectorises; NaN still propagates)."""
-    na, nb = f.shape[1], f.shape[2]
+def _lat_first(f, o, c, has_clim, seg_of_lon, lsm, land, sums):  # pragma: no cover - compiled
+    """Fields stored (lat, lon): each longitude run of one segment is reduced into scalars
+    (sums[k, land, s, lat]; λ-weighted when ``land``), so every value is loaded once
+    (reassociation allowed for these float64 sums only, so the loop vectorises; NaN still
+    propagates)."""
+    na, nb = f.shape
     b0 = 0
     while b0 < nb:
         s = seg_of_lon[b0]
@@ -100,84 +105,57 @@ def _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums):  # p
         while b1 < nb and seg_of_lon[b1] == s:
             b1 += 1
         for a in range(na):
-            fr, orow = f[n, a], o[n, a]
-            if has_clim:
-                cr = c[n, a]
-                r0 = r1 = r2 = r3 = r4 = r5 = 0.0
-                if use_land:
-                    lr = lsm[a]
-                    l0 = l1 = l2 = l3 = l4 = l5 = 0.0
-                    for b in range(b0, b1):
-                        fv = np.float64(fr[b])
-                        ov = np.float64(orow[b])
-                        cv = np.float64(cr[b])
-                        lam = lr[b]
-                        d = fv - ov
-                        fa = fv - cv
-                        oa = ov - cv
-                        dd = d * d
-                        ad = abs(d)
-                        fo = fa * oa
-                        ff = fa * fa
-                        oo = oa * oa
-                        r0 += dd
-                        r1 += d
-                        r2 += ad
-                        r3 += fo
-                        r4 += ff
-                        r5 += oo
-                        l0 += lam * dd
-                        l1 += lam * d
-                        l2 += lam * ad
-                        l3 += lam * fo
-                        l4 += lam * ff
-                        l5 += lam * oo
-                    sums[0, 1, s, a] += l0
-                    sums[1, 1, s, a] += l1
-                    sums[2, 1, s, a] += l2
-                    sums[3, 1, s, a] += l3
-                    sums[4, 1, s, a] += l4
-                    sums[5, 1, s, a] += l5
-                else:
-                    for b in range(b0, b1):
-                        fv = np.float64(fr[b])
-                        ov = np.float64(orow[b])
-                        cv = np.float64(cr[b])
-                        d = fv - ov
-                        fa = fv - cv
-                        oa = ov - cv
-                        r0 += d * d
-                        r1 += d
-                        r2 += abs(d)
-                        r3 += fa * oa
-                        r4 += fa * fa
-                        r5 += oa * oa
-                sums[0, 0, s, a] += r0
-                sums[1, 0, s, a] += r1
-                sums[2, 0, s, a] += r2
-                sums[3, 0, s, a] += r3
-                sums[4, 0, s, a] += r4
-                sums[5, 0, s, a] += r5
-            else:
-                r0 = r1 = r2 = 0.0
-                l0 = l1 = l2 = 0.0
+            fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
+            r0 = r1 = r2 = r3 = r4 = r5 = 0.0
+            if has_clim and land:
+                for b in range(b0, b1):
+                    fv = np.float64(fr[b])
+                    ov = np.float64(orow[b])
+                    cv = np.float64(cr[b])
+                    lam = lr[b]
+                    d = fv - ov
+                    fa = fv - cv
+                    oa = ov - cv
+                    r0 += lam * (d * d)
+                    r1 += lam * d
+                    r2 += lam * abs(d)
+                    r3 += lam * (fa * oa)
+                    r4 += lam * (fa * fa)
+                    r5 += lam * (oa * oa)
+            elif has_clim:
+                for b in range(b0, b1):
+                    fv = np.float64(fr[b])
+                    ov = np.float64(orow[b])
+                    cv = np.float64(cr[b])
+                    d = fv - ov
+                    fa = fv - cv
+                    oa = ov - cv
+                    r0 += d * d
+                    r1 += d
+                    r2 += abs(d)
+                    r3 += fa * oa
+                    r4 += fa * fa
+                    r5 += oa * oa
+            elif land:
                 for b in range(b0, b1):
                     d = np.float64(fr[b]) - np.float64(orow[b])
-                    lam = lsm[a, b] if use_land else 0.0
-                    dd = d * d
-                    ad = abs(d)
-                    r0 += dd
+                    lam = lr[b]
+                    r0 += lam * (d * d)
+                    r1 += lam * d
+                    r2 += lam * abs(d)
+            else:
+                for b in range(b0, b1):
+                    d = np.float64(fr[b]) - np.float64(orow[b])
+                    r0 += d * d
                     r1 += d
-                    r2 += ad
-                    l0 += lam * dd
-                    l1 += lam * d
-                    l2 += lam * ad
-                sums[0, 0, s, a] += r0
-                sums[1, 0, s, a] += r1
-                sums[2, 0, s, a] += r2
-                sums[0, 1, s, a] += l0
-                sums[1, 1, s, a] += l1
-                sums[2, 1, s, a] += l2
+                    r2 += abs(d)
+            sums[0, land, s, a] += r0
+            sums[1, land, s, a] += r1
+            sums[2, land, s, a] += r2
+            if has_clim:
+                sums[3, land, s, a] += r3
+                sums[4, land, s, a] += r4
+                sums[5, land, s, a] += r5
         b0 = b1
 
 
@@ -199,14 +177,14 @@ def _add_product(p, lam, k, s, lat_i, sums, nonfinite):  # pragma: no cover - co
 
 
 @numba.njit(nogil=True, cache=True)
-def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad, nonfinite):
+def _careful(f, o, c, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad, nonfinite):  # noqa: E501
     """Accumulate one field that holds a non-finite value, point by point.
 
     NaN points (d = f − o NaN, or f′/o′ NaN for the ACC sums) count 0 and are tallied in bad;
     a product that is ±inf or NaN at a point where d, f′, o′ are not NaN (inf inputs, overflow)
     counts 0 in sums and is tallied in nonfinite (sign, product, land, segment, row), so that it
     reaches only the regions whose weight there is > 0 (see :func:`_finish`)."""
-    na, nb = f.shape[1], f.shape[2]
+    na, nb = f.shape
     for a in range(na):
         for b in range(nb):
             if lon_first:
@@ -216,8 +194,8 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, b
                 lon_i = b
                 lat_i = a
             s = seg_of_lon[lon_i]
-            fv = np.float64(f[n, a, b])
-            ov = np.float64(o[n, a, b])
+            fv = np.float64(f[a, b])
+            ov = np.float64(o[a, b])
             lam = lsm[a, b] if use_land else 0.0
             d = fv - ov
             if np.isnan(d):
@@ -230,7 +208,7 @@ def _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, b
             _add_product(d, lam, 1, s, lat_i, sums, nonfinite)
             _add_product(abs(d), lam, 2, s, lat_i, sums, nonfinite)
             if has_clim:
-                cv = np.float64(c[n, a, b])
+                cv = np.float64(c[a, b])
                 fa = fv - cv
                 oa = ov - cv
                 if np.isnan(fa) or np.isnan(oa):
@@ -261,10 +239,12 @@ def _finish(value, nonfinite, nf_total, k, land, r, full, region_segs, region_la
 
 @numba.njit(nogil=True, cache=True)
 def field_statistics(
-    f, o, c, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
+    f, f_at, o, o_at, c, c_at, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
     region_land, region_segs, region_latw, out, bad_out,
 ):  # pragma: no cover - compiled
-    """f, o, c: (N, A, B) with (A, B) = (lon, lat) if lon_first else (lat, lon).
+    """Field n (of N = len(f_at)) is f[f_at[n]] against o[o_at[n]] (and c[c_at[n]]): f, o, c
+    are stacks of fields (·, A, B), (A, B) = (lon, lat) if lon_first else (lat, lon), read in
+    place (no gathered copies of the truth and climatology per lead).
 
     out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
     bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
@@ -273,7 +253,8 @@ def field_statistics(
     reach a region's sum only where its weight is > 0 (0 × inf is never formed: values outside
     a region never matter).
     """
-    n_fields, na, nb = f.shape
+    n_fields = f_at.shape[0]
+    na, nb = f.shape[1], f.shape[2]
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
     sums = np.zeros((6, 2, nseg, nlat))
@@ -283,17 +264,24 @@ def field_statistics(
     total = np.zeros((6, 2, nlat))  # sums summed over all segments (full-longitude regions)
     bad_total = np.zeros((2, 2, nlat))
     full = _full_longitude(region_segs)
+    nk = 6 if has_clim else 3
+    nland = 2 if use_land else 1
     for n in range(n_fields):
-        sums[:] = 0.0
+        fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
+        sums[:nk, :nland] = 0.0  # only the sums this call adds to (and reads back)
         if lon_first:
-            _fast_lon_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums)
+            _lon_first_plain(fn, on, cn, has_clim, seg_of_lon, sums)
+            if use_land:
+                _lon_first_land(fn, on, cn, has_clim, seg_of_lon, lsm, sums)
         else:
-            _fast_lat_first(f, o, c, n, has_clim, seg_of_lon, lsm, use_land, sums)
-        _sum_segments(sums, total)
+            _lat_first(fn, on, cn, has_clim, seg_of_lon, lsm, 0, sums)
+            if use_land:
+                _lat_first(fn, on, cn, has_clim, seg_of_lon, lsm, 1, sums)
+        _sum_segments_of(sums, total, nk, nland)
         # Any NaN or ±inf (input, or overflow) shows up in the plain row totals (the land
         # products are the plain ones times a finite fraction).
         has_nan = False
-        for k in range(6):
+        for k in range(nk):
             for i in range(nlat):
                 if not np.isfinite(total[k, 0, i]):
                     has_nan = True
@@ -301,12 +289,15 @@ def field_statistics(
             sums[:] = 0.0
             bad[:] = 0.0
             nonfinite[:] = 0.0
-            _careful(f, o, c, n, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad,
+            _careful(fn, on, cn, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad,
                      nonfinite)
             _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
+                if k >= nk:
+                    out[n, k, r] = 0.0
+                    continue
                 value = _region_sum(sums, total, k, land, r, full[r], region_segs, region_latw)
                 if has_nan:
                     value = _finish(value, nonfinite, nf_total, k, land, r, full[r],
@@ -341,7 +332,20 @@ def _full_longitude(region_segs):  # pragma: no cover - compiled
     return full
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _sum_segments_of(sums, total, nk, nland):  # pragma: no cover - compiled
+    """:func:`_sum_segments` of the first ``nk`` products and ``nland`` weightings only."""
+    for k in range(nk):
+        for land in range(nland):
+            row = total[k, land]
+            row[:] = 0.0
+            for s in range(sums.shape[2]):
+                part = sums[k, land, s]
+                for i in range(sums.shape[3]):
+                    row[i] += part[i]
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _sum_segments(sums, total):  # pragma: no cover - compiled
     total[:] = 0.0
     for k in range(sums.shape[0]):
@@ -351,7 +355,7 @@ def _sum_segments(sums, total):  # pragma: no cover - compiled
                     total[k, land, i] += sums[k, land, s, i]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _region_sum(sums, total, k, land, r, full, region_segs, region_latw):  # pragma: no cover
     """Σ_i latw_r[i] Σ_{s in r} sums[k, land, s, i] (the all-segment total for full-longitude
     regions)."""
@@ -370,16 +374,18 @@ def _region_sum(sums, total, k, land, r, full, region_segs, region_latw):  # pra
 
 @numba.njit(nogil=True, cache=True)
 def anomaly_sums(
-    f, o, c, lon_first, seg_of_lon, nseg, lsm, use_land,
+    f, f_at, o, o_at, c, c_at, lon_first, seg_of_lon, nseg, lsm, use_land,
     region_land, region_segs, region_latw, out, bad_out,
 ):  # pragma: no cover - compiled
-    """The ``anomaly_sums`` group (:mod:`wxeval.statistics`), point by point.
+    """The ``anomaly_sums`` group (:mod:`wxeval.statistics`), point by point; fields indexed
+    as in :func:`field_statistics`.
 
     out: (N, 2, R) — Σ W f′ and Σ W o′ per region over the points where none of f − o, f′, o′
     is NaN (the points of the ``anomalies`` sums); bad_out: (N, R) — Σ W over the others.
     ±inf values reach a region's sum only where its weight is > 0 (as in
     :func:`field_statistics`' careful path)."""
-    n_fields, na, nb = f.shape
+    n_fields = f_at.shape[0]
+    na, nb = f.shape[1], f.shape[2]
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
     sums = np.zeros((2, 2, nseg, nlat))
@@ -390,6 +396,7 @@ def anomaly_sums(
     bad_total = np.zeros((1, 2, nlat))
     full = _full_longitude(region_segs)
     for n in range(n_fields):
+        fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
         sums[:] = 0.0
         bad[:] = 0.0
         nonfinite[:] = 0.0
@@ -398,7 +405,7 @@ def anomaly_sums(
                 s = seg_of_lon[a if lon_first else b]
                 lat_i = b if lon_first else a
                 lam = lsm[a, b] if use_land else 0.0
-                fv, ov, cv = np.float64(f[n, a, b]), np.float64(o[n, a, b]), np.float64(c[n, a, b])
+                fv, ov, cv = np.float64(fn[a, b]), np.float64(on[a, b]), np.float64(cn[a, b])
                 fa = fv - cv
                 oa = ov - cv
                 if np.isnan(fv - ov) or np.isnan(fa) or np.isnan(oa):

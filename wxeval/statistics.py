@@ -208,10 +208,15 @@ def _ensemble_reference(group, x, o, weights, skipna) -> np.ndarray:
 
 
 def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, seeps=None,
-            members=None
+            members=None, at=None
             ) -> dict[str, np.ndarray]:
     """Statistics of each of ``groups`` for fields (N, A, B) in the reducer's orientation:
     ``{group: (N, R, K)}``, every group from the same decoded arrays.
+
+    ``at``: ``(f_at, o_at, c_at)``, index arrays of length N: field n is then ``f[f_at[n]]``
+    against ``o[o_at[n]]`` and ``c[c_at[n]]``, where f, o, c are C-contiguous stacks of fields
+    (·, A, B) (see :func:`field_stack`): the truth and climatology windows of a task are read
+    in place, not gathered per lead. Without it, field n of each.
 
     ``members`` (N, M, A, B): the members of an ensemble forecast, whose mean is ``f``; the
     ``ensemble`` and ``rank`` groups read them (one sort per point for both), or ``f`` as a
@@ -224,29 +229,61 @@ def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, se
     threshold in metres)."""
     groups = tuple(groups)
     out: dict[str, np.ndarray] = {}
-    f = np.ascontiguousarray(f)
-    o = np.ascontiguousarray(o)
-    if c is not None:
-        c = np.ascontiguousarray(c)
-    if "seeps" in groups:
-        if seeps is None:
-            raise ValueError("statistics 'seeps' need the SEEPS climatology fields")
-        from wxeval import seeps as _seeps
-
-        out["seeps"] = _seeps.compute(f, o, seeps[0], seeps[1], seeps[2], reducer)
+    if at is None:
+        f = np.ascontiguousarray(f)
+        o = np.ascontiguousarray(o)
+        if c is not None:
+            c = np.ascontiguousarray(c)
+        every = np.arange(f.shape[0])
+        at = (every, every, every)
+    f_at, o_at, c_at = (np.asarray(a, dtype=np.int64) for a in at)
+    if c is None:
+        c_at = f_at
     for g in groups:
         if g == "seeps":
-            continue
-        if GROUPS[g].needs_climatology and c is None:
+            if seeps is None:
+                raise ValueError("statistics 'seeps' need the SEEPS climatology fields")
+        elif GROUPS[g].needs_climatology and c is None:
             raise ValueError(f"statistics {g!r} need a climatology")
+    if "seeps" in groups:
+        from wxeval import seeps as _seeps
+
+        out["seeps"] = _seeps.compute(f[f_at], o[o_at], seeps[0], seeps[1], seeps[2], reducer)
     if {"errors", "anomalies", "nan_counts"} & set(groups):
-        out.update(_fused(groups, f, o, c if "anomalies" in groups else None, reducer, skipna))
+        out.update(_fused(groups, (f, f_at), (o, o_at),
+                          (c, c_at) if "anomalies" in groups else None, reducer, skipna))
     if "anomaly_sums" in groups:
-        out["anomaly_sums"] = _anomaly_sums(f, o, c, reducer, skipna)
+        out["anomaly_sums"] = _anomaly_sums((f, f_at), (o, o_at), (c, c_at), reducer, skipna)
     if {"ensemble", "rank"} & set(groups):
-        x = f[:, None] if members is None else np.ascontiguousarray(members)
-        out.update(_ensemble(groups, x, o, reducer, skipna))
+        x = f[f_at][:, None] if members is None else np.ascontiguousarray(members)
+        out.update(_ensemble(groups, x, np.ascontiguousarray(o[o_at]), reducer, skipna))
     return {g: out[g] for g in groups}
+
+
+def field_stack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fields x (..., A, B) as a C-contiguous stack (F, A, B) and the position in it of each
+    field of ``x.reshape(-1, A, B)``, without a copy when every field of x is C-contiguous and
+    the leading strides are whole fields (a lead of a read group (init, lead, level, A, B):
+    ``data[:, k]``); else a contiguous copy. The stack spans x's own memory only (from its first
+    field to its last), so it is a view of nothing but x's buffer."""
+    *lead, na, nb = x.shape
+    item = x.itemsize
+    field_bytes = na * nb * item
+    strides = x.strides[:-2]
+    if (x.size and x.strides[-1] == item and x.strides[-2] == nb * item
+            and all(s >= 0 and s % field_bytes == 0 for s in strides)):
+        index = np.zeros(lead, dtype=np.int64) if lead else np.zeros((), dtype=np.int64)
+        for axis, (size, stride) in enumerate(zip(lead, strides, strict=True)):
+            shape = [1] * len(lead)
+            shape[axis] = size
+            index = index + (np.arange(size) * (stride // field_bytes)).reshape(shape)
+        index = index.ravel()
+        count = int(index.max()) + 1
+        stack = np.lib.stride_tricks.as_strided(x, (count, na, nb), (field_bytes, nb * item, item),
+                                                writeable=False)
+        return stack, index
+    flat = np.ascontiguousarray(x).reshape(-1, na, nb)
+    return flat, np.arange(flat.shape[0])
 
 
 def _ensemble(groups, x, o, reducer, skipna) -> dict[str, np.ndarray]:
@@ -288,14 +325,15 @@ def _reducer_args(reducer) -> tuple:
 
 
 def _fused(groups, f, o, c, reducer, skipna) -> dict[str, np.ndarray]:
+    """f, o, c: (stack, index) pairs (c None without the anomalies group)."""
     from wxeval.kernels import field_statistics
 
-    n, nreg = f.shape[0], reducer.n_regions
+    n, nreg = f[1].shape[0], reducer.n_regions
     sums = np.empty((n, 6, nreg))
     bad = np.empty((n, 2, nreg))
     has_clim = c is not None
-    field_statistics(f, o, c if has_clim else f[:1], has_clim, *_reducer_args(reducer),
-                     sums, bad)
+    field_statistics(f[0], f[1], o[0], o[1], *(c if has_clim else f), has_clim,
+                     *_reducer_args(reducer), sums, bad)
     wsum = reducer.weight_sums()[None, :]
     out = {}
     if "errors" in groups:
@@ -318,12 +356,13 @@ def _fused(groups, f, o, c, reducer, skipna) -> dict[str, np.ndarray]:
 
 
 def _anomaly_sums(f, o, c, reducer, skipna) -> np.ndarray:
+    """f, o, c: (stack, index) pairs."""
     from wxeval.kernels import anomaly_sums
 
-    n, nreg = f.shape[0], reducer.n_regions
+    n, nreg = f[1].shape[0], reducer.n_regions
     sums = np.empty((n, 2, nreg))
     bad = np.empty((n, nreg))
-    anomaly_sums(f, o, c, *_reducer_args(reducer), sums, bad)
+    anomaly_sums(f[0], f[1], o[0], o[1], c[0], c[1], *_reducer_args(reducer), sums, bad)
     out = np.empty((n, nreg, 3))
     out[:, :, 1:] = np.moveaxis(sums, 1, 2)
     out[:, :, 0] = reducer.weight_sums()[None, :] - bad
