@@ -25,16 +25,15 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _lon_first_plain(f, o, c, has_clim, seg_of_lon, sums):  # pragma: no cover - compiled
-    """Fields stored (lon, lat): sums[k, 0, s, lat] += product k, per longitude row (vector
-    loops along latitude, adding into row-long accumulators)."""
-    na, nb = f.shape
-    for a in range(na):
-        s = seg_of_lon[a]
+def _lon_first_plain(f, o, c, has_clim, a0, a1, acc):  # pragma: no cover - compiled
+    """Fields stored (lon, lat), rows a0..a1 − 1 (one longitude segment): acc[k, 0, lat] +=
+    product k (vector loops along latitude, adding into latitude-long accumulators)."""
+    nb = f.shape[1]
+    r0, r1, r2 = acc[0, 0], acc[1, 0], acc[2, 0]
+    r3, r4, r5 = acc[3, 0], acc[4, 0], acc[5, 0]
+    for a in range(a0, a1):
         fr, orow, cr = f[a], o[a], c[a]
-        r0, r1, r2 = sums[0, 0, s], sums[1, 0, s], sums[2, 0, s]
         if has_clim:
-            r3, r4, r5 = sums[3, 0, s], sums[4, 0, s], sums[5, 0, s]
             for b in range(nb):
                 fv = np.float64(fr[b])
                 ov = np.float64(orow[b])
@@ -57,17 +56,16 @@ def _lon_first_plain(f, o, c, has_clim, seg_of_lon, sums):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _lon_first_land(f, o, c, has_clim, seg_of_lon, lsm, sums):  # pragma: no cover - compiled
-    """As :func:`_lon_first_plain` for the land-weighted sums sums[k, 1, s, lat] (λ × product).
+def _lon_first_land(f, o, c, has_clim, a0, a1, lsm, acc):  # pragma: no cover - compiled
+    """As :func:`_lon_first_plain` for the land-weighted sums acc[k, 1, lat] (λ × product).
     (Looping over the runs of land points only is slower: runs are short, the loop's vector
     setup costs more than the sea points it skips.)"""
-    na, nb = f.shape
-    for a in range(na):
-        s = seg_of_lon[a]
+    nb = f.shape[1]
+    r0, r1, r2 = acc[0, 1], acc[1, 1], acc[2, 1]
+    r3, r4, r5 = acc[3, 1], acc[4, 1], acc[5, 1]
+    for a in range(a0, a1):
         fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
-        r0, r1, r2 = sums[0, 1, s], sums[1, 1, s], sums[2, 1, s]
         if has_clim:
-            r3, r4, r5 = sums[3, 1, s], sums[4, 1, s], sums[5, 1, s]
             for b in range(nb):
                 fv = np.float64(fr[b])
                 ov = np.float64(orow[b])
@@ -91,72 +89,98 @@ def _lon_first_land(f, o, c, has_clim, seg_of_lon, lsm, sums):  # pragma: no cov
                 r2[b] += lam * abs(d)
 
 
+@numba.njit(nogil=True, cache=True)
+def _lat_rows_plain(f, o, c, has_clim, a0, a1, w, acc):  # pragma: no cover - compiled
+    """Fields stored (lat, lon), rows a0..a1 − 1 (one latitude segment): acc[k, 0, lon] +=
+    w_lat × product k (vector loops along longitude into row-long accumulators)."""
+    nb = f.shape[1]
+    r0, r1, r2 = acc[0, 0], acc[1, 0], acc[2, 0]
+    r3, r4, r5 = acc[3, 0], acc[4, 0], acc[5, 0]
+    for a in range(a0, a1):
+        wa = w[a]
+        fr, orow, cr = f[a], o[a], c[a]
+        if has_clim:
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                r0[b] += wa * (d * d)
+                r1[b] += wa * d
+                r2[b] += wa * abs(d)
+                r3[b] += wa * (fa * oa)
+                r4[b] += wa * (fa * fa)
+                r5[b] += wa * (oa * oa)
+        else:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                r0[b] += wa * (d * d)
+                r1[b] += wa * d
+                r2[b] += wa * abs(d)
+
+
+@numba.njit(nogil=True, cache=True)
+def _lat_rows_land(f, o, c, has_clim, a0, a1, w, lsm, acc):  # pragma: no cover - compiled
+    """As :func:`_lat_rows_plain` for the land-weighted sums acc[k, 1, lon] (w_lat λ × product)."""
+    nb = f.shape[1]
+    r0, r1, r2 = acc[0, 1], acc[1, 1], acc[2, 1]
+    r3, r4, r5 = acc[3, 1], acc[4, 1], acc[5, 1]
+    for a in range(a0, a1):
+        wa = w[a]
+        fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
+        if has_clim:
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                wl = wa * lr[b]
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                r0[b] += wl * (d * d)
+                r1[b] += wl * d
+                r2[b] += wl * abs(d)
+                r3[b] += wl * (fa * oa)
+                r4[b] += wl * (fa * fa)
+                r5[b] += wl * (oa * oa)
+        else:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                wl = wa * lr[b]
+                r0[b] += wl * (d * d)
+                r1[b] += wl * d
+                r2[b] += wl * abs(d)
+
+
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _lat_first(f, o, c, has_clim, seg_of_lon, lsm, land, sums):  # pragma: no cover - compiled
-    """Fields stored (lat, lon): each longitude run of one segment is reduced into scalars
-    (sums[k, land, s, lat]; λ-weighted when ``land``), so every value is loaded once
-    (reassociation allowed for these float64 sums only, so the loop vectorises; NaN still
-    propagates)."""
-    na, nb = f.shape
-    b0 = 0
-    while b0 < nb:
-        s = seg_of_lon[b0]
-        b1 = b0
-        while b1 < nb and seg_of_lon[b1] == s:
-            b1 += 1
-        for a in range(na):
-            fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
-            r0 = r1 = r2 = r3 = r4 = r5 = 0.0
-            if has_clim and land:
-                for b in range(b0, b1):
-                    fv = np.float64(fr[b])
-                    ov = np.float64(orow[b])
-                    cv = np.float64(cr[b])
-                    lam = lr[b]
-                    d = fv - ov
-                    fa = fv - cv
-                    oa = ov - cv
-                    r0 += lam * (d * d)
-                    r1 += lam * d
-                    r2 += lam * abs(d)
-                    r3 += lam * (fa * oa)
-                    r4 += lam * (fa * fa)
-                    r5 += lam * (oa * oa)
-            elif has_clim:
-                for b in range(b0, b1):
-                    fv = np.float64(fr[b])
-                    ov = np.float64(orow[b])
-                    cv = np.float64(cr[b])
-                    d = fv - ov
-                    fa = fv - cv
-                    oa = ov - cv
-                    r0 += d * d
-                    r1 += d
-                    r2 += abs(d)
-                    r3 += fa * oa
-                    r4 += fa * fa
-                    r5 += oa * oa
-            elif land:
-                for b in range(b0, b1):
-                    d = np.float64(fr[b]) - np.float64(orow[b])
-                    lam = lr[b]
-                    r0 += lam * (d * d)
-                    r1 += lam * d
-                    r2 += lam * abs(d)
-            else:
-                for b in range(b0, b1):
-                    d = np.float64(fr[b]) - np.float64(orow[b])
-                    r0 += d * d
-                    r1 += d
-                    r2 += abs(d)
-            sums[0, land, s, a] += r0
-            sums[1, land, s, a] += r1
-            sums[2, land, s, a] += r2
-            if has_clim:
-                sums[3, land, s, a] += r3
-                sums[4, land, s, a] += r4
-                sums[5, land, s, a] += r5
-        b0 = b1
+def _lat_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm, acc, cell):
+    """Fields stored (lat, lon): cell[k, land, g, s] = Σ over the points of latitude segment g
+    and longitude segment s of w_lat (× λ) × product k, latitude segment by segment: the rows of
+    one segment add into longitude-long accumulators (hot in cache), then each longitude
+    segment's run is summed. Returns whether a plain cell is not finite (NaN or ±inf: the
+    field is then redone by :func:`_careful`)."""  # noqa: D401
+    nlatseg = lat_seg_start.shape[0] - 1
+    nseg = lon_seg_start.shape[0] - 1
+    bad = False
+    for g in range(nlatseg):
+        a0, a1 = lat_seg_start[g], lat_seg_start[g + 1]
+        acc[:nk, :nland] = 0.0
+        _lat_rows_plain(f, o, c, has_clim, a0, a1, w, acc)
+        if nland == 2:
+            _lat_rows_land(f, o, c, has_clim, a0, a1, w, lsm, acc)
+        for k in range(nk):
+            for land in range(nland):
+                row = acc[k, land]
+                for s in range(nseg):
+                    v = 0.0
+                    for b in range(lon_seg_start[s], lon_seg_start[s + 1]):
+                        v += row[b]
+                    cell[k, land, g, s] = v
+                    if land == 0 and not np.isfinite(v):
+                        bad = True
+    return bad
 
 
 @numba.njit(nogil=True, cache=True)
@@ -240,11 +264,14 @@ def _finish(value, nonfinite, nf_total, k, land, r, full, region_segs, region_la
 @numba.njit(nogil=True, cache=True)
 def field_statistics(
     f, f_at, o, o_at, c, c_at, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
-    region_land, region_segs, region_latw, out, bad_out,
+    region_land, region_segs, region_latw, lat_seg_start, lat_w, region_latsegs, out, bad_out,
 ):  # pragma: no cover - compiled
     """Field n (of N = len(f_at)) is f[f_at[n]] against o[o_at[n]] (and c[c_at[n]]): f, o, c
     are stacks of fields (·, A, B), (A, B) = (lon, lat) if lon_first else (lat, lon), read in
-    place (no gathered copies of the truth and climatology per lead).
+    place (no gathered copies of the truth and climatology per lead). ``lat_seg_start``
+    (latitude segments: maximal row runs on which every region's latitude mask is constant),
+    ``lat_w`` (area weight per row) and ``region_latsegs`` (R, latitude segments) serve fields
+    stored (lat, lon), whose fast path sums per (latitude segment, longitude segment) cell.
 
     out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
     bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
@@ -266,32 +293,31 @@ def field_statistics(
     full = _full_longitude(region_segs)
     nk = 6 if has_clim else 3
     nland = 2 if use_land else 1
+    # (lat, lon) order: per (latitude segment, longitude segment) cells, one segment at a time
+    nlatseg = lat_seg_start.shape[0] - 1
+    acc = np.zeros((6, 2, nlat if lon_first else nb))  # one segment's accumulators
+    cell = np.zeros((6, 2, nlatseg, nseg))
+    lon_seg_start = _segment_starts(seg_of_lon, nseg)
     for n in range(n_fields):
         fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
-        sums[:nk, :nland] = 0.0  # only the sums this call adds to (and reads back)
         if lon_first:
-            _lon_first_plain(fn, on, cn, has_clim, seg_of_lon, sums)
-            if use_land:
-                _lon_first_land(fn, on, cn, has_clim, seg_of_lon, lsm, sums)
+            has_nan = _lon_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w,
+                                 lon_seg_start, lsm, acc, cell)
         else:
-            _lat_first(fn, on, cn, has_clim, seg_of_lon, lsm, 0, sums)
-            if use_land:
-                _lat_first(fn, on, cn, has_clim, seg_of_lon, lsm, 1, sums)
-        _sum_segments_of(sums, total, nk, nland)
-        # Any NaN or ±inf (input, or overflow) shows up in the plain row totals (the land
-        # products are the plain ones times a finite fraction).
-        has_nan = False
-        for k in range(nk):
-            for i in range(nlat):
-                if not np.isfinite(total[k, 0, i]):
-                    has_nan = True
-        if has_nan:
-            sums[:] = 0.0
-            bad[:] = 0.0
-            nonfinite[:] = 0.0
-            _careful(fn, on, cn, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad,
-                     nonfinite)
-            _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total)
+            has_nan = _lat_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w,
+                                 lon_seg_start, lsm, acc, cell)
+        # Any NaN or ±inf (input, or overflow) shows up in a plain cell (the land products are
+        # the plain ones times a finite fraction): only then is the field redone point by point.
+        if not has_nan:
+            _cell_regions(cell, nk, region_land, region_latsegs, region_segs, out[n])
+            bad_out[n] = 0.0
+            continue
+        sums[:] = 0.0
+        bad[:] = 0.0
+        nonfinite[:] = 0.0
+        _careful(fn, on, cn, has_clim, lon_first, seg_of_lon, lsm, use_land, sums, bad,
+                 nonfinite)
+        _careful_totals(sums, bad, nonfinite, total, bad_total, nf_total)
         for r in range(nreg):
             land = region_land[r]
             for k in range(6):
@@ -299,16 +325,68 @@ def field_statistics(
                     out[n, k, r] = 0.0
                     continue
                 value = _region_sum(sums, total, k, land, r, full[r], region_segs, region_latw)
-                if has_nan:
-                    value = _finish(value, nonfinite, nf_total, k, land, r, full[r],
-                                    region_segs, region_latw)
-                out[n, k, r] = value
+                out[n, k, r] = _finish(value, nonfinite, nf_total, k, land, r, full[r],
+                                       region_segs, region_latw)
             for k in range(2):
-                if has_nan:
-                    bad_out[n, k, r] = _region_sum(bad, bad_total, k, land, r, full[r],
-                                                   region_segs, region_latw)
-                else:
-                    bad_out[n, k, r] = 0.0
+                bad_out[n, k, r] = _region_sum(bad, bad_total, k, land, r, full[r],
+                                               region_segs, region_latw)
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm, acc, cell):
+    """Fields stored (lon, lat): cell[k, land, g, s] as :func:`_lat_first`, longitude segment
+    by segment: its rows add into latitude-long accumulators (hot in cache), then each latitude
+    segment's run is summed with the area weights. Returns whether a plain cell is not
+    finite."""
+    nlatseg = lat_seg_start.shape[0] - 1
+    nseg = lon_seg_start.shape[0] - 1
+    bad = False
+    for s in range(nseg):
+        a0, a1 = lon_seg_start[s], lon_seg_start[s + 1]
+        acc[:nk, :nland] = 0.0
+        _lon_first_plain(f, o, c, has_clim, a0, a1, acc)
+        if nland == 2:
+            _lon_first_land(f, o, c, has_clim, a0, a1, lsm, acc)
+        for k in range(nk):
+            for land in range(nland):
+                row = acc[k, land]
+                for g in range(nlatseg):
+                    v = 0.0
+                    for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
+                        v += w[i] * row[i]
+                    cell[k, land, g, s] = v
+                    if land == 0 and not np.isfinite(v):
+                        bad = True
+    return bad
+
+
+@numba.njit(nogil=True, cache=True)
+def _segment_starts(seg_of_lon, nseg):  # pragma: no cover - compiled
+    """First longitude of each segment, and the longitude count at the end (nseg + 1,)."""
+    starts = np.empty(nseg + 1, dtype=np.int64)
+    starts[nseg] = seg_of_lon.shape[0]
+    for b in range(seg_of_lon.shape[0] - 1, -1, -1):
+        starts[seg_of_lon[b]] = b
+    return starts
+
+
+@numba.njit(nogil=True, cache=True)
+def _cell_regions(cell, nk, region_land, region_latsegs, region_segs, out):  # pragma: no cover
+    """out[k, r] = Σ of cell[k, land_r, g, s] over region r's latitude and longitude segments
+    (0 for the products k ≥ nk not computed)."""
+    nreg, nlatseg = region_latsegs.shape
+    nseg = region_segs.shape[1]
+    for r in range(nreg):
+        land = region_land[r]
+        for k in range(out.shape[0]):
+            value = 0.0
+            if k < nk:
+                for g in range(nlatseg):
+                    if region_latsegs[r, g]:
+                        for s in range(nseg):
+                            if region_segs[r, s]:
+                                value += cell[k, land, g, s]
+            out[k, r] = value
 
 
 @numba.njit(nogil=True, cache=True)

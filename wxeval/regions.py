@@ -201,6 +201,15 @@ class RegionReducer:
         first = np.flatnonzero(change)
         self.region_segs = lon_masks_arr[:, first].copy()  # (R, nseg)
         self.region_latw = np.array([w * m for m in lat_masks], dtype=np.float64)  # (R, nlat)
+        # Latitude segments likewise (maximal row runs on which every region's latitude mask is
+        # constant), for fields stored (lat, lon): the kernel sums them per (lat, lon) segment.
+        self.area_weights = np.asarray(w, dtype=np.float64)
+        lat_masks_arr = np.array(lat_masks, dtype=bool)  # (R, nlat)
+        lat_change = np.ones(self.nlat, dtype=bool)
+        lat_change[1:] = np.any(lat_masks_arr[:, 1:] != lat_masks_arr[:, :-1], axis=0)
+        lat_first_rows = np.flatnonzero(lat_change)
+        self.lat_seg_start = np.append(lat_first_rows, self.nlat).astype(np.int64)
+        self.region_latsegs = lat_masks_arr[:, lat_first_rows].copy()  # (R, latitude segments)
         self.region_land = np.array([int(r.land) for r in self.regions], dtype=np.int64)
         self.use_land = bool(self.region_land.any())
         if land_sea_mask is not None:

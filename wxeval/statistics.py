@@ -333,7 +333,8 @@ def _fused(groups, f, o, c, reducer, skipna) -> dict[str, np.ndarray]:
     bad = np.empty((n, 2, nreg))
     has_clim = c is not None
     field_statistics(f[0], f[1], o[0], o[1], *(c if has_clim else f), has_clim,
-                     *_reducer_args(reducer), sums, bad)
+                     *_reducer_args(reducer), reducer.lat_seg_start, reducer.area_weights,
+                     reducer.region_latsegs, sums, bad)
     wsum = reducer.weight_sums()[None, :]
     out = {}
     if "errors" in groups:
