@@ -338,7 +338,6 @@ def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, ls
     by segment: its rows add into latitude-long accumulators (hot in cache), then each latitude
     segment's run is summed with the area weights. Returns whether a plain cell is not
     finite."""
-    nlatseg = lat_seg_start.shape[0] - 1
     nseg = lon_seg_start.shape[0] - 1
     bad = False
     for s in range(nseg):
@@ -347,16 +346,40 @@ def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, ls
         _lon_first_plain(f, o, c, has_clim, a0, a1, acc)
         if nland == 2:
             _lon_first_land(f, o, c, has_clim, a0, a1, lsm, acc)
-        for k in range(nk):
-            for land in range(nland):
-                row = acc[k, land]
-                for g in range(nlatseg):
-                    v = 0.0
-                    for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
-                        v += w[i] * row[i]
-                    cell[k, land, g, s] = v
-                    if land == 0 and not np.isfinite(v):
-                        bad = True
+        if _cells_of_rows(acc, nk, nland, lat_seg_start, w, cell, s):
+            bad = True
+    return bad
+
+
+@numba.njit(nogil=True, cache=True)
+def _cells_of_rows(acc, nk, nland, lat_seg_start, w, cell, s):  # pragma: no cover - compiled
+    """cell[k, land, g, s] = Σ_{rows i of latitude segment g} w_i acc[k, land, i], the six
+    products of a segment summed together (one loop per latitude segment, not six: the
+    segments are short); returns whether a plain cell is not finite."""
+    bad = False
+    for land in range(nland):
+        a0, a1, a2 = acc[0, land], acc[1, land], acc[2, land]
+        a3, a4, a5 = acc[3, land], acc[4, land], acc[5, land]
+        for g in range(lat_seg_start.shape[0] - 1):
+            v0 = v1 = v2 = v3 = v4 = v5 = 0.0
+            for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
+                wi = w[i]
+                v0 += wi * a0[i]
+                v1 += wi * a1[i]
+                v2 += wi * a2[i]
+                if nk > 3:
+                    v3 += wi * a3[i]
+                    v4 += wi * a4[i]
+                    v5 += wi * a5[i]
+            cell[0, land, g, s] = v0
+            cell[1, land, g, s] = v1
+            cell[2, land, g, s] = v2
+            cell[3, land, g, s] = v3
+            cell[4, land, g, s] = v4
+            cell[5, land, g, s] = v5
+            if land == 0 and not (np.isfinite(v0) and np.isfinite(v1) and np.isfinite(v2)
+                                  and np.isfinite(v3) and np.isfinite(v4) and np.isfinite(v5)):
+                bad = True
     return bad
 
 
