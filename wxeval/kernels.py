@@ -1,16 +1,31 @@
 """The hot loop: one pass over forecast, truth and climatology values, all statistics at once.
 
 Compiled with numba (released GIL, so dask threads run it in parallel). For each field it
-reads every grid value once, forms d = f − o, f′ = f − c, o′ = o − c and accumulates the six
-products d², d, |d|, f′o′, f′², o′² in float64 into per-latitude-row sums over *longitude
-segments* (maximal longitude runs on which every region's longitude mask is constant), plain and
-weighted by the land fraction. A region's weighted sum Σ_ij w_i a_i b_j λ_ij x_ij is then a short
-sum over its segments and latitude rows (w area weights, a/b its latitude/longitude masks, λ the
-land fraction for land regions, else 1). NaN values are counted the same way, so that a NaN
-where a region's weight is > 0 can make that region's value NaN (or be skipped with skipna);
-±inf products are counted apart too, so that an inf where a region's weight is 0 (outside it,
-or at sea for a land region) never reaches its sum as 0 × inf = NaN (WB2 zeroes the values
-outside a region before summing).
+reads every grid value once, forms d = f − o, f′ = f − c, o′ = o − c and accumulates the
+products d², d, |d| (and f′o′, f′², o′² with a climatology) in float64, plain and weighted by
+the land fraction λ, into *cells*: the points of one latitude segment × one longitude segment
+(maximal runs of rows, of columns, on which every region's latitude, longitude mask is
+constant). Every region is a union of cells, so a region's weighted sum
+Σ_ij w_i a_i b_j λ_ij x_ij (w area weights, a/b its latitude/longitude masks, λ for land
+regions, else 1) is a short sum of cell sums, and the pass costs the same for 1 or 16 regions.
+
+How the cells are summed depends on the storage order, so that the inner loop always runs
+along the contiguous axis and vectorises: fields stored (lon, lat) (WeatherBench 2's order)
+add each longitude row of a longitude segment into latitude-long accumulators, then sum each
+latitude segment with the area weights; fields stored (lat, lon) add w_i × each latitude row of
+a latitude segment into longitude-long accumulators, then sum each longitude segment. The
+land-weighted products are a second loop over the same rows (still in cache): one loop of 12
+accumulators does not vectorise.
+
+Truth and climatology are read in place: field n is f[f_at[n]] against o[o_at[n]] and
+c[c_at[n]], stacks of fields (a task's whole valid-time window), so no per-lead copy is made.
+
+NaN values are counted the same way (per longitude segment and latitude row, on a careful
+path), so that a NaN where a region's weight is > 0 can make that region's value NaN (or be
+skipped with skipna); ±inf products are counted apart too, so that an inf where a region's
+weight is 0 (outside it, or at sea for a land region) never reaches its sum as 0 × inf = NaN
+(WB2 zeroes the values outside a region before summing). A field takes that careful path only
+when one of its plain cell sums is not finite.
 """
 
 from __future__ import annotations
