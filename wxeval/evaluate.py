@@ -723,7 +723,8 @@ def _read(
     """Read an orthogonal selection as NumPy with dims (leading…, level, [member,] *spatial);
     variables without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
-    sub = da.isel({k: as_slice(v) for k, v in indexers.items()})
+    # Variable.isel: the data only (DataArray.isel also slices every coordinate and index).
+    sub = da.variable.isel({k: as_slice(v) for k, v in indexers.items()})
     lead_dims = [d for d in leading if d in sub.dims and d not in (LEVEL, MEMBER)]
     order = (lead_dims + ([LEVEL] if LEVEL in sub.dims else [])
              + ([MEMBER] if MEMBER in sub.dims else []) + list(spatial))
