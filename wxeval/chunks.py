@@ -111,12 +111,20 @@ class ChunkReader(BackendArray):
                 return
             if isinstance(blob, BaseException):
                 raise blob
-            if direct_ok and all(g.whole for g in groups):
-                view = out[_index([g.dst for g in groups])]
-                if view.flags.c_contiguous and _decode_into(blob, self.compressor, view):
-                    return
-            data = _decode_chunk(blob, self.compressor, self.filters, self.dtype, self.chunks,
-                                 self.order, key, scratch=True)
+            try:
+                if direct_ok and all(g.whole for g in groups):
+                    view = out[_index([g.dst for g in groups])]
+                    if view.flags.c_contiguous and _decode_into(blob, self.compressor, view):
+                        return
+                data = _decode_chunk(blob, self.compressor, self.filters, self.dtype,
+                                     self.chunks, self.order, key, scratch=True)
+            except MemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, …
+                if str(err).startswith(f"chunk {key} "):
+                    raise
+                raise DamagedArrayError(self.array_path, f"chunk {key}: cannot decode "
+                                        f"({type(err).__name__}: {err})") from err
             out[_index([g.dst for g in groups])] = data[_index([g.src for g in groups])]
 
         def key_of(job: tuple[int, ...]) -> str:
@@ -253,11 +261,20 @@ def _decoded_nbytes(compressor, blob) -> int | None:
     return None
 
 
+def _blosc_truncated(compressor, blob) -> bool:
+    """A Blosc chunk shorter than the compressed size its header states (numcodecs decodes a
+    truncated uncompressible chunk without error, from beyond the end of the buffer)."""
+    if getattr(compressor, "codec_id", None) != "blosc":
+        return False
+    view = memoryview(blob).cast("B")
+    return view.nbytes < 16 or view.nbytes < int.from_bytes(view[12:16], "little")
+
+
 def _decode_into(blob, compressor, out: np.ndarray) -> bool:
     """Decode ``blob`` (no filters) straight into the C-contiguous ``out`` when its header
     states exactly ``out``'s size; False (nothing written) otherwise, and the caller decodes
     the usual way, which raises the codec's own error or the size mismatch."""
-    if _decoded_nbytes(compressor, blob) != out.nbytes:
+    if _decoded_nbytes(compressor, blob) != out.nbytes or _blosc_truncated(compressor, blob):
         return False
     if compressor is None:
         out.reshape(-1).view(np.uint8)[:] = np.frombuffer(memoryview(blob).cast("B"), np.uint8)
@@ -330,6 +347,9 @@ def _decode_chunk(blob, compressor, filters, dtype, shape, order, key, scratch: 
     ``scratch``: without filters, decode into this thread's reusable buffer when the header
     states the expected size (the result is then valid until the thread's next decode)."""
     nbytes = int(np.prod(shape)) * dtype.itemsize
+    if _blosc_truncated(compressor, blob):  # Blosc would read past the end, without error
+        raise ValueError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its Blosc "
+                         "header states more (truncated or damaged)")
     if scratch and not filters and compressor is not None and not dtype.hasobject:
         if _decoded_nbytes(compressor, blob) == nbytes:
             buf = _buffer("decode", nbytes)
