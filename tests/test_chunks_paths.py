@@ -258,3 +258,60 @@ def test_gcs_store_reads_equal_zarr(tmp_path, gcs, upload_dir):
     reader = ChunkReader(holder, url, storage_options_for(url, None), "x")
     assert reader.fs is not None and not reader._local
     check_all_selections(reader, path, expected)
+
+
+@pytest.mark.parametrize("lead_chunk", [1, 5])
+def test_score_reads_each_forecast_chunk_once(tmp_path, monkeypatch, lead_chunk):
+    """One chunk per init × lead, or per init with all leads (``lead_chunk=5``, even with a
+    read budget smaller than one chunk): every forecast chunk file is read (and decoded) once
+    in the job, and the scores equal the hand-written NumPy reference."""
+    from builders import make_case, ref_area_weights, ref_metrics, write_all, write_config
+    from builders import write_forecast as write_case_forecast
+
+    from wxeval import evaluate
+    from wxeval.api import score
+
+    case = make_case(n_inits=4, variables=("temperature",), leads_h=(0, 6, 12, 24, 48))
+    write_all(case, tmp_path)
+    fc = tmp_path / f"by-{lead_chunk}.zarr"
+    write_case_forecast(case, fc, lead_chunk=lead_chunk)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"],
+                       models={"model": {"path": str(fc)}})
+    reads = []
+    real = chunks._read_file
+    monkeypatch.setattr(chunks, "_read_file", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(evaluate, "READ_BYTES", 1)
+    table = score(cfg, ["model"], None, scheduler="synchronous").tables["model"]
+    forecast_reads = [p for p in reads if p.startswith(f"{fc}/temperature/")]
+    assert len(forecast_reads) == len(set(forecast_reads)) == 4 * (5 // lead_chunk)
+    w = ref_area_weights(case.latitude)[:, None] * np.ones(len(case.longitude))
+    for level_index in (0, 1):
+        got = table["temperature"].sel(region="global", level=case.levels[level_index])
+        for li in range(len(case.lead_times)):
+            for metric, value in ref_metrics(case, "temperature", w, level_index, li).items():
+                assert float(got.sel(metric=metric).isel(lead_time=li)) == pytest.approx(
+                    value, rel=1e-10), (metric, li)
+
+
+@pytest.mark.parametrize("axes", [(1, 0, 2, 3, 4), (0, 1, 2, 4, 3), (4, 3, 2, 1, 0)])
+def test_memory_order_changes_the_layout_not_the_values(tmp_path, monkeypatch, axes):
+    """Inside chunks.memory_order(axes) a read is allocated in that axis order (its transpose
+    by ``axes`` is C-contiguous), holds the same values, and a chunk whose block is contiguous
+    in that order is still decoded straight into it."""
+    shape, chunk_shape = (3, 4, 3, 10, 6), (1, 1, 3, 10, 6)
+    path, expected = write_store(tmp_path / "s.zarr", shape=shape, chunk_shape=chunk_shape)
+    calls = []
+    real = chunks._decode_chunk
+    monkeypatch.setattr(chunks, "_decode_chunk",
+                        lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    reader = reader_for(path)
+    sel = (slice(None), slice(1, 4), slice(None), slice(None), slice(None))
+    with chunks.memory_order(axes):
+        got = reader._getitem(sel)
+        scalar = reader._getitem((1, 2, 0, 3, 4))  # integer indexes: the order is ignored
+    np.testing.assert_array_equal(got, expected[:, 1:4])
+    assert got.transpose(axes).flags.c_contiguous
+    assert float(scalar) == expected[1, 2, 0, 3, 4]
+    direct = axes == (1, 0, 2, 3, 4)  # lead-major: each chunk's block is still contiguous
+    assert len(calls) == (1 if direct else 10)  # the scalar read (and the 9 chunks)
+    assert reader._getitem(sel).flags.c_contiguous  # outside the block: C order again

@@ -16,10 +16,12 @@ stores), in batches bounded to :data:`FETCH_BYTES` of compressed data.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numcodecs
@@ -84,7 +86,12 @@ class ChunkReader(BackendArray):
             sizes.append(size)
             if isinstance(k, int | np.integer):
                 squeeze.append(axis)
-        out = np.empty(tuple(sizes), dtype=self.dtype)
+        axes = getattr(_LAYOUT, "axes", None)
+        if axes is not None and not squeeze and sorted(axes) == list(range(len(sizes))):
+            # allocated in the caller's axis order (memory_order), returned in the store's
+            out = np.empty([sizes[a] for a in axes], dtype=self.dtype).transpose(np.argsort(axes))
+        else:
+            out = np.empty(tuple(sizes), dtype=self.dtype)
         if out.size:
             self._fill_from_chunks(out, per_axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
@@ -153,6 +160,24 @@ class ChunkReader(BackendArray):
         name = self.separator.join(str(i) for i in ids)
         prefix = f"{self._root.rstrip('/')}/{self.array_path}" if self.array_path else self._root
         return f"{prefix}/{name}"
+
+
+_LAYOUT = threading.local()
+
+
+@contextlib.contextmanager
+def memory_order(axes: Sequence[int] | None) -> Iterator[None]:
+    """Within this block, this thread's :class:`ChunkReader` reads of ``len(axes)`` dimensions
+    (no integer index) allocate their result with axis ``axes[0]`` outermost in memory, then
+    ``axes[1]``, and so on: ``result.transpose(axes)`` is C-contiguous, and a chunk whose block
+    is contiguous in that order is still decoded straight into it. Values are unchanged; reads
+    through zarr-python ignore this."""
+    previous = getattr(_LAYOUT, "axes", None)
+    _LAYOUT.axes = None if axes is None else tuple(int(a) for a in axes)
+    try:
+        yield
+    finally:
+        _LAYOUT.axes = previous
 
 
 class _Group(NamedTuple):
