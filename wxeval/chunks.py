@@ -10,8 +10,19 @@ falls back to zarr-python. Semantics follow the Zarr v2 specification: chunk key
 reads as the fill value. xarray's CF decoding (masking, scaling) still applies on top, as the
 reader replaces only the lowest (raw) array of the lazily indexed chain.
 
-Chunks of one read are fetched together (``fs.cat`` of many keys: concurrent requests on object
-stores), in batches bounded to :data:`FETCH_BYTES` of compressed data.
+How a read reaches the array it returns (issue 16: no more work than reading and decoding):
+
+- local files (fsspec's ``LocalFileSystem``, plain paths) are read one at a time with a plain
+  ``readinto`` into a reused per-thread buffer (fsspec's per-call overhead cost as much as the
+  reads); other stores' chunk objects are fetched together (``fs.cat`` of many keys:
+  concurrent requests on object stores), in batches of at most :data:`FETCH_BYTES` of
+  decoded chunks;
+- a chunk selected whole whose block of the result is contiguous (one init × one lead × all
+  levels and grid points, WeatherBench 2's layout) is decoded straight into the result when
+  its header states the expected size (Blosc, LZ4, Zstd; no filters; C order); any other
+  chunk is decoded into a reused per-thread buffer and its selected part copied;
+- :func:`memory_order` lets the caller choose the result's memory layout (lead-major forecast
+  reads: each lead one contiguous block), without changing its values.
 """
 
 from __future__ import annotations
