@@ -315,3 +315,64 @@ def test_memory_order_changes_the_layout_not_the_values(tmp_path, monkeypatch, a
     direct = axes == (1, 0, 2, 3, 4)  # lead-major: each chunk's block is still contiguous
     assert len(calls) == (1 if direct else 10)  # the scalar read (and the 9 chunks)
     assert reader._getitem(sel).flags.c_contiguous  # outside the block: C order again
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_pool_hands_out_only_buffers_nothing_refers_to(monkeypatch):
+    monkeypatch.setattr(chunks, "POOL_MIN_BYTES", 1000)
+    pool = chunks._BufferPool()
+    a = pool.empty(4000)
+    b = pool.empty(4000)
+    assert _address(a) != _address(b) and a.nbytes == b.nbytes == 4000
+    first = _address(a)
+    del a
+    c = pool.empty(3000)  # fits in a's buffer (at most twice the size asked for)
+    assert _address(c) == first and c.nbytes == 3000
+    view = c[8:24].view(np.float32)
+    del c
+    d = pool.empty(3000)  # c's buffer is still referred to by a view: not reused
+    assert _address(d) != first
+    view[:] = 1.5
+    d[:] = 0
+    np.testing.assert_array_equal(view, 1.5)
+    del view
+    assert _address(pool.empty(2000)) == first
+    small = pool.empty(500)  # below POOL_MIN_BYTES: not pooled
+    assert all(_address(small) != _address(x) for x in pool._buffers)
+    assert _address(pool.empty(9000)) not in {first, _address(b), _address(d)}  # too big
+
+
+def test_pool_lets_go_of_free_buffers_beyond_its_cap(monkeypatch):
+    monkeypatch.setattr(chunks, "POOL_MIN_BYTES", 1000)
+    monkeypatch.setattr(chunks, "POOL_FREE_BYTES", 10_000)
+    pool = chunks._BufferPool()
+    held = [pool.empty(4000) for _ in range(4)]
+    assert len(pool._buffers) == 4
+    del held
+    pool.empty(20_000)  # fits none: 16 000 free bytes, 10 000 kept at most
+    sizes = sorted(b.nbytes for b in pool._buffers)
+    assert sizes == [4000, 4000, 20_000]
+
+
+def test_reads_into_reused_buffers_keep_every_value(tmp_path, monkeypatch):
+    """Results come from the pool (every read here is pooled): a result or a view of it that
+    is still held is never overwritten by a later read, and a released one is reused."""
+    monkeypatch.setattr(chunks, "POOL_MIN_BYTES", 1)
+    monkeypatch.setattr(chunks, "_POOL", chunks._BufferPool())
+    path, expected = write_store(tmp_path / "s.zarr", drop=("0.0.0.0.0",))
+    reader = reader_for(path)
+    everything = (slice(None),) * 5
+    x = reader._getitem(everything)
+    y_view = reader._getitem(everything)[1:3, :, 0]
+    address = _address(x)
+    del x
+    z = reader._getitem(everything)
+    assert _address(z) == address  # x's buffer, released, is reused
+    z[...] = -99.0  # writing one result never changes another
+    w = reader._getitem((slice(1, 4), 2, slice(1, 3), slice(3, 9), slice(2, 5)))
+    np.testing.assert_array_equal(y_view, expected[1:3, :, 0])
+    np.testing.assert_array_equal(w, expected[1:4, 2, 1:3, 3:9, 2:5])
+    np.testing.assert_array_equal(reader._getitem(everything), expected)

@@ -30,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -80,8 +82,9 @@ class ChunkReader(BackendArray):
             import fsspec
             from fsspec.implementations.local import LocalFileSystem
 
-            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-            self._local = type(self._fs) is LocalFileSystem
+            fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            self._local, self._root = type(fs) is LocalFileSystem, root
+            self._fs = fs  # last: another thread may see it set
         return self._fs
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -98,11 +101,16 @@ class ChunkReader(BackendArray):
             if isinstance(k, int | np.integer):
                 squeeze.append(axis)
         axes = getattr(_LAYOUT, "axes", None)
-        if axes is not None and not squeeze and sorted(axes) == list(range(len(sizes))):
-            # allocated in the caller's axis order (memory_order), returned in the store's
-            out = np.empty([sizes[a] for a in axes], dtype=self.dtype).transpose(np.argsort(axes))
+        if axes is None or squeeze or sorted(axes) != list(range(len(sizes))):
+            axes = range(len(sizes))
+        # allocated in the caller's axis order (memory_order), returned in the store's
+        shape = [sizes[a] for a in axes]
+        if self.dtype.hasobject:
+            out = np.empty(shape, dtype=self.dtype)
         else:
-            out = np.empty(tuple(sizes), dtype=self.dtype)
+            out = _POOL.empty(math.prod(shape) * self.dtype.itemsize).view(self.dtype)
+            out = out.reshape(shape)
+        out = out.transpose(np.argsort(axes))
         if out.size:
             self._fill_from_chunks(out, per_axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
@@ -241,6 +249,54 @@ def _index(parts: list[slice | np.ndarray]) -> tuple:
     return np.ix_(*[np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts])
 
 
+class _BufferPool:
+    """Large results, reused once nothing refers to them any more: a fresh large array costs
+    the kernel's zeroing of its pages (here ~0.2 s per GB, as much as decoding LZ4), and a
+    run allocates the same few sizes over and over (a task's truth window, its forecast lead
+    groups). A buffer is free when the pool's own reference is its only one (every NumPy view
+    of it refers to it through ``.base``), so a buffer still in use is never handed out."""
+
+    def __init__(self) -> None:
+        self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, nbytes: int) -> np.ndarray:
+        """An uninitialised uint8 array of ``nbytes``: a free pooled buffer of ``nbytes`` to
+        2 × ``nbytes`` (the smallest), else a new one (pooled when at least
+        :data:`POOL_MIN_BYTES`); free buffers beyond :data:`POOL_FREE_BYTES` are let go,
+        oldest first."""
+        if nbytes < POOL_MIN_BYTES:
+            return np.empty(nbytes, dtype=np.uint8)
+        with self._lock:
+            bufs = self._buffers
+            free = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
+            fits = [i for i in free if nbytes <= bufs[i].nbytes <= 2 * nbytes]
+            if fits:
+                return bufs[min(fits, key=lambda i: bufs[i].nbytes)][:nbytes]
+            spare = sum(bufs[i].nbytes for i in free) - POOL_FREE_BYTES
+            drop = set()
+            for i in free:  # oldest first
+                if spare <= 0:
+                    break
+                drop.add(i)
+                spare -= bufs[i].nbytes
+            self._buffers = [b for i, b in enumerate(bufs) if i not in drop]
+            new = np.empty(nbytes, dtype=np.uint8)
+            self._buffers.append(new)
+            return new[:nbytes]
+
+    def clear(self) -> None:
+        """Let every buffer go (those in use stay alive through their users)."""
+        with self._lock:
+            self._buffers = []
+
+
+#: Results of at least this many bytes come from :data:`_POOL`.
+POOL_MIN_BYTES = 4 * 2**20
+#: Free pooled buffers kept at most (bytes).
+POOL_FREE_BYTES = 512 * 2**20
+_POOL = _BufferPool()
+
 _BUFFERS = threading.local()
 #: A thread keeps its file and decode buffers for reuse up to this size (larger: one-off).
 KEEP_BUFFER_BYTES = 64 * 2**20
@@ -261,10 +317,13 @@ def _read_file(path: str) -> np.ndarray:
     thread's next read): a plain read, without fsspec's per-call overhead."""
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        buf = _buffer("file", size + 1)  # one spare byte: a file grown since fstat shows
-        got = f.readinto(buf)
-        if got > size:  # it grew: read the rest plainly
-            return np.frombuffer(bytes(buf[:got]) + f.read(), dtype=np.uint8)
+        buf = _buffer("file", size)
+        got = 0
+        while got < size:  # one read, unless a (network) file system returns less
+            n = f.readinto(buf[got:])
+            if not n:
+                break
+            got += n
     return buf[:got]
 
 
