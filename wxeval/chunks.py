@@ -30,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import os
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -101,16 +99,11 @@ class ChunkReader(BackendArray):
             if isinstance(k, int | np.integer):
                 squeeze.append(axis)
         axes = getattr(_LAYOUT, "axes", None)
-        if axes is None or squeeze or sorted(axes) != list(range(len(sizes))):
-            axes = range(len(sizes))
-        # allocated in the caller's axis order (memory_order), returned in the store's
-        shape = [sizes[a] for a in axes]
-        if self.dtype.hasobject:
-            out = np.empty(shape, dtype=self.dtype)
+        if axes is not None and not squeeze and sorted(axes) == list(range(len(sizes))):
+            # allocated in the caller's axis order (memory_order), returned in the store's
+            out = np.empty([sizes[a] for a in axes], dtype=self.dtype).transpose(np.argsort(axes))
         else:
-            out = _POOL.empty(math.prod(shape) * self.dtype.itemsize).view(self.dtype)
-            out = out.reshape(shape)
-        out = out.transpose(np.argsort(axes))
+            out = np.empty(tuple(sizes), dtype=self.dtype)
         if out.size:
             self._fill_from_chunks(out, per_axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
@@ -173,12 +166,6 @@ class ChunkReader(BackendArray):
             blobs = fs.cat(keys, on_error="return")
             for job, key in zip(part, keys, strict=True):
                 place(job, blobs.get(key), key)
-
-    def _key(self, ids: tuple[int, ...]) -> str:
-        self.fs  # noqa: B018 - makes sure _root is set
-        name = self.separator.join(str(i) for i in ids)
-        prefix = f"{self._root.rstrip('/')}/{self.array_path}" if self.array_path else self._root
-        return f"{prefix}/{name}"
 
 
 _LAYOUT = threading.local()
@@ -248,54 +235,6 @@ def _index(parts: list[slice | np.ndarray]) -> tuple:
         return tuple(parts)
     return np.ix_(*[np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts])
 
-
-class _BufferPool:
-    """Large results, reused once nothing refers to them any more: a fresh large array costs
-    the kernel's zeroing of its pages (here ~0.2 s per GB, as much as decoding LZ4), and a
-    run allocates the same few sizes over and over (a task's truth window, its forecast lead
-    groups). A buffer is free when the pool's own reference is its only one (every NumPy view
-    of it refers to it through ``.base``), so a buffer still in use is never handed out."""
-
-    def __init__(self) -> None:
-        self._buffers: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def empty(self, nbytes: int) -> np.ndarray:
-        """An uninitialised uint8 array of ``nbytes``: a free pooled buffer of ``nbytes`` to
-        2 × ``nbytes`` (the smallest), else a new one (pooled when at least
-        :data:`POOL_MIN_BYTES`); free buffers beyond :data:`POOL_FREE_BYTES` are let go,
-        oldest first."""
-        if nbytes < POOL_MIN_BYTES:
-            return np.empty(nbytes, dtype=np.uint8)
-        with self._lock:
-            bufs = self._buffers
-            free = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
-            fits = [i for i in free if nbytes <= bufs[i].nbytes <= 2 * nbytes]
-            if fits:
-                return bufs[min(fits, key=lambda i: bufs[i].nbytes)][:nbytes]
-            spare = sum(bufs[i].nbytes for i in free) - POOL_FREE_BYTES
-            drop = set()
-            for i in free:  # oldest first
-                if spare <= 0:
-                    break
-                drop.add(i)
-                spare -= bufs[i].nbytes
-            self._buffers = [b for i, b in enumerate(bufs) if i not in drop]
-            new = np.empty(nbytes, dtype=np.uint8)
-            self._buffers.append(new)
-            return new[:nbytes]
-
-    def clear(self) -> None:
-        """Let every buffer go (those in use stay alive through their users)."""
-        with self._lock:
-            self._buffers = []
-
-
-#: Results of at least this many bytes come from :data:`_POOL`.
-POOL_MIN_BYTES = 4 * 2**20
-#: Free pooled buffers kept at most (bytes).
-POOL_FREE_BYTES = 512 * 2**20
-_POOL = _BufferPool()
 
 _BUFFERS = threading.local()
 #: A thread keeps its file and decode buffers for reuse up to this size (larger: one-off).
