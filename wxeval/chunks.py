@@ -10,22 +10,37 @@ falls back to zarr-python. Semantics follow the Zarr v2 specification: chunk key
 reads as the fill value. xarray's CF decoding (masking, scaling) still applies on top, as the
 reader replaces only the lowest (raw) array of the lazily indexed chain.
 
-Chunks of one read are fetched together (``fs.cat`` of many keys: concurrent requests on object
-stores), in batches bounded to :data:`FETCH_BYTES` of compressed data.
+How a read reaches the array it returns (issue 16: no more work than reading and decoding):
+
+- local files (fsspec's ``LocalFileSystem``, plain paths) are read one at a time with a plain
+  ``readinto`` into a reused per-thread buffer (fsspec's per-call overhead cost as much as the
+  reads); other stores' chunk objects are fetched together (``fs.cat`` of many keys:
+  concurrent requests on object stores), in batches of at most :data:`FETCH_BYTES` of
+  decoded chunks;
+- a chunk selected whole whose block of the result is contiguous (one init × one lead × all
+  levels and grid points, WeatherBench 2's layout) is decoded straight into the result when
+  its header states the expected size (Blosc, LZ4, Zstd; no filters; C order); any other
+  chunk is decoded into a reused per-thread buffer and its selected part copied;
+- :func:`memory_order` lets the caller choose the result's memory layout (lead-major forecast
+  reads: each lead one contiguous block), without changing its values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from typing import Any
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numcodecs
 import numpy as np
 from xarray.backends.common import BackendArray
 from xarray.core import indexing
 
-from wxeval.indexing import as_slice, orthogonal
+from wxeval.indexing import as_slice
 
 log = logging.getLogger("wxeval")
 
@@ -52,6 +67,7 @@ class ChunkReader(BackendArray):
         self.array_path = array_path.strip("/")
         self._fs = None
         self._root = None
+        self._local = False
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -62,8 +78,11 @@ class ChunkReader(BackendArray):
     def fs(self):
         if self._fs is None:
             import fsspec
+            from fsspec.implementations.local import LocalFileSystem
 
-            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            self._local, self._root = type(fs) is LocalFileSystem, root
+            self._fs = fs  # last: another thread may see it set
         return self._fs
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -72,56 +91,230 @@ class ChunkReader(BackendArray):
         )
 
     def _getitem(self, key: tuple) -> np.ndarray:
-        positions, squeeze = [], []
-        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+        per_axis, sizes, squeeze = [], [], []
+        for axis, (k, n, c) in enumerate(zip(key, self.shape, self.chunks, strict=True)):
+            size, groups = _axis_groups(k, n, c)
+            per_axis.append(groups)
+            sizes.append(size)
             if isinstance(k, int | np.integer):
-                positions.append(np.array([int(k) % n]))
                 squeeze.append(axis)
-            elif isinstance(k, slice):
-                positions.append(np.arange(*k.indices(n)))
-            else:
-                positions.append(np.asarray(k, dtype=np.int64) % n)
-        out = np.empty(tuple(len(p) for p in positions), dtype=self.dtype)
+        axes = getattr(_LAYOUT, "axes", None)
+        if axes is not None and not squeeze and sorted(axes) == list(range(len(sizes))):
+            # allocated in the caller's axis order (memory_order), returned in the store's
+            out = np.empty([sizes[a] for a in axes], dtype=self.dtype).transpose(np.argsort(axes))
+        else:
+            out = np.empty(tuple(sizes), dtype=self.dtype)
         if out.size:
-            self._fill_from_chunks(out, positions)
+            self._fill_from_chunks(out, per_axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
-    def _fill_from_chunks(self, out: np.ndarray, positions: list[np.ndarray]) -> None:
-        # Per axis: the chunk ids touched, and for each the (output, within-chunk) positions.
-        per_axis = []
-        for pos, c in zip(positions, self.chunks, strict=True):
-            ids = pos // c
-            groups = []
-            for cid in np.unique(ids):
-                sel = np.flatnonzero(ids == cid)
-                groups.append((int(cid), as_slice(sel), as_slice(pos[sel] - cid * c)))
-            per_axis.append(groups)
-        jobs = list(itertools.product(*per_axis))
+    def _fill_from_chunks(self, out: np.ndarray, per_axis: list[list[_Group]]) -> None:
+        """Every chunk touched by the per-axis groups (:func:`_axis_groups`), decoded straight
+        into ``out`` when it is wholly selected and its block of ``out`` is contiguous, else
+        into a per-thread scratch buffer whose selected part is copied. Local files are read
+        with plain file reads one at a time; other stores' objects are fetched in batches."""
+        fs = self.fs
+        prefix = f"{self._root.rstrip('/')}/{self.array_path}" if self.array_path else self._root
+        prefix = prefix.rstrip("/") + "/"
+        sep = self.separator
+        names = [[str(g.chunk) for g in groups] for groups in per_axis]
+        jobs = list(itertools.product(*[range(len(groups)) for groups in per_axis]))
+        fill = np.asarray(self.fill_value, dtype=self.dtype)
+        direct_ok = (self.order == "C" and not self.filters and not self.dtype.hasobject
+                     and _decoded_nbytes_known(self.compressor))
+
+        def place(job: tuple[int, ...], blob, key: str) -> None:
+            groups = [per_axis[a][i] for a, i in enumerate(job)]
+            if blob is None or isinstance(blob, FileNotFoundError):
+                out[_index([g.dst for g in groups])] = fill  # absent chunk: fill value
+                return
+            if isinstance(blob, BaseException):
+                raise blob
+            try:
+                if direct_ok and all(g.whole for g in groups):
+                    view = out[_index([g.dst for g in groups])]
+                    if view.flags.c_contiguous and _decode_into(blob, self.compressor, view):
+                        return
+                data = _decode_chunk(blob, self.compressor, self.filters, self.dtype,
+                                     self.chunks, self.order, key, scratch=True)
+            except MemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, …
+                if str(err).startswith(f"chunk {key} "):
+                    raise
+                raise DamagedArrayError(self.array_path, f"chunk {key}: cannot decode "
+                                        f"({type(err).__name__}: {err})") from err
+            out[_index([g.dst for g in groups])] = data[_index([g.src for g in groups])]
+
+        def key_of(job: tuple[int, ...]) -> str:
+            return prefix + sep.join([names[a][i] for a, i in enumerate(job)])
+
+        if self._local:
+            for job in jobs:
+                key = key_of(job)
+                try:
+                    blob = _read_file(key)
+                except FileNotFoundError:
+                    blob = None
+                place(job, blob, key)
+            return
         chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
         batch = max(1, FETCH_BYTES // max(chunk_bytes, 1))
         for lo in range(0, len(jobs), batch):
             part = jobs[lo : lo + batch]
-            keys = [self._key(tuple(g[0] for g in job)) for job in part]
-            blobs = self.fs.cat(keys, on_error="return")
+            keys = [key_of(job) for job in part]
+            blobs = fs.cat(keys, on_error="return")
             for job, key in zip(part, keys, strict=True):
-                data = self._decode(blobs.get(key), key)
-                dst = orthogonal([g[1] for g in job], out.shape)
-                out[dst] = data if data.ndim == 0 else data[orthogonal([g[2] for g in job],
-                                                                       data.shape)]
+                place(job, blobs.get(key), key)
 
-    def _key(self, ids: tuple[int, ...]) -> str:
-        self.fs  # noqa: B018 - makes sure _root is set
-        name = self.separator.join(str(i) for i in ids)
-        prefix = f"{self._root.rstrip('/')}/{self.array_path}" if self.array_path else self._root
-        return f"{prefix}/{name}"
 
-    def _decode(self, blob: Any, key: str) -> np.ndarray:
-        if blob is None or isinstance(blob, FileNotFoundError):
-            return np.asarray(self.fill_value, dtype=self.dtype)  # absent chunk: fill value
-        if isinstance(blob, BaseException):
-            raise blob
-        return _decode_chunk(blob, self.compressor, self.filters, self.dtype, self.chunks,
-                             self.order, key)
+_LAYOUT = threading.local()
+
+
+@contextlib.contextmanager
+def memory_order(axes: Sequence[int] | None) -> Iterator[None]:
+    """Within this block, this thread's :class:`ChunkReader` reads of ``len(axes)`` dimensions
+    (no integer index) allocate their result with axis ``axes[0]`` outermost in memory, then
+    ``axes[1]``, and so on: ``result.transpose(axes)`` is C-contiguous, and a chunk whose block
+    is contiguous in that order is still decoded straight into it. Values are unchanged; reads
+    through zarr-python ignore this."""
+    previous = getattr(_LAYOUT, "axes", None)
+    _LAYOUT.axes = None if axes is None else tuple(int(a) for a in axes)
+    try:
+        yield
+    finally:
+        _LAYOUT.axes = previous
+
+
+class _Group(NamedTuple):
+    """The part of one chunk along one axis that a read selects: the chunk's index, where its
+    values go in the output (``dst``) and where they come from in the chunk (``src``), each a
+    slice or integer positions; ``whole``: the selection is the whole stored chunk."""
+
+    chunk: int
+    dst: slice | np.ndarray
+    src: slice | np.ndarray
+    whole: bool
+
+
+def _axis_groups(k, n: int, c: int) -> tuple[int, list[_Group]]:
+    """Output length and chunk groups of one axis (length ``n``, chunk length ``c``) for an
+    integer, a slice or integer positions ``k`` (negative ones counted from the end). Slices
+    with step 1 are split into chunks arithmetically; anything else through the positions."""
+    if isinstance(k, int | np.integer):
+        p = int(k) % n
+        cid, r = divmod(p, c)
+        return 1, [_Group(cid, slice(0, 1), slice(r, r + 1), c == 1)]
+    if isinstance(k, slice):
+        start, stop, step = k.indices(n)
+        if step == 1:
+            groups = []
+            for cid in range(start // c, (stop - 1) // c + 1) if stop > start else ():
+                lo, hi = max(start, cid * c), min(stop, cid * c + c)
+                groups.append(_Group(cid, slice(lo - start, hi - start),
+                                     slice(lo - cid * c, hi - cid * c),
+                                     lo == cid * c and hi == cid * c + c))
+            return max(0, stop - start), groups
+        pos = np.arange(start, stop, step)
+    else:
+        pos = np.asarray(k, dtype=np.int64) % n
+    ids = pos // c
+    groups = []
+    for cid in np.unique(ids).tolist():
+        sel = np.flatnonzero(ids == cid)
+        src = as_slice(pos[sel] - cid * c)
+        whole = isinstance(src, slice) and src.start == 0 and src.stop == c
+        groups.append(_Group(cid, as_slice(sel), src, whole))
+    return len(pos), groups
+
+
+def _index(parts: list[slice | np.ndarray]) -> tuple:
+    """Basic index when every axis is a slice (a view), else ``np.ix_`` of the positions
+    (slices here always have step 1 and explicit bounds)."""
+    if all(isinstance(p, slice) for p in parts):
+        return tuple(parts)
+    return np.ix_(*[np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts])
+
+
+_BUFFERS = threading.local()
+#: A thread keeps its file and decode buffers for reuse up to this size (larger: one-off).
+KEEP_BUFFER_BYTES = 64 * 2**20
+
+
+def _buffer(name: str, nbytes: int) -> np.ndarray:
+    """A per-thread reusable uint8 buffer of at least ``nbytes`` (its first ``nbytes``)."""
+    buf = getattr(_BUFFERS, name, None)
+    if buf is None or buf.size < nbytes:
+        buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+        if nbytes <= KEEP_BUFFER_BYTES:
+            setattr(_BUFFERS, name, buf)
+    return buf[:nbytes]
+
+
+def _read_file(path: str) -> np.ndarray:
+    """A local file's bytes, read into this thread's reusable buffer (valid until the
+    thread's next read): a plain read, without fsspec's per-call overhead."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = _buffer("file", size)
+        got = 0
+        while got < size:  # one read, unless a (network) file system returns less
+            n = f.readinto(buf[got:])
+            if not n:
+                break
+            got += n
+    return buf[:got]
+
+
+def _decoded_nbytes_known(compressor) -> bool:
+    return compressor is None or getattr(compressor, "codec_id", None) in ("blosc", "lz4", "zstd")
+
+
+def _decoded_nbytes(compressor, blob) -> int | None:
+    """Decoded size in bytes that ``blob``'s header states (Blosc, numcodecs' LZ4 and a Zstd
+    frame with its content size; no compressor: the blob's length), else None."""
+    if compressor is None:
+        return memoryview(blob).nbytes
+    head = bytes(memoryview(blob).cast("B")[:18])
+    codec = getattr(compressor, "codec_id", None)
+    if codec == "blosc" and len(head) >= 16:
+        return int.from_bytes(head[4:8], "little")
+    if codec == "lz4" and len(head) >= 4:
+        return int.from_bytes(head[0:4], "little", signed=True)
+    if codec == "zstd" and len(head) >= 6 and head[:4] == b"\x28\xb5\x2f\xfd":
+        fhd = head[4]
+        single = (fhd >> 5) & 1
+        size = (single, 2, 4, 8)[fhd >> 6]
+        if size == 0:
+            return None  # content size not stored
+        pos = 5 + (1 - single) + (0, 1, 2, 4)[fhd & 3]
+        if len(head) < pos + size:
+            return None
+        value = int.from_bytes(head[pos : pos + size], "little")
+        return value + 256 if size == 2 else value
+    return None
+
+
+def _blosc_truncated(compressor, blob) -> bool:
+    """A Blosc chunk shorter than the compressed size its header states (numcodecs decodes a
+    truncated uncompressible chunk without error, from beyond the end of the buffer)."""
+    if getattr(compressor, "codec_id", None) != "blosc":
+        return False
+    view = memoryview(blob).cast("B")
+    return view.nbytes < 16 or view.nbytes < int.from_bytes(view[12:16], "little")
+
+
+def _decode_into(blob, compressor, out: np.ndarray) -> bool:
+    """Decode ``blob`` (no filters) straight into the C-contiguous ``out`` when its header
+    states exactly ``out``'s size; False (nothing written) otherwise, and the caller decodes
+    the usual way, which raises the codec's own error or the size mismatch."""
+    if _decoded_nbytes(compressor, blob) != out.nbytes or _blosc_truncated(compressor, blob):
+        return False
+    if compressor is None:
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(memoryview(blob).cast("B"), np.uint8)
+    else:
+        compressor.decode(blob, out=out)
+    return True
 
 
 class DamagedArrayError(ValueError):
@@ -181,8 +374,21 @@ def read_single_chunk_arrays(fs, paths: list[str]) -> dict[str, np.ndarray | Non
     return out
 
 
-def _decode_chunk(blob, compressor, filters, dtype, shape, order, key) -> np.ndarray:
-    """One stored chunk object → array of ``shape``: compressor, then filters in reverse."""
+def _decode_chunk(blob, compressor, filters, dtype, shape, order, key, scratch: bool = False
+                  ) -> np.ndarray:
+    """One stored chunk object → array of ``shape``: compressor, then filters in reverse.
+
+    ``scratch``: without filters, decode into this thread's reusable buffer when the header
+    states the expected size (the result is then valid until the thread's next decode)."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if _blosc_truncated(compressor, blob):  # Blosc would read past the end, without error
+        raise ValueError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its Blosc "
+                         "header states more (truncated or damaged)")
+    if scratch and not filters and compressor is not None and not dtype.hasobject:
+        if _decoded_nbytes(compressor, blob) == nbytes:
+            buf = _buffer("decode", nbytes)
+            compressor.decode(blob, out=buf)
+            return buf.view(dtype).reshape(shape, order=order)
     data = compressor.decode(blob) if compressor is not None else blob
     for f in reversed(filters):
         data = f.decode(data)

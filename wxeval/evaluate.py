@@ -25,6 +25,7 @@ import xarray as xr
 from wxeval import maps as _maps
 from wxeval import schema
 from wxeval import spectra as _spectra
+from wxeval.chunks import memory_order
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.plan import ForecastSource, ModelPlan
@@ -478,10 +479,16 @@ def _forecast_reader(
     group_of = _read_groups(lpos // lead_chunk, per_lead)
     cache: dict[str, object] = {"group": None, "data": None, "members": None, "next": None}
 
+    # One lead per chunk: the group is read lead-major, so that each lead's fields are one
+    # contiguous block (chunks decoded straight into it); several leads per chunk: init-major,
+    # each chunk decoded straight into its block, a lead a strided view.
+    lead_major = lead_chunk == 1
+
     def load(group: int) -> tuple[np.ndarray, np.ndarray]:
         members = np.flatnonzero(group_of == group)
         sel = {INIT_TIME: ipos, LEAD_TIME: lpos[members], **flev}
-        return members, _read(fda, sel, [INIT_TIME, LEAD_TIME, LEVEL, MEMBER], spatial,
+        leading = [LEAD_TIME, INIT_TIME] if lead_major else [INIT_TIME, LEAD_TIME]
+        return members, _read(fda, sel, [*leading, LEVEL, MEMBER], spatial,
                               store=part.source.store.name)
 
     # An ensemble's next lead group is read while this one is computed (its statistics cost
@@ -499,7 +506,7 @@ def _forecast_reader(
             if pool is not None and group < group_of.max():
                 cache["next"] = (group + 1, pool.submit(load, group + 1))
         k = int(np.flatnonzero(cache["members"] == li)[0])
-        return cache["data"][:, k]
+        return cache["data"][k] if lead_major else cache["data"][:, k]
 
     read.close = (lambda: pool.shutdown(cancel_futures=True)) if pool else (lambda: None)
     return read
@@ -733,7 +740,8 @@ def _read(
     """Read an orthogonal selection as NumPy with dims (leading…, level, [member,] *spatial);
     variables without levels get a length-1 level axis. Values are read in the store's own dimension
     order and transposed in NumPy (a lazy transpose would make xarray index pointwise)."""
-    sub = da.isel({k: as_slice(v) for k, v in indexers.items()})
+    # Variable.isel: the data only (DataArray.isel also slices every coordinate and index).
+    sub = da.variable.isel({k: as_slice(v) for k, v in indexers.items()})
     lead_dims = [d for d in leading if d in sub.dims and d not in (LEVEL, MEMBER)]
     order = (lead_dims + ([LEVEL] if LEVEL in sub.dims else [])
              + ([MEMBER] if MEMBER in sub.dims else []) + list(spatial))
@@ -743,7 +751,11 @@ def _read(
             f"{store}: {da.name}: unexpected dimension(s) {extra} (fields are scored on time, "
             "lead, level, latitude and longitude: select or average the others first)"
         )
-    arr = np.asarray(sub.values)
+    # Allocated in the order returned (the spatial dims in the store's order, as transposing
+    # them would need a copy), so that the leading axes of the result are C-contiguous.
+    memory = order[: len(order) - len(spatial)] + [d for d in sub.dims if d in spatial]
+    with memory_order([sub.dims.index(d) for d in memory]):
+        arr = np.asarray(sub.values)
     axes = [sub.dims.index(d) for d in order]
     if axes != list(range(len(axes))):
         arr = np.transpose(arr, axes)
