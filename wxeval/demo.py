@@ -140,6 +140,10 @@ def run_demo(output: Path, echo: Callable[[str], None] = print) -> dict:
     report = score(cfg, models, output / "results")
     for name, files in report.outputs.items():
         echo(f"  {name}: {Path(files[0]).name}, {Path(files[1]).name}")
+    # The scorecards read the results folder: drop the run's in-memory statistics, maps and
+    # spectra (~0.9 GB) before them, keeping the one table the last line prints.
+    z500 = report.tables[BASELINE]["geopotential"].sel(metric="rmse", region="global", level=500)
+    del report
     summary = {"config": cfg_path, "results": output / "results", "report": None}
     try:
         from wxeval.scorecard import report as scorecard_report
@@ -157,7 +161,7 @@ def run_demo(output: Path, echo: Callable[[str], None] = print) -> dict:
                                       config=cfg_path, preset="headline")
         summary["headline"] = headline
         echo(f"headline scorecard (WeatherBench 2's headline scores): {headline}")
-    t = report.tables[BASELINE]["geopotential"].sel(metric="rmse", region="global", level=500)
+    t = z500
     echo(
         "z500 global RMSE of the baseline at day 1/3/5: "
         + ", ".join(f"{float(t.sel(lead_time=pd.Timedelta(days=d))):.0f}" for d in (1, 3, 5))
