@@ -128,3 +128,21 @@ def test_ensemble_section_reads_m_plus_1_rank_slots_and_its_histogram_matches_nu
             counts += [np.sum(w * (rank == k)) for k in range(M + 1)]
         want = counts / (len(case.init_times) * np.sum(w)) * (M + 1)
         np.testing.assert_allclose(r["bins"], want, rtol=1e-3)  # shown to 4 digits
+
+
+def test_score_without_keeping_statistics_gives_the_same_tables(scored, tmp_path):
+    """``keep_statistics=False`` (the demo's run) keeps no statistics in the report; the
+    tables are those of the definition and of a run keeping them."""
+    case, _, out = scored
+    cfg = _config(tmp_path, case, {"det": {"path": case.paths["forecast"]}}, ["rmse", "mae"],
+                  "nokeep")
+    report = score(cfg, ["det"], tmp_path / "out", keep_statistics=False)
+    assert report.statistics == {}
+    table = report.tables["det"]["geopotential"]
+    for li in range(len(case.lead_times)):
+        got = table.sel(metric="rmse", region="global", level=case.levels[0]).isel(lead_time=li)
+        np.testing.assert_allclose(
+            got, np.sqrt(np.mean(_mse_ref(case, "geopotential", li, 0))), rtol=1e-10)
+    kept = score(cfg, ["det"], tmp_path / "out2")
+    assert set(kept.statistics) == {"det"}
+    xr.testing.assert_identical(kept.tables["det"], report.tables["det"])

@@ -137,11 +137,12 @@ def run_demo(output: Path, echo: Callable[[str], None] = print) -> dict:
     cfg = load_config(cfg_path)
     models = list(cfg.models)
     echo(f"scoring {', '.join(models)} …")
-    report = score(cfg, models, output / "results")
+    # the scorecards read the statistics back from the store: none kept in memory meanwhile
+    report = score(cfg, models, output / "results", keep_statistics=False)
     for name, files in report.outputs.items():
         echo(f"  {name}: {Path(files[0]).name}, {Path(files[1]).name}")
-    # The scorecards read the results folder: drop the run's in-memory statistics, maps and
-    # spectra (~0.9 GB) before them, keeping the one table the last line prints.
+    # The scorecards read the results folder: drop the run's in-memory tables, maps and
+    # spectra before them, keeping the one table the last line prints.
     z500 = report.tables[BASELINE]["geopotential"].sel(metric="rmse", region="global", level=500)
     del report
     summary = {"config": cfg_path, "results": output / "results", "report": None}
