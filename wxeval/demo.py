@@ -43,6 +43,8 @@ MARKER = ".wxeval-demo-complete"
 
 def write_demo_archive(folder: Path) -> dict[str, Path]:
     """Write (once) the synthetic archive; returns store paths by role/model name."""
+    import numcodecs
+
     from wxeval import synthetic
 
     folder = Path(folder)
@@ -73,6 +75,9 @@ def write_demo_archive(folder: Path) -> dict[str, Path]:
         layouts={k: v for k, v in layouts.items() if k in synthetic.DEMO_MODELS},
         truth_times=truth_times.values,
         ensembles=synthetic.DEMO_ENSEMBLES,
+        # byte-shuffled Blosc (WB2's own stores' codec): the fields' noise compresses to 0.64
+        # of its size where plain zstd manages 0.81 (~0.2 GB less on disk, same values)
+        compressor=numcodecs.Blosc("lz4", 5, shuffle=numcodecs.Blosc.SHUFFLE),
     )
     add_precipitation({k: Path(v) for k, v in paths.items()})
     (folder / MARKER).write_text("complete\n")
