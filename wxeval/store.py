@@ -642,7 +642,8 @@ def load_statistics(
 
     have = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
     if statistics is not None:
-        have = tuple(s for s in have if s in set(statistics))
+        wanted = set(statistics)
+        have = tuple(s for s in have if s in wanted)
     out = {}
     for var, levels in manifest["variables"].items():
         out[var] = store.load(
