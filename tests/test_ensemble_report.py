@@ -94,7 +94,8 @@ def test_series_keep_their_positions_when_a_model_lacks_a_level(monkeypatch):
         return xr.Dataset({"temperature": da})
 
     fake = {"a": stats([500, 850], 4.0), "b": stats([850], 9.0), "c": stats([500, 850], 16.0)}
-    monkeypatch.setattr(store, "load_statistics", lambda _dir, name: fake[name])
+    monkeypatch.setattr(store, "load_statistics",
+                        lambda _dir, name, statistics=None: fake[name])
     data = ensemble_data("unused", ["a", "b", "c"], {}, ["global"])
     rows = {e["row"]: e for e in data["plots"]["global"]}
     row500 = next(e for r, e in rows.items() if "500" in r)

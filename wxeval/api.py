@@ -68,8 +68,13 @@ def score(
     scheduler: str | None = None,
     progress: bool | None = None,
     by: Sequence[str] = (),
+    keep_statistics: bool = True,
 ) -> ScoreReport:
     """Score ``models``; write ``<output>/<model>.nc``/``.csv``/``.json`` when ``output`` is set.
+
+    ``keep_statistics=False`` leaves ``report.statistics`` empty: each model's per-init
+    statistics are freed once its table is made (the store keeps them; ``load_statistics``
+    reads them back), so a run's memory holds one model's statistics at a time.
 
     ``by``: splits (:mod:`wxeval.splits`: ``season``, ``month``, ``init_hour``) whose tables
     go to ``report.splits`` and, with ``output``, ``<model>.by-<split>.nc``/``.csv``.
@@ -82,7 +87,8 @@ def score(
     left behind is freed after the call rather than during it.
     """
     with _old_objects_frozen():
-        return _score(config, models, output, scheduler=scheduler, progress=progress, by=by)
+        return _score(config, models, output, scheduler=scheduler, progress=progress, by=by,
+                      keep_statistics=keep_statistics)
 
 
 @contextlib.contextmanager
@@ -102,7 +108,8 @@ def _old_objects_frozen():
         gc.unfreeze()
 
 
-def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport:
+def _score(config, models, output, *, scheduler, progress, by=(),
+           keep_statistics=True) -> ScoreReport:
     from wxeval import splits
     from wxeval.check import preflight, write_report
 
@@ -191,7 +198,8 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
         table = _summarize(stats, plan, cfg)
-        report.statistics[m.name] = stats
+        if keep_statistics:
+            report.statistics[m.name] = stats
         report.tables[m.name] = table
         report.nan_weight[m.name] = collector.collect(m, ("nan_weight",))
         nan_found = results.nan_fields(report.nan_weight[m.name])

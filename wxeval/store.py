@@ -612,13 +612,19 @@ def remove_tmp(root: str) -> None:
 
 
 def load_statistics(
-    results_dir: str | Path, model: str, storage_options: dict | None = None
+    results_dir: str | Path,
+    model: str,
+    storage_options: dict | None = None,
+    *,
+    statistics: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """The per-init statistics behind ``<results_dir>/<model>.nc`` (no forecast store is read),
     found through the model's manifest (:func:`wxeval.results.read_manifest`).
 
     ``storage_options`` are the fsspec options of a statistics store on an object store (the
     config's ``output.storage_options``; credentials are never saved with the results).
+    ``statistics``: read only these (those of them the run's metrics have; default all), e.g.
+    the scorecard leaves out the 51 rank-histogram slots it never tests.
 
     Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
     region[, level]); see :mod:`wxeval.metrics` for the statistics.
@@ -634,7 +640,10 @@ def load_statistics(
     leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
     from wxeval.metrics import METRICS, statistics_for
 
-    statistics = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
+    have = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
+    if statistics is not None:
+        wanted = set(statistics)
+        have = tuple(s for s in have if s in wanted)
     out = {}
     for var, levels in manifest["variables"].items():
         out[var] = store.load(
@@ -646,7 +655,7 @@ def load_statistics(
             tuple(levels) if levels else None,
             manifest["region_names"],
             manifest["region_keys"],
-            statistics,
+            have,
         )
     ds = xr.Dataset(out)
     ds.attrs["model"] = model

@@ -136,10 +136,13 @@ class Inputs:
 
 
 def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -> Inputs:
-    """Read the per-init scores of ``baseline`` and ``models`` from a results folder."""
+    """Read the per-init scores of ``baseline`` and ``models`` from a results folder: the
+    statistics of the metrics the scorecard can test (:data:`COMPARABLE_METRICS`) only, not
+    the rank-histogram slots (51 per field, nearly three quarters of a full read)."""
 
     from wxeval import progress
     from wxeval.config import ConfigError
+    from wxeval.metrics import statistics_for
     from wxeval.results import per_init, read_manifest
     from wxeval.store import load_statistics
 
@@ -155,8 +158,10 @@ def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -
     scores, manifests = {}, {}
     for name in progress.iterate([baseline, *models], "reading results", "model"):
         manifests[name] = read_manifest(results_dir, name)
-        stats = load_statistics(results_dir, name).load()
+        stats = load_statistics(results_dir, name,
+                                statistics=statistics_for(COMPARABLE_METRICS)).load()
         scores[name] = {var: ds.load() for var, ds in per_init(stats).items()}
+        del stats  # the per-init scores are all the pages read
         for ds in scores[name].values():  # _per_init_series: CRPS = MAE only for M <= 1
             ds.attrs["members"] = int(manifests[name].get("members", 0))
     return Inputs(results_dir, baseline, models, scores, manifests)

@@ -20,7 +20,7 @@ import xarray as xr
 
 from wxeval.schema import LEAD_TIME, LEVEL
 from wxeval.scorecard.presets import first_rows
-from wxeval.statistics import RANK_BINS, RANK_STATISTICS
+from wxeval.statistics import ENSEMBLE_STATISTICS, RANK_BINS, RANK_STATISTICS
 
 #: Rows drawn (variable, level), the first present; others fill up to MAX_ROWS.
 HEADLINE = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None),
@@ -60,7 +60,9 @@ def ensemble_data(results_dir: str | Path, series: Sequence[str], labels: dict,
     members = {str(n): 0 for n in series}
     stats = {}
     for name in series:
-        s = load_statistics(results_dir, str(name)).load()
+        # M from the ensemble group alone, then for an ensemble its M + 1 rank slots (of
+        # RANK_BINS per field: the others hold 0 and are never drawn)
+        s = load_statistics(results_dir, str(name), statistics=ENSEMBLE_STATISTICS).load()
         with_ens = {v: da for v, da in s.data_vars.items()
                     if "sum_ens_var" in da["statistic"].values}
         if with_ens:
@@ -68,7 +70,11 @@ def ensemble_data(results_dir: str | Path, series: Sequence[str], labels: dict,
             m = m[np.isfinite(m)]
             members[str(name)] = int(m.max()) if m.size else 0
         if members[str(name)] >= 2:
-            stats[str(name)] = with_ens
+            s = load_statistics(results_dir, str(name),
+                                statistics=(*ENSEMBLE_STATISTICS,
+                                            *RANK_STATISTICS[:members[str(name)] + 1])).load()
+            stats[str(name)] = {v: da for v, da in s.data_vars.items()
+                                if "sum_ens_var" in da["statistic"].values}
     if not stats:
         return None if not any(members.values()) else {"members": members, "series": []}
     drawn = list(stats)
