@@ -20,7 +20,7 @@ import xarray as xr
 
 import wxeval
 import wxeval.kernels  # noqa: F401 - numba and its NumPy support: loaded with the API, not in a task
-from wxeval import results
+from wxeval import results, sum_parts
 from wxeval.cluster import is_local, run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import compute_task, make_tasks
@@ -58,6 +58,9 @@ class ScoreReport:
     maps: dict[str, xr.Dataset] = field(default_factory=dict)
     #: Per model, the zonal energy spectra (:mod:`wxeval.spectra`) when asked for.
     spectra: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Fields (init × lead × level) whose map / spectra sums this run computed and stored
+    #: (the rest came from the statistics store).
+    computed_sum_fields: dict[str, int] = field(default_factory=dict)
 
 
 def score(
@@ -143,10 +146,18 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
     map_sums = _with_maps(tasks, plan, cfg)
     spectra_sums = _with_spectra(tasks, plan, cfg)
-    if store is not None and map_sums is None and spectra_sums is None:
-        tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
+    sums_writer = None
+    if store is not None:
+        kinds = _sum_kinds(plan, map_sums, spectra_sums)
+        need = sum_parts.plan(tasks, store, keys, kinds) if kinds else {}
+        original = [(task, task.parts) for task in tasks]
+        kept, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
+        tasks = _with_sums_todo(original, kept, need) if kinds else kept
+        sums_writer = SumsWriter(store, keys, {"wxeval_version": wxeval.__version__})
     for task in tasks:  # NaN counts come with the fused pass, nearly free
+        if not task.regional:
+            continue
         if {"errors", "anomalies"} & set(task.groups) or not task.groups:
             task.groups = (*task.groups, *(g for g in ALWAYS if g not in task.groups))
         for p in task.parts:
@@ -180,14 +191,16 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         # from the tasks' specs.
         functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
         tasks,
-        lambda task, res: (collector.add(res), map_sums and map_sums.add(res),
-                           spectra_sums and spectra_sums.add(res)),
+        lambda task, res: (collector.add(res), sums_writer and sums_writer.add(res),
+                           map_sums and map_sums.add(res), spectra_sums and spectra_sums.add(res)),
         scheduler=sched,
         num_workers=cfg.compute.workers,
         jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
         progress=progress,
     )
     report.computed_fields = collector.computed_fields
+    if sums_writer is not None:
+        report.computed_sum_fields = sums_writer.fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
         table = _summarize(stats, plan, cfg)
@@ -207,22 +220,137 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     if output is not None:
         write_report(check_report, Path(output))
     if store is not None:
-        _compact(store, plan, keys)
+        _compact(store, plan, keys, [k.name for k in _sum_kinds(plan, map_sums, spectra_sums)])
     return report
 
 
 def _with_maps(tasks, plan, cfg):
     """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
-    and return the sums' collector, else None. Map sums are not kept in the statistics store
-    yet: a run with maps computes every init again (its regional statistics are rewritten
-    unchanged)."""
+    and return the sums' collector, else None. With a statistics store the map sums are kept
+    there (:mod:`wxeval.sum_parts`): :func:`_with_sums_todo` then leaves only the inits
+    whose sums are not stored."""
     if not cfg.evaluation.maps:
         return None
+    from wxeval.evaluate import truth_grid
     from wxeval.maps import MapSums
 
     for task in tasks:
         task.maps = True
-    return MapSums(plan.models)
+    sums = MapSums(plan.models)
+    for m in plan.models:
+        if m.variables:
+            sums.grid[m.name] = truth_grid(m.truth, m.variables[0], plan.stores)
+    return sums
+
+
+def _sum_kinds(plan, map_sums, spectra_sums) -> list:
+    """The kinds of sums (:class:`wxeval.sum_parts.Kind`) a run keeps in the statistics store."""
+    from wxeval import spectra
+    from wxeval.evaluate import truth_grid
+    from wxeval.schema import LATITUDE
+
+    models = {m.name: m for m in plan.models}
+    kinds = []
+    if map_sums is not None:
+        def map_layout(model, var):
+            spatial, coords = truth_grid(models[model].truth, var, plan.stores)
+            return {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
+
+        kinds.append(sum_parts.Kind(
+            "maps", lambda task, p: (None,) if p.levels is None else p.levels, map_layout,
+            map_sums.add_stored))
+    if spectra_sums is not None:
+        def spectra_levels(task, p):
+            _, coords = truth_grid(task.truth, task.variable, plan.stores)
+            if not len(spectra.band_rows(coords[LATITUDE])):
+                return None
+            return spectra.levels_for(task.variable, p.levels)
+
+        def spectra_layout(model, var):
+            _, coords = truth_grid(models[model].truth, var, plan.stores)
+            return spectra_extra(coords)
+
+        kinds.append(sum_parts.Kind("spectra", spectra_levels, spectra_layout,
+                                    spectra_sums.add_stored))
+    return kinds
+
+
+def spectra_extra(coords) -> dict:
+    """What a stored spectra part must match: the band, its latitudes and the wavenumbers."""
+    from wxeval import spectra
+    from wxeval.schema import LATITUDE, LONGITUDE
+
+    lat = coords[LATITUDE]
+    return {"band": list(spectra.BAND),
+            "band_latitudes": [round(float(x), 6) for x in lat[spectra.band_rows(lat)]],
+            "nk": len(coords[LONGITUDE]) // 2 + 1}
+
+
+def _with_sums_todo(original, kept, need) -> list:
+    """The tasks of a run with sums in the store: each task's regional work as
+    :func:`wxeval.store.drop_done` left it (``kept``), plus in each of its parts the inits
+    whose map/spectra sums the store lacks (``need``: per original part, a mask per kind).
+    An init needed only for sums is computed only for them when the whole task needs no
+    regional statistics (``regional`` False); else the task's regional statistics are
+    computed for it too (the same numbers rewritten)."""
+    import dataclasses
+
+    kept_ids = {id(t) for t in kept}
+    out = []
+    for task, parts0 in original:
+        regional = {p.model: p for p in task.parts} if id(task) in kept_ids else {}
+        parts = []
+        for p in parts0:
+            masks = need.get(id(p), {})
+            extra = np.zeros(len(p.init_times), bool)
+            for mask in masks.values():
+                extra |= mask
+            reg = regional.get(p.model)
+            take = extra | (np.isin(p.init_times, reg.init_times) if reg is not None else False)
+            if not take.any():
+                continue
+            parts.append(dataclasses.replace(
+                p, init_times=p.init_times[take],
+                map_rows=masks["maps"][take] if "maps" in masks else None,
+                spectra_rows=masks["spectra"][take] if "spectra" in masks else None))
+        if not parts:
+            continue
+        task.parts = tuple(parts)
+        if id(task) not in kept_ids:
+            task.regional = False
+            task.groups = ()
+        task.maps = task.maps and any(p.map_rows is None or p.map_rows.any() for p in parts)
+        task.spectra = task.spectra and any(
+            p.spectra_rows is None or p.spectra_rows.any() for p in parts)
+        out.append(task)
+    return out
+
+
+class SumsWriter:
+    """Writes each task result's map and spectra sums to the statistics store as parts
+    (:mod:`wxeval.sum_parts`) and counts the fields (init × lead × level) they sum."""
+
+    def __init__(self, store, keys, attrs):
+        self.store, self.keys, self.attrs = store, keys, attrs
+        self.fields = {"maps": 0, "spectra": 0}
+
+    def add(self, res) -> None:
+        for model, (leads, levels, sums, inits) in res.maps.items():
+            values, stats = sum_parts.maps_for_storage(sums, len(inits))
+            spatial, coords = res.map_grid
+            sum_parts.write_part(
+                self.store, "maps", model, res.variable, self.keys[(model, res.variable)],
+                res.block, values, inits, leads, levels, stats,
+                {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]},
+                self.attrs)
+            self.fields["maps"] += len(inits) * len(leads) * sums.shape[2]
+        for model, (leads, levels, sums, inits) in res.spectra.items():
+            coords = res.map_grid[1]
+            sum_parts.write_part(
+                self.store, "spectra", model, res.variable, self.keys[(model, res.variable)],
+                res.block, sums, inits, leads, levels, ("forecast", "truth"),
+                spectra_extra(coords), self.attrs)
+            self.fields["spectra"] += len(inits) * len(leads) * len(levels)
 
 
 def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
@@ -241,7 +369,7 @@ def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
 
 def _with_spectra(tasks, plan, cfg):
     """With ``evaluation.spectra``: the tasks also sum zonal spectra (:mod:`wxeval.spectra`;
-    like maps, not kept in the statistics store yet: every init is computed again)."""
+    like maps, kept in the statistics store)."""
     if not cfg.evaluation.spectra:
         return None
     from wxeval.spectra import SpectraSums
@@ -331,13 +459,16 @@ def _report_nan(m, fields: list[dict], check_report) -> None:
         check_report.findings.append(Finding("warning", "nan-fields", store, var, message))
 
 
-def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
-    """Merge small statistics parts (results are already written: a failure here, e.g. no
+def _compact(store: StatisticsStore, plan: Plan, keys, kinds: Sequence[str] = ()) -> None:
+    """Merge small statistics parts, and the map/spectra parts of ``kinds``
+    (:func:`wxeval.sum_parts.compact`) (results are already written: a failure here, e.g. no
     permission to delete on a bucket, is logged and leaves the parts as they are)."""
     for m in plan.models:
         for var in m.variables:
             try:
                 removed = store.compact(m.name, var, keys[(m.name, var)])
+                for kind in kinds:
+                    removed += sum_parts.compact(store, kind, m.name, var, keys[(m.name, var)])
             except Exception as err:  # noqa: BLE001 - best effort, never fails the run
                 log.warning("statistics of %s %s: parts not merged (%s)", m.name, var, err)
                 return

@@ -118,7 +118,7 @@ class MapSums:
 
     def add(self, res) -> None:
         """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``)."""
-        for model, (leads, levels, sums) in getattr(res, "maps", {}).items():
+        for model, (leads, levels, sums, _inits) in getattr(res, "maps", {}).items():
             m = self._models[model]
             all_leads = m.lead_times
             all_levels = m.levels[res.variable]
@@ -139,6 +139,25 @@ class MapSums:
                     for a, lead_pos in enumerate(li):
                         target[lead_pos][:, lv] += sums[a]
             self.grid[model] = res.map_grid
+
+    def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
+        """Add a stored part's sums (:class:`wxeval.sum_parts.Part`, ``values`` as stored) at
+        ``cells`` ((lead in ns, level) pairs)."""
+        from wxeval.sum_parts import full_maps
+
+        values = full_maps(part, values)
+        m = self._models[model]
+        key = (model, var)
+        all_levels = m.levels[var]
+        if key not in self.sums:
+            nlev = 1 if all_levels is None else len(all_levels)
+            self.sums[key] = np.zeros((len(m.lead_times), 4, nlev, *values.shape[3:]))
+        target = self.sums[key]
+        lead_pos = _positions(m.lead_times.astype("timedelta64[ns]").astype(np.int64))
+        lev_pos = _positions(all_levels or [None])
+        src_lead, src_lev = _positions(part.leads), _positions(part.levels)
+        for lead, lev in cells:
+            target[lead_pos[lead], :, lev_pos[lev]] += values[src_lead[lead], :, src_lev[lev]]
 
     def dataset(self, model: str) -> xr.Dataset:
         """The maps of ``model`` (see the module doc), float64, latitude ascending."""
@@ -174,6 +193,10 @@ class MapSums:
             "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
             "mae = mean(|f - o|); count = inits in the mean (RMSE map: sqrt(mse))")
         return ds
+
+
+def _positions(values) -> dict:
+    return {v: i for i, v in enumerate(list(values))}
 
 
 def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
