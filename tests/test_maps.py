@@ -146,3 +146,24 @@ def test_maps_add_across_tasks(mapped, tmp_path):
         np.testing.assert_allclose(split.maps["model"][name].values,
                                    report.maps["model"][name].values, rtol=1e-12,
                                    equal_nan=True, err_msg=name)
+
+
+def test_kernel_reads_views_without_copying_them():
+    """A lead of a block of leads read together is a view with gaps between inits; a view
+    with a step inside a row is copied: both equal the sums written here."""
+    from wxeval.maps import accumulate
+
+    rng = np.random.default_rng(2)
+    block = rng.normal(size=(5, 3, 2, 4, 6)).astype(np.float32)  # (init, lead, level, lat, lon)
+    block[2, 1, 0, 3, 5] = np.nan
+    o = rng.normal(size=(5, 2, 4, 6)).astype(np.float32)
+    for f in (block[:, 1], block[:, 1, :, :, ::2], block[::2, 1]):
+        oo = o[:, :, :, : f.shape[-1]][: f.shape[0]]
+        for skipna in (False, True):
+            d = f.astype(np.float64) - oo.astype(np.float64)
+            ok = ~np.isnan(d) if skipna else np.ones(d.shape, bool)
+            dz = np.where(ok, d, 0.0) if skipna else d
+            want = np.stack([ok.sum(0), dz.sum(0), (dz**2).sum(0), np.abs(dz).sum(0)])
+            out = np.ones((4, *f.shape[1:]))  # added to what out holds
+            accumulate(f, oo, skipna=skipna, out=out)
+            np.testing.assert_allclose(out, want + 1, rtol=1e-12, equal_nan=True)

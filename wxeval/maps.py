@@ -47,40 +47,60 @@ def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
                out: np.ndarray | None = None) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
     of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous) (the compiled
-    kernel, one pass; :func:`reference` is the definition in NumPy)."""
+    kernel, one pass; :func:`reference` is the definition in NumPy). ``f`` may be a view with
+    gaps between inits (a lead of a block of leads read together): it is not copied."""
     n = f.shape[0]
-    ff = np.ascontiguousarray(f).reshape(n, -1)
-    oo = np.ascontiguousarray(o).reshape(n, -1)
     if out is None:
         out = np.zeros((4, *f.shape[1:]))
-    _accumulate(ff, oo, skipna, out.reshape(4, ff.shape[1]))
+    ff, fstep = _rows(f)
+    oo, ostep = _rows(o)
+    sums = out.reshape(4, -1)
+    _accumulate(ff, fstep, oo, ostep, n, sums.shape[1], skipna, sums)
     return out
 
 
+def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` (n, …) as a 1-D C-contiguous array and the step (in elements) between its n rows
+    of prod(…) elements: the memory the rows span when each row is contiguous (no copy), else
+    a contiguous copy."""
+    n = x.shape[0]
+    rows = x.reshape(n, -1)  # a view when each row is contiguous
+    npts = rows.shape[1]
+    if rows.flags.c_contiguous:
+        return rows.reshape(-1), npts
+    item = rows.itemsize
+    if n and rows.strides[1] == item and rows.strides[0] >= 0 and rows.strides[0] % item == 0:
+        step = rows.strides[0] // item
+        return np.lib.stride_tricks.as_strided(rows, ((n - 1) * step + npts,), (item,)), step
+    return np.ascontiguousarray(rows).reshape(-1), npts
+
+
 @numba.njit(nogil=True, cache=True)
-def _accumulate(f, o, skipna, out):  # pragma: no cover - compiled
-    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums). Without
-    ``skipna`` the count is n everywhere and the loop has no branch (it vectorises: ~2x)."""
-    n, npts = f.shape
+def _accumulate(f, fstep, o, ostep, n, npts, skipna, out):  # pragma: no cover - compiled
+    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
+    …, float64 sums). Each row is a contiguous slice, so the loops vectorise (a branch-free
+    NaN test with ``skipna``), ~10 GB/s of float32 forecast per thread."""
     if not skipna:
         for p in range(npts):
             out[0, p] += n
-        for i in range(n):
+    for i in range(n):
+        fi = f[i * fstep:i * fstep + npts]
+        oi = o[i * ostep:i * ostep + npts]
+        if not skipna:
             for p in range(npts):
-                d = np.float64(f[i, p]) - np.float64(o[i, p])
+                d = np.float64(fi[p]) - np.float64(oi[p])
                 out[1, p] += d
                 out[2, p] += d * d
                 out[3, p] += abs(d)
-        return
-    for i in range(n):
-        for p in range(npts):
-            d = np.float64(f[i, p]) - np.float64(o[i, p])
-            if d != d:
-                continue
-            out[0, p] += 1.0
-            out[1, p] += d
-            out[2, p] += d * d
-            out[3, p] += abs(d)
+        else:
+            for p in range(npts):
+                d = np.float64(fi[p]) - np.float64(oi[p])
+                ok = d == d
+                d = d if ok else 0.0
+                out[0, p] += 1.0 if ok else 0.0
+                out[1, p] += d
+                out[2, p] += d * d
+                out[3, p] += abs(d)
 
 
 def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
