@@ -167,3 +167,31 @@ def test_kernel_reads_views_without_copying_them():
             out = np.ones((4, *f.shape[1:]))  # added to what out holds
             accumulate(f, oo, skipna=skipna, out=out)
             np.testing.assert_allclose(out, want + 1, rtol=1e-12, equal_nan=True)
+
+
+def test_maps_file_is_the_generic_netcdf_table(mapped, tmp_path):
+    """The maps writer gives the file results.write_netcdf (xarray's path) writes: the same
+    variables, values, dims, coordinates and attributes once read."""
+    import xarray as xr
+
+    from wxeval.maps import write_maps
+    from wxeval.results import read_table, write_netcdf
+
+    case, root, skipna, report = mapped
+    ds = report.maps["model"].copy()
+    attrs = {"model": "model", "n": 3, "big": 2**40, "list": [1, "a"], "x": 0.5}
+    ours = read_table(write_maps(ds.copy(), tmp_path, "model", attrs))
+    generic = ds.copy()
+    for name in list(generic.data_vars):  # the count attribute, as write_maps makes it
+        if name.endswith(".count") and name in ours.data_vars:
+            continue
+        if name.endswith(".count"):
+            generic[name.removesuffix(".count") + ".bias"].attrs["count"] = float(
+                generic[name].values.flat[0])
+            generic = generic.drop_vars(name)
+    write_netcdf(generic, tmp_path / "generic.nc", attrs, dtype="float32")
+    theirs = read_table(tmp_path / "generic.nc")
+    xr.testing.assert_identical(ours, theirs)
+    for name in ours.variables:
+        assert ours[name].dtype == theirs[name].dtype, name
+        assert ours[name].encoding.get("dtype") == theirs[name].encoding.get("dtype"), name

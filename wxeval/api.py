@@ -144,7 +144,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     )
     keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
-    map_sums = _with_maps(tasks, plan, cfg)
+    map_sums = _with_maps(tasks, plan, cfg, adopt=store is None)
     spectra_sums = _with_spectra(tasks, plan, cfg)
     sums_writer = None
     if store is not None:
@@ -186,21 +186,28 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     )
     collector = Collector(store, keys, plan.regions, {"wxeval_version": wxeval.__version__})
     sched = scheduler or cfg.compute.scheduler
-    run_tasks(
-        # In this process the tasks read the plan's opened stores; dask workers reopen them
-        # from the tasks' specs.
-        functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
-        tasks,
-        lambda task, res: (collector.add(res), sums_writer and sums_writer.add(res),
-                           map_sums and map_sums.add(res), spectra_sums and spectra_sums.add(res)),
-        scheduler=sched,
-        num_workers=cfg.compute.workers,
-        jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
-        progress=progress,
-    )
-    report.computed_fields = collector.computed_fields
+    try:
+        run_tasks(
+            # In this process the tasks read the plan's opened stores; dask workers reopen
+            # them from the tasks' specs.
+            functools.partial(compute_task, stores=plan.stores) if is_local(sched)
+            else compute_task,
+            tasks,
+            lambda task, res: (collector.add(res), sums_writer and sums_writer.add(res),
+                               map_sums and map_sums.add(res),
+                               spectra_sums and spectra_sums.add(res)),
+            scheduler=sched,
+            num_workers=cfg.compute.workers,
+            jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
+            progress=progress,
+        )
+    except BaseException:
+        if sums_writer is not None:
+            sums_writer.close()  # every finished task's sums stored, even when one failed
+        raise
     if sums_writer is not None:
-        report.computed_sum_fields = sums_writer.fields
+        sums_writer.flush()  # written while the results are assembled (closed below)
+    report.computed_fields = collector.computed_fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
         table = _summarize(stats, plan, cfg)
@@ -219,12 +226,15 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         _write_spectra(report, m, spectra_sums, plan, cfg, output)
     if output is not None:
         write_report(check_report, Path(output))
+    if sums_writer is not None:
+        sums_writer.close()
+        report.computed_sum_fields = sums_writer.fields
     if store is not None:
         _compact(store, plan, keys, [k.name for k in _sum_kinds(plan, map_sums, spectra_sums)])
     return report
 
 
-def _with_maps(tasks, plan, cfg):
+def _with_maps(tasks, plan, cfg, *, adopt: bool = True):
     """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
     and return the sums' collector, else None. With a statistics store the map sums are kept
     there (:mod:`wxeval.sum_parts`): :func:`_with_sums_todo` then leaves only the inits
@@ -236,7 +246,7 @@ def _with_maps(tasks, plan, cfg):
 
     for task in tasks:
         task.maps = True
-    sums = MapSums(plan.models)
+    sums = MapSums(plan.models, adopt=adopt)
     for m in plan.models:
         if m.variables:
             sums.grid[m.name] = truth_grid(m.truth, m.variables[0], plan.stores)
@@ -327,30 +337,90 @@ def _with_sums_todo(original, kept, need) -> list:
 
 
 class SumsWriter:
-    """Writes each task result's map and spectra sums to the statistics store as parts
-    (:mod:`wxeval.sum_parts`) and counts the fields (init × lead × level) they sum."""
+    """Writes the map and spectra sums of finished tasks to the statistics store as parts
+    (:mod:`wxeval.sum_parts`) and counts the fields (init × lead × level) they sum.
+
+    Results of the same entry and layout (model, variable, leads, levels) are summed in
+    memory and written as one part covering all their inits: at the end of the run
+    (:meth:`flush`, then :meth:`close`), when the run fails (what finished is written before
+    the error propagates), and at least every :data:`CHECKPOINT_SECONDS` while it runs (a run
+    killed outright loses at most that much map work; its regional statistics are stored per
+    task). A month at 1.5° so writes one part per variable instead of one per 16-day block.
+    Parts are compressed and written on a thread of their own, while the tasks still running
+    and the results are computed. The first result of a layout is summed into in place (the
+    task's arrays are the caller's no more: ``MapSums`` copies them, ``adopt=False``)."""
+
+    #: Longest time map/spectra sums of finished tasks wait in memory before being stored.
+    CHECKPOINT_SECONDS = 60.0
 
     def __init__(self, store, keys, attrs):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.store, self.keys, self.attrs = store, keys, attrs
         self.fields = {"maps": 0, "spectra": 0}
+        self._open: dict[tuple, dict] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-sums")
+        self._pending: list = []
 
     def add(self, res) -> None:
+        import time
+
         for model, (leads, levels, sums, inits) in res.maps.items():
-            values, stats = sum_parts.maps_for_storage(sums, len(inits))
-            spatial, coords = res.map_grid
-            sum_parts.write_part(
-                self.store, "maps", model, res.variable, self.keys[(model, res.variable)],
-                res.block, values, inits, leads, levels, stats,
-                {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]},
-                self.attrs)
             self.fields["maps"] += len(inits) * len(leads) * sums.shape[2]
+            values, stats = sums, sum_parts.MAP_STATISTICS
+            spatial, coords = res.map_grid
+            extra = {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
+            self._gather(("maps", model, res.variable), leads, levels, values, inits, stats,
+                         extra, res.block)
         for model, (leads, levels, sums, inits) in res.spectra.items():
-            coords = res.map_grid[1]
-            sum_parts.write_part(
-                self.store, "spectra", model, res.variable, self.keys[(model, res.variable)],
-                res.block, sums, inits, leads, levels, ("forecast", "truth"),
-                spectra_extra(coords), self.attrs)
             self.fields["spectra"] += len(inits) * len(leads) * len(levels)
+            self._gather(("spectra", model, res.variable), leads, levels, sums, inits,
+                         ("forecast", "truth"), spectra_extra(res.map_grid[1]), res.block)
+        now = time.monotonic()
+        for key in [k for k, e in self._open.items() if now - e["t0"] >= self.CHECKPOINT_SECONDS]:
+            self._submit(key)
+
+    def _gather(self, entry, leads, levels, values, inits, stats, extra, block) -> None:
+        import time
+
+        key = (*entry, tuple(np.asarray(leads).astype("timedelta64[ns]").astype(np.int64)),
+               None if levels is None else tuple(levels))
+        e = self._open.get(key)
+        if e is None:
+            self._open[key] = {"values": values, "inits": [inits], "leads": leads,
+                               "levels": levels, "stats": stats, "extra": extra,
+                               "block": block, "t0": time.monotonic()}
+        else:
+            e["values"] += values
+            e["inits"].append(inits)
+            e["block"] = min(e["block"], block)
+
+    def _submit(self, key) -> None:
+        e = self._open.pop(key)
+        self._pending = [f for f in self._pending if not f.done() or f.result()]
+        self._pending.append(self._pool.submit(self._write, key[:3], e))
+
+    def _write(self, entry, e) -> None:
+        kind, model, var = entry
+        inits = np.concatenate(e["inits"])
+        values, stats = e["values"], e["stats"]
+        if kind == "maps":
+            values, stats = sum_parts.maps_for_storage(values, len(inits))
+        sum_parts.write_part(self.store, kind, model, var, self.keys[(model, var)], e["block"],
+                             values, inits, e["leads"], e["levels"], stats, e["extra"],
+                             self.attrs)
+
+    def flush(self) -> None:
+        """Start writing everything gathered (returns at once)."""
+        for key in list(self._open):
+            self._submit(key)
+
+    def close(self) -> None:
+        """Write everything gathered; wait for every write; raise the first write's error."""
+        self.flush()
+        self._pool.shutdown(wait=True)
+        for f in self._pending:
+            f.result()
 
 
 def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:

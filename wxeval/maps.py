@@ -131,7 +131,10 @@ def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
 class MapSums:
     """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
 
-    def __init__(self, models):
+    def __init__(self, models, *, adopt: bool = True):
+        #: Keep the first whole-field task's array as the sum (no copy): not when another
+        #: thread still reads the task's arrays (the statistics store's writer).
+        self.adopt = adopt
         self._models = {m.name: m for m in models}
         self.sums: dict[tuple[str, str], np.ndarray] = {}
         self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
@@ -148,7 +151,9 @@ class MapSums:
             lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
             whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
             if key not in self.sums and whole:
-                self.sums[key] = sums  # the first task of the whole field: no copy
+                # the first task of the whole field: its array (a copy when another thread
+                # still reads it)
+                self.sums[key] = sums if self.adopt else sums.copy()
             else:
                 if key not in self.sums:
                     self.sums[key] = np.zeros((len(all_leads), 4, nlev, *sums.shape[3:]))
@@ -187,27 +192,31 @@ class MapSums:
             if name != model:
                 continue
             spatial, coords = self.grid[model]
-            values = sums  # (lead, stat, level, a, b) in the truth's storage order
-            if spatial[0] != LATITUDE:
-                values = np.swapaxes(values, -1, -2)
+            # The maps in the truth's storage order (lead, level, a, b), contiguous and fast;
+            # then views in (lead, level, lat, lon) order (a copy only to sort coordinates;
+            # the file's writer transposes while it converts to float32).
+            maps = maps_from_sums(np.moveaxis(sums, 1, 0))
+            maps["count"] = sums[:, 0]
             lat, lon = coords[LATITUDE], coords[LONGITUDE]
             ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
-            if (np.diff(ilat) != 1).any():
-                values = values[..., ilat, :]
-            if (np.diff(ilon) != 1).any():
-                values = values[..., ilon]
             levels = m.levels[var]
             cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
             cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
-            values = np.moveaxis(values, 1, 0)  # (stat, lead, level, lat, lon)
             if levels is None:
-                values = values[:, :, 0]
                 cell.remove(LEVEL)
             else:
                 cell_coords[LEVEL] = list(levels)
-            for k, arr in maps_from_sums(values).items():
-                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=cell_coords)
-            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=cell_coords)
+            for k in (*MAPS, "count"):
+                values = maps[k]
+                if spatial[0] != LATITUDE:
+                    values = np.swapaxes(values, -1, -2)
+                if (np.diff(ilat) != 1).any():
+                    values = values[..., ilat, :]
+                if (np.diff(ilon) != 1).any():
+                    values = values[..., ilon]
+                if levels is None:
+                    values = values[:, 0]
+                out[f"{var}.{k}"] = xr.DataArray(values, dims=cell, coords=cell_coords)
         ds = xr.Dataset(out)
         ds.attrs["maps_definition"] = (
             "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
@@ -220,7 +229,14 @@ def _positions(values) -> dict:
 
 
 def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
-    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path."""
+    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path.
+
+    The same file :func:`wxeval.results.write_netcdf` writes with ``dtype="float32"`` (same
+    variables, attributes and encodings; ``tests/test_maps.py`` compares them), written with
+    scipy's netCDF writer directly: each map converted once, from float64 to big-endian
+    float32, and serialised once (xarray's path encodes and serialises it twice)."""
+    from scipy.io import netcdf_file
+
     from wxeval import results
 
     path = out / f"{model}.maps.nc"
@@ -232,5 +248,42 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
                 ds[name.removesuffix(".count") + ".bias"].attrs["count"] = float(n.flat[0])
                 continue
         keep[name] = da
-    results.write_netcdf(ds[list(keep)], path, attrs, dtype="float32")
+    gattrs = {**ds.attrs, **attrs}
+
+    def write(tmp: str) -> None:
+        with netcdf_file(tmp, "w", version=2) as nc:
+            for k, v in gattrs.items():
+                setattr(nc, k, _nc_attr(results._attr(v)))
+            for dim, size in ds.sizes.items():
+                nc.createDimension(dim, size)
+            for name in ds.coords:
+                c = ds[name]
+                if name == LEAD_TIME:
+                    var = nc.createVariable(name, "d", c.dims)
+                    var[:] = c.values / np.timedelta64(1, "h")
+                    # as xarray encodes a timedelta coordinate ("dtype" is not settable)
+                    var._attributes.update({"dtype": b"timedelta64[ns]", "units": b"hours",
+                                            "_FillValue": np.float64(np.nan)})
+                elif name == LEVEL:
+                    var = nc.createVariable(name, "i", c.dims)
+                    var[:] = np.asarray(c.values).astype(np.int32)
+                else:
+                    var = nc.createVariable(name, "d", c.dims)
+                    var[:] = np.asarray(c.values, np.float64)
+                    var._FillValue = np.float64(np.nan)
+                for k, v in c.attrs.items():
+                    setattr(var, k, _nc_attr(results._attr(v)))
+            for name, da in keep.items():
+                var = nc.createVariable(name, "f", da.dims)
+                var[:] = da.values  # float64 -> big-endian float32, once
+                for k, v in da.attrs.items():
+                    setattr(var, k, _nc_attr(results._attr(v)))
+                var._FillValue = np.float32(np.nan)
+
+    results.atomic_write(path, write)
     return str(path)
+
+
+def _nc_attr(value):
+    """An attribute value as xarray writes it to classic netCDF (strings as UTF-8 bytes)."""
+    return value.encode("utf-8") if isinstance(value, str) else value
