@@ -34,14 +34,16 @@ init is counted twice (:func:`plan`):
 So at every cell the chosen stored parts and the computed parts are pairwise disjoint and
 together hold exactly the run's inits there (``tests/test_maps_store.py``).
 
-Size (float64; stored ~2x smaller by the compressor): a maps part holds 3 (or 4 with a
+Size (float64; stored ~1.6x smaller by the compressor): a maps part holds 3 (or 4 with a
 varying count) × leads × levels × grid points × 8 B, whatever its number of inits. 1.5°
-(121 × 240): 0.70 MB per (lead, level) field, so the benchmark's month (10 fields, 21 leads)
-holds 146 MB per 16-day block of inits, ~70 MB on disk; 0.25° (721 × 1440): 24.9 MB per field,
-so a 0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. Parts of one layout are summed
-into one (:func:`compact`) once an entry holds :data:`COMPACT_AFTER` of them, so a year of
-nightly runs keeps one part per layout: a 0.25° year needs the size of one part, not 23 (one
-per 16-day block) nor 730 (one per night). Spectra parts are tiny (leads × levels × 2 × K).
+(121 × 240): 0.70 MB per (lead, level) field (~0.45 MB on disk), so the benchmark's month
+(10 fields, 21 leads) is 146 MB (~95 MB on disk); 0.25° (721 × 1440): 24.9 MB per field, so a
+0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. A run writes one part per entry
+and layout (:class:`wxeval.api.SumsWriter`: the tasks' sums gathered in memory, stored at the
+end, on failure and every 60 s), and parts of one layout are summed into one
+(:func:`compact`) once an entry holds :data:`COMPACT_AFTER` of them, so a year of nightly
+runs keeps ~1 part per layout: a 0.25° year needs the size of one part, not 365. Spectra
+parts are tiny (leads × levels × 2 × K × 8 B).
 """
 
 from __future__ import annotations
