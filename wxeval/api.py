@@ -144,7 +144,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     )
     keys = entry_keys(plan)
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
-    map_sums = _with_maps(tasks, plan, cfg, adopt=store is None)
+    map_sums = _with_maps(tasks, plan, cfg)
     spectra_sums = _with_spectra(tasks, plan, cfg)
     sums_writer = None
     if store is not None:
@@ -154,7 +154,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         kept, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
         tasks = _with_sums_todo(original, kept, need) if kinds else kept
-        sums_writer = SumsWriter(store, keys, {"wxeval_version": wxeval.__version__})
+        sums_writer = SumsWriter(store, keys, {"wxeval_version": wxeval.__version__}, map_sums)
     for task in tasks:  # NaN counts come with the fused pass, nearly free
         if not task.regional:
             continue
@@ -193,9 +193,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
             functools.partial(compute_task, stores=plan.stores) if is_local(sched)
             else compute_task,
             tasks,
-            lambda task, res: (collector.add(res), sums_writer and sums_writer.add(res),
-                               map_sums and map_sums.add(res),
-                               spectra_sums and spectra_sums.add(res)),
+            lambda task, res: _on_result(res, collector, sums_writer, map_sums, spectra_sums),
             scheduler=sched,
             num_workers=cfg.compute.workers,
             jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
@@ -204,6 +202,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     except BaseException:
         if sums_writer is not None:
             sums_writer.close()  # every finished task's sums stored, even when one failed
+        _maps_buffers_clear()
         raise
     if sums_writer is not None:
         sums_writer.flush()  # written while the results are assembled (closed below)
@@ -229,12 +228,33 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
     if sums_writer is not None:
         sums_writer.close()
         report.computed_sum_fields = sums_writer.fields
+    _maps_buffers_clear()
     if store is not None:
         _compact(store, plan, keys, [k.name for k in _sum_kinds(plan, map_sums, spectra_sums)])
     return report
 
 
-def _with_maps(tasks, plan, cfg, *, adopt: bool = True):
+def _on_result(res, collector, sums_writer, map_sums, spectra_sums) -> None:
+    """A finished task's result: its regional statistics to the collector (and store), its
+    maps to the store's writer, which passes them on to ``map_sums`` (without a store, to
+    ``map_sums`` directly), its spectra to the writer and ``spectra_sums``."""
+    collector.add(res)
+    if sums_writer is not None:
+        sums_writer.add(res)
+    elif map_sums is not None:
+        map_sums.add(res)
+    if spectra_sums is not None:
+        spectra_sums.add(res)
+
+
+def _maps_buffers_clear() -> None:
+    """Free the map-sum buffers a run reused (:data:`wxeval.maps.BUFFERS`)."""
+    from wxeval.maps import BUFFERS
+
+    BUFFERS.clear()
+
+
+def _with_maps(tasks, plan, cfg):
     """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
     and return the sums' collector, else None. With a statistics store the map sums are kept
     there (:mod:`wxeval.sum_parts`): :func:`_with_sums_todo` then leaves only the inits
@@ -246,7 +266,7 @@ def _with_maps(tasks, plan, cfg, *, adopt: bool = True):
 
     for task in tasks:
         task.maps = True
-    sums = MapSums(plan.models, adopt=adopt)
+    sums = MapSums(plan.models)
     for m in plan.models:
         if m.variables:
             sums.grid[m.name] = truth_grid(m.truth, m.variables[0], plan.stores)
@@ -347,34 +367,35 @@ class SumsWriter:
     killed outright loses at most that much map work; its regional statistics are stored per
     task). A month at 1.5° so writes one part per variable instead of one per 16-day block.
     Parts are compressed and written on a thread of their own, while the tasks still running
-    and the results are computed. The first result of a layout is summed into in place (the
-    task's arrays are the caller's no more: ``MapSums`` copies them, ``adopt=False``)."""
+    and the results are computed. Map sums go on to ``map_sums`` (:class:`wxeval.maps.MapSums`)
+    as they are written: the first layout's sums become its total without a copy, the other
+    tasks' arrays are handed back to :data:`wxeval.maps.BUFFERS` for the next tasks."""
 
     #: Longest time map/spectra sums of finished tasks wait in memory before being stored.
     CHECKPOINT_SECONDS = 60.0
 
-    def __init__(self, store, keys, attrs):
+    def __init__(self, store, keys, attrs, map_sums=None):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.store, self.keys, self.attrs = store, keys, attrs
+        self.store, self.keys, self.attrs, self.map_sums = store, keys, attrs, map_sums
         self.fields = {"maps": 0, "spectra": 0}
         self._open: dict[tuple, dict] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-sums")
         self._pending: list = []
+        self._adopted: dict[tuple, object] = {}  # (model, variable) -> the write reading it
 
     def add(self, res) -> None:
         import time
 
         for model, (leads, levels, sums, inits) in res.maps.items():
             self.fields["maps"] += len(inits) * len(leads) * sums.shape[2]
-            values, stats = sums, sum_parts.MAP_STATISTICS
             spatial, coords = res.map_grid
             extra = {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
-            self._gather(("maps", model, res.variable), leads, levels, values, inits, stats,
-                         extra, res.block)
+            self._gather(("maps", model, res.variable), leads, levels, sums, inits,
+                         sum_parts.MAP_STATISTICS, extra, res.block)
         for model, (leads, levels, sums, inits) in res.spectra.items():
             self.fields["spectra"] += len(inits) * len(leads) * len(levels)
-            self._gather(("spectra", model, res.variable), leads, levels, sums, inits,
+            self._gather(("spectra", model, res.variable), leads, levels, sums.copy(), inits,
                          ("forecast", "truth"), spectra_extra(res.map_grid[1]), res.block)
         now = time.monotonic()
         for key in [k for k, e in self._open.items() if now - e["t0"] >= self.CHECKPOINT_SECONDS]:
@@ -382,6 +403,8 @@ class SumsWriter:
 
     def _gather(self, entry, leads, levels, values, inits, stats, extra, block) -> None:
         import time
+
+        from wxeval.maps import BUFFERS
 
         key = (*entry, tuple(np.asarray(leads).astype("timedelta64[ns]").astype(np.int64)),
                None if levels is None else tuple(levels))
@@ -394,13 +417,29 @@ class SumsWriter:
             e["values"] += values
             e["inits"].append(inits)
             e["block"] = min(e["block"], block)
+            if entry[0] == "maps":
+                BUFFERS.give(values)
 
     def _submit(self, key) -> None:
         e = self._open.pop(key)
+        kind, model, var = key[:3]
+        release = False
+        adopted = False
+        if kind == "maps" and self.map_sums is not None:
+            earlier = self._adopted.pop((model, var), None)
+            if earlier is not None:
+                earlier.result()  # the total is that array: written before it changes
+            adopted = self.map_sums.add_sums(model, var, e["leads"], e["levels"], e["values"])
+            release = not adopted
         self._pending = [f for f in self._pending if not f.done() or f.result()]
-        self._pending.append(self._pool.submit(self._write, key[:3], e))
+        future = self._pool.submit(self._write, key[:3], e, release)
+        self._pending.append(future)
+        if adopted:
+            self._adopted[(model, var)] = future
 
-    def _write(self, entry, e) -> None:
+    def _write(self, entry, e, release: bool) -> None:
+        from wxeval.maps import BUFFERS
+
         kind, model, var = entry
         inits = np.concatenate(e["inits"])
         values, stats = e["values"], e["stats"]
@@ -409,6 +448,8 @@ class SumsWriter:
         sum_parts.write_part(self.store, kind, model, var, self.keys[(model, var)], e["block"],
                              values, inits, e["leads"], e["levels"], stats, e["extra"],
                              self.attrs)
+        if release:
+            BUFFERS.give(e["values"])
 
     def flush(self) -> None:
         """Start writing everything gathered (returns at once)."""

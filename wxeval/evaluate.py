@@ -465,7 +465,8 @@ def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
     if not task.maps or (part.map_rows is not None and not part.map_rows.any()):
         return None
     nlev = 1 if part.levels is None else len(part.levels)
-    sums = np.zeros((len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
+    sums = _maps.BUFFERS.take(
+        (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
     return part.lead_times, part.levels, sums
 
 

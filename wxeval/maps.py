@@ -169,42 +169,90 @@ def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
     return {"bias": sums[1] * inv, "mse": sums[2] * inv, "mae": sums[3] * inv}
 
 
+class Buffers:
+    """Float64 arrays for map sums, reused within a run: a task's sums (4 × leads × levels
+    × grid points, 39 MB for two levels at 1.5°) in a fresh array cost more in page faults on
+    their first touch (zeroing, huge-page compaction) than the summing itself (measured in
+    ``scripts/bench_maps.py``: 0.6 s against 0.2 s of kernel for a 1.5° month); an array a
+    run is done with (:meth:`give`) is zeroed and handed out again (:meth:`take`).
+    Thread-safe; at most :attr:`KEEP` arrays per shape kept; :meth:`clear` frees them."""
+
+    KEEP = 4
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._free: dict[tuple, list[np.ndarray]] = {}
+
+    def take(self, shape: tuple) -> np.ndarray:
+        """A zeroed float64 array of ``shape``."""
+        with self._lock:
+            kept = self._free.get(tuple(shape))
+            arr = kept.pop() if kept else None
+        if arr is None:
+            return np.zeros(shape)
+        arr.fill(0.0)
+        return arr
+
+    def give(self, arr: np.ndarray) -> None:
+        """Hand back an array no one reads or writes any more."""
+        if arr.dtype != np.float64 or not arr.flags.c_contiguous or arr.base is not None:
+            return
+        with self._lock:
+            kept = self._free.setdefault(arr.shape, [])
+            if len(kept) < self.KEEP and not any(a is arr for a in kept):
+                kept.append(arr)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+#: The process's map-sum buffers (tasks take, the driver gives back).
+BUFFERS = Buffers()
+
+
 class MapSums:
     """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
 
-    def __init__(self, models, *, adopt: bool = True):
-        #: Keep the first whole-field task's array as the sum (no copy): not when another
-        #: thread still reads the task's arrays (the statistics store's writer).
-        self.adopt = adopt
+    def __init__(self, models):
         self._models = {m.name: m for m in models}
         self.sums: dict[tuple[str, str], np.ndarray] = {}
         self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
 
     def add(self, res) -> None:
-        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``)."""
+        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``); its arrays are
+        kept or handed back to :data:`BUFFERS`."""
         for model, (leads, levels, sums, _inits) in getattr(res, "maps", {}).items():
-            m = self._models[model]
-            all_leads = m.lead_times
-            all_levels = m.levels[res.variable]
-            key = (model, res.variable)
-            nlev = 1 if all_levels is None else len(all_levels)
-            li = np.searchsorted(all_leads, leads)
-            lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
-            whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
-            if key not in self.sums and whole:
-                # the first task of the whole field: its array (a copy when another thread
-                # still reads it)
-                self.sums[key] = sums if self.adopt else sums.copy()
-            else:
-                if key not in self.sums:
-                    self.sums[key] = np.zeros((len(all_leads), 4, nlev, *sums.shape[3:]))
-                if whole:
-                    self.sums[key] += sums
-                else:
-                    target = self.sums[key]
-                    for a, lead_pos in enumerate(li):
-                        target[lead_pos][:, lv] += sums[a]
+            if not self.add_sums(model, res.variable, leads, levels, sums):
+                BUFFERS.give(sums)
             self.grid[model] = res.map_grid
+
+    def add_sums(self, model: str, var: str, leads, levels, sums: np.ndarray) -> bool:
+        """Add sums (lead, 4, level, *spatial) of ``leads`` and ``levels``. Returns True when
+        ``sums`` itself became the total (the first whole-field sums: no copy), which the
+        caller must then leave unchanged."""
+        m = self._models[model]
+        all_leads = m.lead_times
+        all_levels = m.levels[var]
+        key = (model, var)
+        nlev = 1 if all_levels is None else len(all_levels)
+        li = np.searchsorted(all_leads, leads)
+        lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
+        whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
+        if key not in self.sums and whole:
+            self.sums[key] = sums
+            return True
+        if key not in self.sums:
+            self.sums[key] = BUFFERS.take((len(all_leads), 4, nlev, *sums.shape[3:]))
+        if whole:
+            self.sums[key] += sums
+        else:
+            target = self.sums[key]
+            for a, lead_pos in enumerate(li):
+                target[lead_pos][:, lv] += sums[a]
+        return False
 
     def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
         """Add a stored part's sums (:class:`wxeval.sum_parts.Part`, ``values`` as stored) at
@@ -217,7 +265,7 @@ class MapSums:
         all_levels = m.levels[var]
         if key not in self.sums:
             nlev = 1 if all_levels is None else len(all_levels)
-            self.sums[key] = np.zeros((len(m.lead_times), 4, nlev, *values.shape[3:]))
+            self.sums[key] = BUFFERS.take((len(m.lead_times), 4, nlev, *values.shape[3:]))
         target = self.sums[key]
         lead_pos = _positions(m.lead_times.astype("timedelta64[ns]").astype(np.int64))
         lev_pos = _positions(all_levels or [None])
