@@ -195,3 +195,18 @@ def test_maps_file_is_the_generic_netcdf_table(mapped, tmp_path):
     for name in ours.variables:
         assert ours[name].dtype == theirs[name].dtype, name
         assert ours[name].encoding.get("dtype") == theirs[name].encoding.get("dtype"), name
+    # and as scipy's own reader parses both files: the same header and the same bytes
+    from scipy.io import netcdf_file
+
+    with netcdf_file(tmp_path / "model.maps.nc", "r", mmap=False) as a, \
+            netcdf_file(tmp_path / "generic.nc", "r", mmap=False) as b:
+        assert a.version_byte == b.version_byte == 2
+        assert a.dimensions == b.dimensions and a._attributes == b._attributes
+        assert sorted(a.variables) == sorted(b.variables)
+        for name, va in a.variables.items():
+            vb = b.variables[name]
+            assert va.dimensions == vb.dimensions and va.typecode() == vb.typecode(), name
+            assert set(va._attributes) == set(vb._attributes), name
+            for k, v in va._attributes.items():
+                np.testing.assert_array_equal(v, vb._attributes[k], err_msg=f"{name}.{k}")
+            assert va.data.tobytes() == vb.data.tobytes(), name

@@ -321,11 +321,10 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
     """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path.
 
     The same file :func:`wxeval.results.write_netcdf` writes with ``dtype="float32"`` (same
-    variables, attributes and encodings; ``tests/test_maps.py`` compares them), written with
-    scipy's netCDF writer directly: each map converted once, from float64 to big-endian
-    float32, and serialised once (xarray's path encodes and serialises it twice)."""
-    from scipy.io import netcdf_file
-
+    variables, attributes and encodings; ``tests/test_maps.py`` compares them), written by
+    :mod:`wxeval.netcdf_classic`: each map converted once, from float64 to big-endian float32,
+    into a reused buffer (xarray's and scipy's path copy every map twice more)."""
+    from wxeval import netcdf_classic as nc
     from wxeval import results
 
     path = out / f"{model}.maps.nc"
@@ -337,42 +336,25 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
                 ds[name.removesuffix(".count") + ".bias"].attrs["count"] = float(n.flat[0])
                 continue
         keep[name] = da
-    gattrs = {**ds.attrs, **attrs}
 
-    def write(tmp: str) -> None:
-        with netcdf_file(tmp, "w", version=2) as nc:
-            for k, v in gattrs.items():
-                setattr(nc, k, _nc_attr(results._attr(v)))
-            for dim, size in ds.sizes.items():
-                nc.createDimension(dim, size)
-            for name in ds.coords:
-                c = ds[name]
-                if name == LEAD_TIME:
-                    var = nc.createVariable(name, "d", c.dims)
-                    var[:] = c.values / np.timedelta64(1, "h")
-                    # as xarray encodes a timedelta coordinate ("dtype" is not settable)
-                    var._attributes.update({"dtype": b"timedelta64[ns]", "units": b"hours",
-                                            "_FillValue": np.float64(np.nan)})
-                elif name == LEVEL:
-                    var = nc.createVariable(name, "i", c.dims)
-                    var[:] = np.asarray(c.values).astype(np.int32)
-                else:
-                    var = nc.createVariable(name, "d", c.dims)
-                    var[:] = np.asarray(c.values, np.float64)
-                    var._FillValue = np.float64(np.nan)
-                for k, v in c.attrs.items():
-                    setattr(var, k, _nc_attr(results._attr(v)))
-            for name, da in keep.items():
-                var = nc.createVariable(name, "f", da.dims)
-                var[:] = da.values  # float64 -> big-endian float32, once
-                for k, v in da.attrs.items():
-                    setattr(var, k, _nc_attr(results._attr(v)))
-                var._FillValue = np.float32(np.nan)
+    def attrs_of(a) -> dict:
+        return {k: results._attr(v) for k, v in a.items()}
 
-    results.atomic_write(path, write)
+    variables = {}
+    for name in ds.coords:  # as xarray encodes them
+        c = ds[name]
+        if name == LEAD_TIME:
+            variables[name] = nc.Variable(c.dims, c.values / np.timedelta64(1, "h"), ">f8", {
+                **attrs_of(c.attrs), "dtype": "timedelta64[ns]", "units": "hours",
+                "_FillValue": np.float64(np.nan)})
+        elif name == LEVEL:
+            variables[name] = nc.Variable(c.dims, c.values, ">i4", attrs_of(c.attrs))
+        else:
+            variables[name] = nc.Variable(c.dims, c.values, ">f8", {
+                **attrs_of(c.attrs), "_FillValue": np.float64(np.nan)})
+    for name, da in keep.items():
+        variables[name] = nc.Variable(da.dims, da.values, ">f4", {
+            **attrs_of(da.attrs), "_FillValue": np.float32(np.nan)})
+    gattrs = attrs_of({**ds.attrs, **attrs})
+    results.atomic_write(path, lambda tmp: nc.write(tmp, dict(ds.sizes), variables, gattrs))
     return str(path)
-
-
-def _nc_attr(value):
-    """An attribute value as xarray writes it to classic netCDF (strings as UTF-8 bytes)."""
-    return value.encode("utf-8") if isinstance(value, str) else value
