@@ -167,6 +167,9 @@ def test_kernel_reads_views_without_copying_them():
             out = np.ones((4, *f.shape[1:]))  # added to what out holds
             accumulate(f, oo, skipna=skipna, out=out)
             np.testing.assert_allclose(out, want + 1, rtol=1e-12, equal_nan=True)
+            out = np.full((4, *f.shape[1:]), np.nan)  # ``fresh``: what out holds is ignored
+            accumulate(f, oo, skipna=skipna, out=out, fresh=True)
+            np.testing.assert_allclose(out, want, rtol=1e-12, equal_nan=True)
 
 
 def test_maps_file_is_the_generic_netcdf_table(mapped, tmp_path):

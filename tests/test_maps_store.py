@@ -334,3 +334,27 @@ def test_map_sums_on_gs(case_root, tmp_path, gcs, monkeypatch):
     assert spy.maps == [] and again.computed_sum_fields["maps"] == 0
     _check_maps(again, case, range(8), False)
     assert twin.computed_sum_fields == first.computed_sum_fields
+
+
+def test_part_deleted_while_planning_is_planned_again(case_root, tmp_path, monkeypatch):
+    """A stored part that disappears between listing and reading (another job's compaction):
+    the plan starts again from a new listing, without the sums read before counted twice."""
+    case, root = case_root
+    cfg = _config(tmp_path / "c.yaml", case, skipna=False, maps=True)
+    first = _config(tmp_path / "f.yaml", case, skipna=False, maps=True, inits=range(5))
+    score(first, ["model"], tmp_path / "o")
+    score(cfg, ["model"], tmp_path / "o")  # two parts per entry now
+    real = sum_parts.read_values
+    calls = []
+
+    def flaky(store, part):
+        calls.append(part.path)
+        if len(calls) == 2:  # the second part read: gone (after the first was added)
+            raise FileNotFoundError(part.path)
+        return real(store, part)
+
+    monkeypatch.setattr(sum_parts, "read_values", flaky)
+    spy = Spy(monkeypatch)
+    again = score(cfg, ["model"], tmp_path / "o")
+    assert len(calls) > 2 and spy.maps == []
+    _check_maps(again, case, range(8), False)

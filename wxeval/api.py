@@ -221,6 +221,8 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
         _write_splits(report, m, stats, by, plan, cfg, output)
+        if sums_writer is not None:
+            sums_writer.close()  # the maps are made in place of sums it may still be writing
         _write_maps(report, m, map_sums, plan, cfg, output)
         _write_spectra(report, m, spectra_sums, plan, cfg, output)
     if output is not None:
@@ -288,7 +290,7 @@ def _sum_kinds(plan, map_sums, spectra_sums) -> list:
 
         kinds.append(sum_parts.Kind(
             "maps", lambda task, p: (None,) if p.levels is None else p.levels, map_layout,
-            map_sums.add_stored))
+            map_sums.add_stored, map_sums.sums.clear))
     if spectra_sums is not None:
         def spectra_levels(task, p):
             _, coords = truth_grid(task.truth, task.variable, plan.stores)
@@ -301,7 +303,7 @@ def _sum_kinds(plan, map_sums, spectra_sums) -> list:
             return spectra_extra(coords)
 
         kinds.append(sum_parts.Kind("spectra", spectra_levels, spectra_layout,
-                                    spectra_sums.add_stored))
+                                    spectra_sums.add_stored, spectra_sums.reset))
     return kinds
 
 
@@ -457,7 +459,8 @@ class SumsWriter:
             self._submit(key)
 
     def close(self) -> None:
-        """Write everything gathered; wait for every write; raise the first write's error."""
+        """Write everything gathered; wait for every write; raise the first write's error
+        (again if called again)."""
         self.flush()
         self._pool.shutdown(wait=True)
         for f in self._pending:

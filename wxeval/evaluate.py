@@ -367,7 +367,7 @@ def compute_task(
             # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
             if map_sums is not None:
                 _maps.accumulate(_take(f, mrows), _take(o, mrows), skipna=task.skipna,
-                                 out=map_sums[2][li])
+                                 out=map_sums[2][li], fresh=True)
             if spec is not None:
                 spec.add(li, _take(f, srows), _take(o, srows))
             if not task.regional:
@@ -465,8 +465,9 @@ def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
     if not task.maps or (part.map_rows is not None and not part.map_rows.any()):
         return None
     nlev = 1 if part.levels is None else len(part.levels)
+    # not zeroed: each lead's sums are written (accumulate's ``fresh``) by the lead's one call
     sums = _maps.BUFFERS.take(
-        (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
+        (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape), zero=False)
     return part.lead_times, part.levels, sums
 
 

@@ -51,18 +51,21 @@ MAPS = ("bias", "mse", "mae")
 
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
-               out: np.ndarray | None = None) -> np.ndarray:
+               out: np.ndarray | None = None, fresh: bool = False) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
-    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous) (the compiled
-    kernel, one pass; :func:`reference` is the definition in NumPy). ``f`` may be a view with
-    gaps between inits (a lead of a block of leads read together): it is not copied."""
+    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous), or written to it
+    with ``fresh`` (its values, e.g. of ``np.empty``, are ignored: zeroed by the kernel just
+    before it sums, while they are in cache) (the compiled kernel, one pass; :func:`reference`
+    is the definition in NumPy). ``f`` may be a view with gaps between inits (a lead of a
+    block of leads read together): it is not copied."""
     n = f.shape[0]
     if out is None:
-        out = np.zeros((4, *f.shape[1:]))
+        out = np.empty((4, *f.shape[1:]))
+        fresh = True
     ff, fstep = _rows(f)
     oo, ostep = _rows(o)
     sums = out.reshape(4, -1)
-    _accumulate(ff, fstep, oo, ostep, n, sums.shape[1], skipna, sums)
+    _accumulate(ff, fstep, oo, ostep, n, sums.shape[1], skipna, sums, fresh)
     return out
 
 
@@ -83,12 +86,14 @@ def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(f, fstep, o, ostep, n, npts, skipna, out):  # pragma: no cover - compiled
+def _accumulate(f, fstep, o, ostep, n, npts, skipna, out, fresh):  # pragma: no cover
     """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
     …, float64 sums). Rows are taken four at a time, so that ``out`` is read and written once
     per four rows (its traffic, not the inputs', bounds this kernel); each row is a contiguous
     slice, so the loops vectorise (a branch-free NaN test with ``skipna``): ~11 GB/s of
-    float32 forecast per thread."""
+    float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
+    if fresh:
+        out[:] = 0.0
     if not skipna:
         for p in range(npts):
             out[0, p] += n
@@ -162,6 +167,15 @@ def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarr
     return out
 
 
+def _means_in_place(sums: np.ndarray) -> None:
+    """sums (lead, 4, …) → (lead, [count, bias, mse, mae], …) in place, lead by lead (as
+    :func:`maps_from_sums`)."""
+    for one in sums:
+        inv = np.full(one[0].shape, np.nan)
+        np.divide(1.0, one[0], out=inv, where=one[0] > 0)
+        one[1:] *= inv
+
+
 def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
     """bias, mse, mae from sums (4, …) (NaN where the count is 0)."""
     inv = np.full(sums[0].shape, np.nan)
@@ -185,14 +199,17 @@ class Buffers:
         self._lock = threading.Lock()
         self._free: dict[tuple, list[np.ndarray]] = {}
 
-    def take(self, shape: tuple) -> np.ndarray:
-        """A zeroed float64 array of ``shape``."""
+    def take(self, shape: tuple, *, zero: bool = True) -> np.ndarray:
+        """A float64 array of ``shape``, zeroed unless ``zero`` is False (its values then
+        arbitrary: :func:`accumulate` with ``fresh`` zeroes a lead's sums just before it
+        sums into them, while they are in cache, instead of a pass over the whole array)."""
         with self._lock:
             kept = self._free.get(tuple(shape))
             arr = kept.pop() if kept else None
         if arr is None:
-            return np.zeros(shape)
-        arr.fill(0.0)
+            return np.zeros(shape) if zero else np.empty(shape)
+        if zero:
+            arr.fill(0.0)
         return arr
 
     def give(self, arr: np.ndarray) -> None:
@@ -219,6 +236,8 @@ class MapSums:
     def __init__(self, models):
         self._models = {m.name: m for m in models}
         self.sums: dict[tuple[str, str], np.ndarray] = {}
+        #: Entries whose sums :meth:`dataset` has turned into means (in place).
+        self._means: set[tuple[str, str]] = set()
         self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
 
     def add(self, res) -> None:
@@ -274,18 +293,23 @@ class MapSums:
             target[lead_pos[lead], :, lev_pos[lev]] += values[src_lead[lead], :, src_lev[lev]]
 
     def dataset(self, model: str) -> xr.Dataset:
-        """The maps of ``model`` (see the module doc), float64, latitude ascending."""
+        """The maps of ``model`` (see the module doc), float64, latitude ascending. The sums
+        become the maps in place: nothing may be added afterwards (nor read as sums)."""
         m = self._models[model]
         out = {}
         for (name, var), sums in sorted(self.sums.items()):
             if name != model:
                 continue
             spatial, coords = self.grid[model]
-            # The maps in the truth's storage order (lead, level, a, b), contiguous and fast;
-            # then views in (lead, level, lat, lon) order (a copy only to sort coordinates;
-            # the file's writer transposes while it converts to float32).
-            maps = maps_from_sums(np.moveaxis(sums, 1, 0))
-            maps["count"] = sums[:, 0]
+            # The maps in the truth's storage order, computed in place of the sums (no new
+            # arrays: their page faults cost more than the arithmetic), then views in (lead,
+            # level, lat, lon) order (a copy only to sort coordinates; the file's writer
+            # transposes while it converts to float32).
+            if (name, var) not in self._means:
+                _means_in_place(sums)
+                self._means.add((name, var))
+            maps = {"bias": sums[:, 1], "mse": sums[:, 2], "mae": sums[:, 3],
+                    "count": sums[:, 0]}
             lat, lon = coords[LATITUDE], coords[LONGITUDE]
             ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
             levels = m.levels[var]

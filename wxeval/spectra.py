@@ -128,6 +128,10 @@ class SpectraSums:
                 self.sums[key][li] += sums[:, j]
                 self.counts[key][li] += n_inits
 
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
     def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
         """Add a stored part's sums (:class:`wxeval.sum_parts.Part`; ``values`` (lead, level,
         2, K)) at ``cells`` ((lead in ns, level) pairs), counting its inits."""

@@ -292,18 +292,23 @@ class Kind:
     layout_of: Callable
     #: (model, variable, part, values, cells) -> add a stored part's sums at ``cells``
     add_stored: Callable
+    #: forget every stored part's sums added (a plan started again)
+    reset: Callable
 
 
 def plan(tasks, store: StatisticsStore, keys, kinds: Sequence[Kind]) -> dict:
     """Per task part (by ``id``) and kind, the boolean mask over its init_times of the inits to
     compute; the chosen stored parts' sums are added to each kind's accumulator. A part
-    deleted meanwhile by another job's compaction: listed and planned again."""
+    deleted meanwhile by another job's compaction: listed and planned again (the sums added
+    so far forgotten first)."""
     for attempt in range(1, LIST_ATTEMPTS + 1):
         try:
             return _plan(tasks, store, keys, kinds)
         except FileNotFoundError:
             if attempt == LIST_ATTEMPTS:
                 raise
+            for kind in kinds:
+                kind.reset()
             store.fs.invalidate_cache()
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
@@ -336,7 +341,7 @@ def _plan(tasks, store, keys, kinds) -> dict:
                 for q in qs:
                     by_part.setdefault(q.path, (q, []))[1].append(c)
             staged += [(kind, model, var, q, cells) for q, cells in by_part.values()]
-    # Read every chosen part before adding any (a FileNotFoundError replans from scratch).
+    # A part deleted meanwhile (FileNotFoundError): plan() forgets what was added, replans.
     for kind, model, var, q, cells in staged:
         kind.add_stored(model, var, q, read_values(store, q), cells)
     return masks
