@@ -206,6 +206,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         raise
     if sums_writer is not None:
         sums_writer.flush()  # written while the results are assembled (closed below)
+    maps_made = _start_maps(map_sums, sums_writer, plan, cfg, output)
     report.computed_fields = collector.computed_fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
@@ -221,10 +222,12 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
         _write_splits(report, m, stats, by, plan, cfg, output)
-        if sums_writer is not None:
-            sums_writer.close()  # the maps are made in place of sums it may still be writing
-        _write_maps(report, m, map_sums, plan, cfg, output)
         _write_spectra(report, m, spectra_sums, plan, cfg, output)
+    if maps_made is not None:
+        for name, (ds, path) in maps_made.result().items():
+            report.maps[name] = ds
+            if path is not None:
+                report.outputs[name].append(path)
     if output is not None:
         write_report(check_report, Path(output))
     if sums_writer is not None:
@@ -467,18 +470,37 @@ class SumsWriter:
             f.result()
 
 
-def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
+def _start_maps(map_sums, sums_writer, plan, cfg, output):
+    """Make and write every model's maps on a thread of their own while this one writes the
+    regional results; a future of ``{model: (maps, file or None)}`` (None without maps). The
+    maps are made in place of the sums: once the store's writer has written them."""
     if map_sums is None:
-        return
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job() -> dict:
+        if sums_writer is not None:
+            sums_writer.close()
+        return {m.name: _make_maps(m, map_sums, plan, cfg, output) for m in plan.models}
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-maps")
+    try:
+        return pool.submit(job)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _make_maps(m, map_sums, plan, cfg, output) -> tuple:
+    """The maps of model ``m`` and, with ``output``, the file they are written to."""
     from wxeval import maps
 
     ds = map_sums.dataset(m.name)
     if ds.data_vars:
         _add_land_sea_mask(ds, m, plan)
-    report.maps[m.name] = ds
+    path = None
     if output is not None:
-        report.outputs[m.name].append(
-            maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+        path = maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg))
+    return ds, path
 
 
 def _with_spectra(tasks, plan, cfg):
