@@ -155,6 +155,7 @@ def _score(config, models, output, *, scheduler, progress, by=()) -> ScoreReport
         report.reused_fields = reused
         tasks = _with_sums_todo(original, kept, need) if kinds else kept
         sums_writer = SumsWriter(store, keys, {"wxeval_version": wxeval.__version__}, map_sums)
+        sums_writer.expect(tasks)
     for task in tasks:  # NaN counts come with the fused pass, nearly free
         if not task.regional:
             continue
@@ -388,6 +389,18 @@ class SumsWriter:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-sums")
         self._pending: list = []
         self._adopted: dict[tuple, object] = {}  # (model, variable) -> the write reading it
+        self._expected: dict[tuple, int] = {}  # layout -> task parts still to come
+
+    def expect(self, tasks) -> None:
+        """Count the task parts of each maps layout: a layout's part is written as soon as
+        its last task is in (while the other tasks run), not at the end."""
+        for task in tasks:
+            if not task.maps:
+                continue
+            for p in task.parts:
+                if p.map_rows is None or p.map_rows.any():
+                    key = self._key(("maps", p.model, task.variable), p.lead_times, p.levels)
+                    self._expected[key] = self._expected.get(key, 0) + 1
 
     def add(self, res) -> None:
         import time
@@ -403,16 +416,23 @@ class SumsWriter:
             self._gather(("spectra", model, res.variable), leads, levels, sums.copy(), inits,
                          ("forecast", "truth"), spectra_extra(res.map_grid[1]), res.block)
         now = time.monotonic()
-        for key in [k for k, e in self._open.items() if now - e["t0"] >= self.CHECKPOINT_SECONDS]:
+        for key in [k for k, e in self._open.items() if now - e["t0"] >= self.CHECKPOINT_SECONDS
+                    or self._expected.get(k) == 0]:
             self._submit(key)
+
+    @staticmethod
+    def _key(entry, leads, levels) -> tuple:
+        return (*entry, tuple(np.asarray(leads).astype("timedelta64[ns]").astype(np.int64)),
+                None if levels is None else tuple(levels))
 
     def _gather(self, entry, leads, levels, values, inits, stats, extra, block) -> None:
         import time
 
         from wxeval.maps import BUFFERS
 
-        key = (*entry, tuple(np.asarray(leads).astype("timedelta64[ns]").astype(np.int64)),
-               None if levels is None else tuple(levels))
+        key = self._key(entry, leads, levels)
+        if key in self._expected:
+            self._expected[key] -= 1
         e = self._open.get(key)
         if e is None:
             self._open[key] = {"values": values, "inits": [inits], "leads": leads,
