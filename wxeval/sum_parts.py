@@ -39,8 +39,9 @@ varying count) × leads × levels × grid points × 8 B, whatever its number of 
 (121 × 240): 0.70 MB per (lead, level) field (~0.45 MB on disk), so the benchmark's month
 (10 fields, 21 leads) is 146 MB (~95 MB on disk); 0.25° (721 × 1440): 24.9 MB per field, so a
 0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. A run writes one part per entry
-and layout (:class:`wxeval.api.SumsWriter`: the tasks' sums gathered in memory, stored at the
-end, on failure and every 60 s), and parts of one layout are summed into one
+and layout (:class:`Writer`: the tasks' sums gathered in memory, stored when
+the layout's last task is in, on failure and every 60 s), and parts of one layout are summed
+into one
 (:func:`compact`) once an entry holds :data:`COMPACT_AFTER` of them, so a year of nightly
 runs keeps ~1 part per layout: a 0.25° year needs the size of one part, not 365. Spectra
 parts are tiny (leads × levels × 2 × K × 8 B).
@@ -426,3 +427,220 @@ def compact(store: StatisticsStore, kind: str, model: str, variable: str, key: s
                    prefix="c")
         removed += sum(_remove(store, q) for q in picked)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's sums: kinds, tasks, writer
+
+
+def kinds_for(plan, map_sums, spectra_sums) -> list[Kind]:
+    """The kinds of sums (:class:`Kind`) a run (:class:`wxeval.plan.Plan`) keeps in the
+    statistics store: maps into ``map_sums``, spectra into ``spectra_sums`` (None: not asked)."""
+    from wxeval import spectra
+    from wxeval.evaluate import truth_grid
+    from wxeval.schema import LATITUDE
+
+    models = {m.name: m for m in plan.models}
+    kinds = []
+    if map_sums is not None:
+        def map_layout(model, var):
+            spatial, coords = truth_grid(models[model].truth, var, plan.stores)
+            return {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
+
+        kinds.append(Kind(
+            "maps", lambda task, p: (None,) if p.levels is None else p.levels, map_layout,
+            map_sums.add_stored, map_sums.sums.clear))
+    if spectra_sums is not None:
+        def spectra_levels(task, p):
+            _, coords = truth_grid(task.truth, task.variable, plan.stores)
+            if not len(spectra.band_rows(coords[LATITUDE])):
+                return None
+            return spectra.levels_for(task.variable, p.levels)
+
+        def spectra_layout(model, var):
+            _, coords = truth_grid(models[model].truth, var, plan.stores)
+            return spectra_extra(coords)
+
+        kinds.append(Kind("spectra", spectra_levels, spectra_layout, spectra_sums.add_stored,
+                          spectra_sums.reset))
+    return kinds
+
+
+def spectra_extra(coords) -> dict:
+    """What a stored spectra part must match: the band, its latitudes and the wavenumbers."""
+    from wxeval import spectra
+    from wxeval.schema import LATITUDE, LONGITUDE
+
+    lat = coords[LATITUDE]
+    return {"band": list(spectra.BAND),
+            "band_latitudes": [round(float(x), 6) for x in lat[spectra.band_rows(lat)]],
+            "nk": len(coords[LONGITUDE]) // 2 + 1}
+
+
+def with_sums_todo(original, kept, need) -> list:
+    """The tasks of a run with sums in the store: each task's regional work as
+    :func:`wxeval.store.drop_done` left it (``kept``), plus in each of its parts the inits
+    whose map/spectra sums the store lacks (``need``: per original part, a mask per kind).
+    An init needed only for sums is computed only for them when the whole task needs no
+    regional statistics (``regional`` False); else the task's regional statistics are
+    computed for it too (the same numbers rewritten)."""
+    import dataclasses
+
+    kept_ids = {id(t) for t in kept}
+    out = []
+    for task, parts0 in original:
+        regional = {p.model: p for p in task.parts} if id(task) in kept_ids else {}
+        parts = []
+        for p in parts0:
+            masks = need.get(id(p), {})
+            extra = np.zeros(len(p.init_times), bool)
+            for mask in masks.values():
+                extra |= mask
+            reg = regional.get(p.model)
+            take = extra | (np.isin(p.init_times, reg.init_times) if reg is not None else False)
+            if not take.any():
+                continue
+            parts.append(dataclasses.replace(
+                p, init_times=p.init_times[take],
+                map_rows=masks["maps"][take] if "maps" in masks else None,
+                spectra_rows=masks["spectra"][take] if "spectra" in masks else None))
+        if not parts:
+            continue
+        task.parts = tuple(parts)
+        if id(task) not in kept_ids:
+            task.regional = False
+            task.groups = ()
+        task.maps = task.maps and any(p.map_rows is None or p.map_rows.any() for p in parts)
+        task.spectra = task.spectra and any(
+            p.spectra_rows is None or p.spectra_rows.any() for p in parts)
+        out.append(task)
+    return out
+
+
+class Writer:
+    """Writes the map and spectra sums of finished tasks to the statistics store as parts
+    (:mod:`wxeval.sum_parts`) and counts the fields (init × lead × level) they sum.
+
+    Results of the same entry and layout (model, variable, leads, levels) are summed in
+    memory and written as one part covering all their inits: when the layout's last task is
+    in (:meth:`expect`), at the end of the run (:meth:`flush`, then :meth:`close`), when the
+    run fails (what finished is written before the error propagates), and at least every
+    :data:`CHECKPOINT_SECONDS` while it runs (a run killed outright loses at most that much
+    map work; its regional statistics are stored per task). A month at 1.5° so writes one part
+    per variable instead of one per 16-day block.
+    Parts are compressed and written on a thread of their own, while the tasks still running
+    and the results are computed. Map sums go on to ``map_sums`` (:class:`wxeval.maps.MapSums`)
+    as they are written: the first layout's sums become its total without a copy, the other
+    tasks' arrays are handed back to :data:`wxeval.maps.BUFFERS` for the next tasks."""
+
+    #: Longest time map/spectra sums of finished tasks wait in memory before being stored.
+    CHECKPOINT_SECONDS = 60.0
+
+    def __init__(self, store, keys, attrs, map_sums=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store, self.keys, self.attrs, self.map_sums = store, keys, attrs, map_sums
+        self.fields = {"maps": 0, "spectra": 0}
+        self._open: dict[tuple, dict] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-sums")
+        self._pending: list = []
+        self._adopted: dict[tuple, object] = {}  # (model, variable) -> the write reading it
+        self._expected: dict[tuple, int] = {}  # layout -> task parts still to come
+
+    def expect(self, tasks) -> None:
+        """Count the task parts of each maps layout: a layout's part is written as soon as
+        its last task is in (while the other tasks run), not at the end."""
+        for task in tasks:
+            if not task.maps:
+                continue
+            for p in task.parts:
+                if p.map_rows is None or p.map_rows.any():
+                    key = self._key(("maps", p.model, task.variable), p.lead_times, p.levels)
+                    self._expected[key] = self._expected.get(key, 0) + 1
+
+    def add(self, res) -> None:
+        import time
+
+        for model, (leads, levels, sums, inits) in res.maps.items():
+            self.fields["maps"] += len(inits) * len(leads) * sums.shape[2]
+            spatial, coords = res.map_grid
+            extra = {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
+            self._gather(("maps", model, res.variable), leads, levels, sums, inits,
+                         MAP_STATISTICS, extra, res.block)
+        for model, (leads, levels, sums, inits) in res.spectra.items():
+            self.fields["spectra"] += len(inits) * len(leads) * len(levels)
+            self._gather(("spectra", model, res.variable), leads, levels, sums.copy(), inits,
+                         ("forecast", "truth"), spectra_extra(res.map_grid[1]), res.block)
+        now = time.monotonic()
+        for key in [k for k, e in self._open.items() if now - e["t0"] >= self.CHECKPOINT_SECONDS
+                    or self._expected.get(k) == 0]:
+            self._submit(key)
+
+    @staticmethod
+    def _key(entry, leads, levels) -> tuple:
+        return (*entry, tuple(np.asarray(leads).astype("timedelta64[ns]").astype(np.int64)),
+                None if levels is None else tuple(levels))
+
+    def _gather(self, entry, leads, levels, values, inits, stats, extra, block) -> None:
+        import time
+
+        from wxeval.maps import BUFFERS
+
+        key = self._key(entry, leads, levels)
+        if key in self._expected:
+            self._expected[key] -= 1
+        e = self._open.get(key)
+        if e is None:
+            self._open[key] = {"values": values, "inits": [inits], "leads": leads,
+                               "levels": levels, "stats": stats, "extra": extra,
+                               "block": block, "t0": time.monotonic()}
+        else:
+            e["values"] += values
+            e["inits"].append(inits)
+            e["block"] = min(e["block"], block)
+            if entry[0] == "maps":
+                BUFFERS.give(values)
+
+    def _submit(self, key) -> None:
+        e = self._open.pop(key)
+        kind, model, var = key[:3]
+        release = False
+        adopted = False
+        if kind == "maps" and self.map_sums is not None:
+            earlier = self._adopted.pop((model, var), None)
+            if earlier is not None:
+                earlier.result()  # the total is that array: written before it changes
+            adopted = self.map_sums.add_sums(model, var, e["leads"], e["levels"], e["values"])
+            release = not adopted
+        self._pending = [f for f in self._pending if not f.done() or f.result()]
+        future = self._pool.submit(self._write, key[:3], e, release)
+        self._pending.append(future)
+        if adopted:
+            self._adopted[(model, var)] = future
+
+    def _write(self, entry, e, release: bool) -> None:
+        from wxeval.maps import BUFFERS
+
+        kind, model, var = entry
+        inits = np.concatenate(e["inits"])
+        values, stats = e["values"], e["stats"]
+        if kind == "maps":
+            values, stats = maps_for_storage(values, len(inits))
+        write_part(self.store, kind, model, var, self.keys[(model, var)], e["block"],
+                             values, inits, e["leads"], e["levels"], stats, e["extra"],
+                             self.attrs)
+        if release:
+            BUFFERS.give(e["values"])
+
+    def flush(self) -> None:
+        """Start writing everything gathered (returns at once)."""
+        for key in list(self._open):
+            self._submit(key)
+
+    def close(self) -> None:
+        """Write everything gathered; wait for every write; raise the first write's error
+        (again if called again)."""
+        self.flush()
+        self._pool.shutdown(wait=True)
+        for f in self._pending:
+            f.result()
