@@ -461,7 +461,8 @@ def truth_grid(truth: StoreSpec, variable: str, stores=open_store) -> tuple:
 
 
 def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
-    """(leads, levels, zeros (lead, 4, level, *spatial)) for a part's map sums, if asked."""
+    """(leads, levels, sums (lead, 4, level, *spatial)) for a part's map sums, if asked: a
+    reused buffer (:data:`wxeval.maps.BUFFERS`) whose leads ``accumulate(fresh=True)`` writes."""
     if not task.maps or (part.map_rows is not None and not part.map_rows.any()):
         return None
     nlev = 1 if part.levels is None else len(part.levels)

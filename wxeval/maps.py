@@ -25,10 +25,10 @@ everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 lead
 
 Statistics store (:mod:`wxeval.sum_parts`): the sums are kept as parts over exact init sets,
 3 × 8 B per grid point and field whatever the number of inits (the count too where it varies):
-0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB, ~95 MB on disk), 24.9 MB
-at 0.25° (a 0.25° year of 4 leads × 8 fields: 0.8 GB, the same as a 0.25° month: a year of
-nightly runs is summed into ~1 part per variable). Reruns compute only the inits the store
-lacks.
+0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB, 83 MB on disk),
+24.9 MB at 0.25° (a 0.25° year of 4 leads × 8 fields: 0.8 GB, the same as a 0.25° month: a
+year of nightly runs is summed into ~1 part per variable). Reruns compute only the inits the
+store lacks.
 
 File: ``<output>/<model>.maps.nc``, one data variable per weather variable and map
 (``<variable>.bias``, ``.mse``, ``.mae``; the RMSE map is √mse) with dims
@@ -186,8 +186,9 @@ def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
 class Buffers:
     """Float64 arrays for map sums, reused within a run: a task's sums (4 × leads × levels
     × grid points, 39 MB for two levels at 1.5°) in a fresh array cost more in page faults on
-    their first touch (zeroing, huge-page compaction) than the summing itself (measured in
-    ``scripts/bench_maps.py``: 0.6 s against 0.2 s of kernel for a 1.5° month); an array a
+    their first touch (zeroing, huge-page compaction) than the summing itself (the benchmark's
+    1.5° month, ``scripts/bench_maps.py``: 0.6 s of kernel with fresh arrays, 0.2 s with
+    reused ones); an array a
     run is done with (:meth:`give`) is zeroed and handed out again (:meth:`take`).
     Thread-safe; at most :attr:`KEEP` arrays per shape kept; :meth:`clear` frees them."""
 

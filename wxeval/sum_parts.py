@@ -7,7 +7,7 @@ Layout (sibling folders of an entry's regional parts, under the same entry key
     <root>/<model>/<variable>/<entry key>.spectra/<part>.zarr   spectra sums over a set of inits
 
 A part is a Zarr v2 group with one float64 array ``sums``, one chunk per lead (LZ4 with bit
-shuffle: ~1.6x on these sums), whose commit marker ``.wxeval-complete`` holds its index: the
+shuffle: ~1.8x on these sums), whose commit marker ``.wxeval-complete`` holds its index: the
 exact inits it sums over (``init_time``, ns), its ``lead_time``, ``level`` (None: a surface
 variable), ``statistics`` and shape. Written atomically like the regional parts (locally a
 temporary name renamed into place with its marker; on object stores the marker last).
@@ -34,14 +34,13 @@ init is counted twice (:func:`plan`):
 So at every cell the chosen stored parts and the computed parts are pairwise disjoint and
 together hold exactly the run's inits there (``tests/test_maps_store.py``).
 
-Size (float64; stored ~1.6x smaller by the compressor): a maps part holds 3 (or 4 with a
+Size (float64; stored ~1.8x smaller by the compressor): a maps part holds 3 (or 4 with a
 varying count) × leads × levels × grid points × 8 B, whatever its number of inits. 1.5°
-(121 × 240): 0.70 MB per (lead, level) field (~0.45 MB on disk), so the benchmark's month
-(10 fields, 21 leads) is 146 MB (~95 MB on disk); 0.25° (721 × 1440): 24.9 MB per field, so a
-0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. A run writes one part per entry
-and layout (:class:`Writer`: the tasks' sums gathered in memory, stored when
-the layout's last task is in, on failure and every 60 s), and parts of one layout are summed
-into one
+(121 × 240): 0.70 MB per (lead, level) field (~0.4 MB on disk), so the benchmark's month
+(10 fields, 21 leads) is 146 MB (83 MB on disk); 0.25° (721 × 1440): 24.9 MB per field, so
+a 0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. A run writes one part per entry
+and layout (:class:`Writer`: the tasks' sums gathered in memory, stored when the layout's last
+task is in, on failure and every 60 s), and parts of one layout are summed into one
 (:func:`compact`) once an entry holds :data:`COMPACT_AFTER` of them, so a year of nightly
 runs keeps ~1 part per layout: a 0.25° year needs the size of one part, not 365. Spectra
 parts are tiny (leads × levels × 2 × K × 8 B).
@@ -65,7 +64,8 @@ FORMAT_VERSION = 1
 KINDS = ("maps", "spectra")
 #: Parts of one layout an entry holds before a run sums them into one (:func:`compact`).
 COMPACT_AFTER = 4
-#: Bit-shuffled LZ4 at level 1: ~1.6x on these sums at ~2 GB/s (level 5: 1.7x at half the speed).
+#: Bit-shuffled LZ4 at level 1: ~1.8x on these sums at ~2 GB/s (level 5: a little more, at
+#: half the speed).
 COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE)
 MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 
