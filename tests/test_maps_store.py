@@ -252,7 +252,7 @@ def test_plan_never_double_counts():
                 assert a.isdisjoint(b)
             assert frozenset().union(*sets) == wanted
             for q in chosen[c]:
-                assert c in q.cells() and q.inits <= wanted
+                assert c in q.cells and q.inits <= wanted
             used += len(chosen[c])
             computed += sum(len(s.todo) for s in slots if c in s.cells)
     assert used > 100 and computed > 100  # both stored and computed sums were exercised

@@ -48,6 +48,7 @@ parts are tiny (leads × levels × 2 × K × 8 B).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -92,8 +93,10 @@ class Part:
     def levels(self) -> list:
         return self.index["level"] if self.index["level"] is not None else [None]
 
-    def cells(self) -> set:
-        return {(lead, lev) for lead in self.leads for lev in self.levels}
+    @functools.cached_property
+    def cells(self) -> frozenset:
+        """The (lead in ns, level) cells the part holds."""
+        return frozenset((lead, lev) for lead in self.leads for lev in self.levels)
 
 
 def folder(store: StatisticsStore, kind: str, model: str, variable: str, key: str) -> str:
@@ -257,25 +260,35 @@ class Slot:
 
 
 def plan_entry(slots: Sequence[Slot], stored: Sequence[Part]) -> dict:
-    """Fill each slot's ``todo`` and return the stored parts chosen per cell (module doc)."""
-    wanted: dict = {}
-    for s in slots:
+    """Fill each slot's ``todo`` and return the stored parts chosen per cell (module doc).
+    Cells held by the same slots and the same stored parts are planned once, together."""
+    holders: dict = {}
+    for k, s in enumerate(slots):
         for c in s.cells:
-            wanted[c] = wanted.get(c, frozenset()) | s.inits
-    cand = {c: [q for q in stored if c in q.cells() and q.inits <= w] for c, w in wanted.items()}
+            holders.setdefault(c, []).append(k)
+    groups: dict = {}
+    for c, ks in holders.items():
+        sig = (tuple(ks), tuple(j for j, q in enumerate(stored) if c in q.cells))
+        groups.setdefault(sig, []).append(c)
+    plans = []
+    for (ks, js), cells in groups.items():
+        wanted = frozenset().union(*(slots[k].inits for k in ks))
+        plans.append((ks, [stored[j] for j in js if stored[j].inits <= wanted], wanted, cells))
     while True:
-        computed: dict = {}
-        for s in slots:
-            if s.todo:
-                for c in s.cells:
-                    computed[c] = computed.get(c, frozenset()) | s.todo
-        chosen = {c: choose(cand[c], wanted[c], computed.get(c, frozenset())) for c in wanted}
-        covered = {c: frozenset().union(*(q.inits for q in qs)) for c, qs in chosen.items()}
+        chosen: dict = {}
+        lacking: list[set] = [set() for _ in slots]
+        for ks, cand, wanted, cells in plans:
+            computed = frozenset().union(*(slots[k].todo for k in ks))
+            qs = choose(cand, wanted, computed)
+            covered = frozenset().union(*(q.inits for q in qs))
+            chosen.update(dict.fromkeys(cells, qs))
+            for k in ks:
+                lacking[k] |= slots[k].inits - covered
         changed = False
-        for s in slots:
-            lack = set().union(*(s.inits - covered[c] for c in s.cells)) - s.todo
-            if lack:
-                s.todo |= lack
+        for k, s in enumerate(slots):
+            new = lacking[k] - s.todo
+            if new:
+                s.todo |= new
                 changed = True
         if not changed:
             return chosen
