@@ -146,3 +146,70 @@ def test_maps_add_across_tasks(mapped, tmp_path):
         np.testing.assert_allclose(split.maps["model"][name].values,
                                    report.maps["model"][name].values, rtol=1e-12,
                                    equal_nan=True, err_msg=name)
+
+
+def test_kernel_reads_views_without_copying_them():
+    """A lead of a block of leads read together is a view with gaps between inits; a view
+    with a step inside a row is copied: both equal the sums written here."""
+    from wxeval.maps import accumulate
+
+    rng = np.random.default_rng(2)
+    block = rng.normal(size=(5, 3, 2, 4, 6)).astype(np.float32)  # (init, lead, level, lat, lon)
+    block[2, 1, 0, 3, 5] = np.nan
+    o = rng.normal(size=(5, 2, 4, 6)).astype(np.float32)
+    for f in (block[:, 1], block[:, 1, :, :, ::2], block[::2, 1]):
+        oo = o[:, :, :, : f.shape[-1]][: f.shape[0]]
+        for skipna in (False, True):
+            d = f.astype(np.float64) - oo.astype(np.float64)
+            ok = ~np.isnan(d) if skipna else np.ones(d.shape, bool)
+            dz = np.where(ok, d, 0.0) if skipna else d
+            want = np.stack([ok.sum(0), dz.sum(0), (dz**2).sum(0), np.abs(dz).sum(0)])
+            out = np.ones((4, *f.shape[1:]))  # added to what out holds
+            accumulate(f, oo, skipna=skipna, out=out)
+            np.testing.assert_allclose(out, want + 1, rtol=1e-12, equal_nan=True)
+            out = np.full((4, *f.shape[1:]), np.nan)  # ``fresh``: what out holds is ignored
+            accumulate(f, oo, skipna=skipna, out=out, fresh=True)
+            np.testing.assert_allclose(out, want, rtol=1e-12, equal_nan=True)
+
+
+def test_maps_file_is_the_generic_netcdf_table(mapped, tmp_path):
+    """The maps writer gives the file results.write_netcdf (xarray's path) writes: the same
+    variables, values, dims, coordinates and attributes once read."""
+    import xarray as xr
+
+    from wxeval.maps import write_maps
+    from wxeval.results import read_table, write_netcdf
+
+    case, root, skipna, report = mapped
+    ds = report.maps["model"].copy()
+    attrs = {"model": "model", "n": 3, "big": 2**40, "list": [1, "a"], "x": 0.5}
+    ours = read_table(write_maps(ds.copy(), tmp_path, "model", attrs))
+    generic = ds.copy()
+    for name in list(generic.data_vars):  # the count attribute, as write_maps makes it
+        if name.endswith(".count") and name in ours.data_vars:
+            continue
+        if name.endswith(".count"):
+            generic[name.removesuffix(".count") + ".bias"].attrs["count"] = float(
+                generic[name].values.flat[0])
+            generic = generic.drop_vars(name)
+    write_netcdf(generic, tmp_path / "generic.nc", attrs, dtype="float32")
+    theirs = read_table(tmp_path / "generic.nc")
+    xr.testing.assert_identical(ours, theirs)
+    for name in ours.variables:
+        assert ours[name].dtype == theirs[name].dtype, name
+        assert ours[name].encoding.get("dtype") == theirs[name].encoding.get("dtype"), name
+    # and as scipy's own reader parses both files: the same header and the same bytes
+    from scipy.io import netcdf_file
+
+    with netcdf_file(tmp_path / "model.maps.nc", "r", mmap=False) as a, \
+            netcdf_file(tmp_path / "generic.nc", "r", mmap=False) as b:
+        assert a.version_byte == b.version_byte == 2
+        assert a.dimensions == b.dimensions and a._attributes == b._attributes
+        assert sorted(a.variables) == sorted(b.variables)
+        for name, va in a.variables.items():
+            vb = b.variables[name]
+            assert va.dimensions == vb.dimensions and va.typecode() == vb.typecode(), name
+            assert set(va._attributes) == set(vb._attributes), name
+            for k, v in va._attributes.items():
+                np.testing.assert_array_equal(v, vb._attributes[k], err_msg=f"{name}.{k}")
+            assert va.data.tobytes() == vb.data.tobytes(), name

@@ -20,7 +20,7 @@ import xarray as xr
 
 import wxeval
 import wxeval.kernels  # noqa: F401 - numba and its NumPy support: loaded with the API, not in a task
-from wxeval import results
+from wxeval import results, sum_parts
 from wxeval.cluster import is_local, run_tasks
 from wxeval.config import Config, load_config, parse_memory
 from wxeval.evaluate import compute_task, make_tasks
@@ -58,6 +58,9 @@ class ScoreReport:
     maps: dict[str, xr.Dataset] = field(default_factory=dict)
     #: Per model, the zonal energy spectra (:mod:`wxeval.spectra`) when asked for.
     spectra: dict[str, xr.Dataset] = field(default_factory=dict)
+    #: Fields (init × lead × level) whose map / spectra sums this run computed and stored
+    #: (the rest came from the statistics store).
+    computed_sum_fields: dict[str, int] = field(default_factory=dict)
 
 
 def score(
@@ -150,10 +153,20 @@ def _score(config, models, output, *, scheduler, progress, by=(),
     report = ScoreReport({}, {}, pending=plan.pending, skipped=plan.skipped)
     map_sums = _with_maps(tasks, plan, cfg)
     spectra_sums = _with_spectra(tasks, plan, cfg)
-    if store is not None and map_sums is None and spectra_sums is None:
-        tasks, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
+    sums_writer = None
+    if store is not None:
+        kinds = sum_parts.kinds_for(plan, map_sums, spectra_sums)
+        need = sum_parts.plan(tasks, store, keys, kinds) if kinds else {}
+        original = [(task, task.parts) for task in tasks]
+        kept, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
+        tasks = sum_parts.with_sums_todo(original, kept, need) if kinds else kept
+        sums_writer = sum_parts.Writer(store, keys, {"wxeval_version": wxeval.__version__},
+                                       map_sums)
+        sums_writer.expect(tasks)
     for task in tasks:  # NaN counts come with the fused pass, nearly free
+        if not task.regional:
+            continue
         if {"errors", "anomalies"} & set(task.groups) or not task.groups:
             task.groups = (*task.groups, *(g for g in ALWAYS if g not in task.groups))
         for p in task.parts:
@@ -182,18 +195,27 @@ def _score(config, models, output, *, scheduler, progress, by=(),
     )
     collector = Collector(store, keys, plan.regions, {"wxeval_version": wxeval.__version__})
     sched = scheduler or cfg.compute.scheduler
-    run_tasks(
-        # In this process the tasks read the plan's opened stores; dask workers reopen them
-        # from the tasks' specs.
-        functools.partial(compute_task, stores=plan.stores) if is_local(sched) else compute_task,
-        tasks,
-        lambda task, res: (collector.add(res), map_sums and map_sums.add(res),
-                           spectra_sums and spectra_sums.add(res)),
-        scheduler=sched,
-        num_workers=cfg.compute.workers,
-        jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
-        progress=progress,
-    )
+    try:
+        run_tasks(
+            # In this process the tasks read the plan's opened stores; dask workers reopen
+            # them from the tasks' specs.
+            functools.partial(compute_task, stores=plan.stores) if is_local(sched)
+            else compute_task,
+            tasks,
+            lambda task, res: _on_result(res, collector, sums_writer, map_sums, spectra_sums),
+            scheduler=sched,
+            num_workers=cfg.compute.workers,
+            jobqueue=cfg.compute.jobqueue.model_dump() if cfg.compute.jobqueue else None,
+            progress=progress,
+        )
+    except BaseException:
+        if sums_writer is not None:
+            sums_writer.close()  # every finished task's sums stored, even when one failed
+        _maps_buffers_clear()
+        raise
+    if sums_writer is not None:
+        sums_writer.flush()  # written while the results are assembled (closed below)
+    maps_made = _start_maps(map_sums, sums_writer, plan, cfg, output)
     report.computed_fields = collector.computed_fields
     for m in plan.models:
         stats = collector.collect(m, statistics_for(plan.metrics))
@@ -210,46 +232,99 @@ def _score(config, models, output, *, scheduler, progress, by=(),
                 Path(output), m, plan, cfg, table, stats_root, keys, nan_found
             )
         _write_splits(report, m, stats, by, plan, cfg, output)
-        _write_maps(report, m, map_sums, plan, cfg, output)
         _write_spectra(report, m, spectra_sums, plan, cfg, output)
+    if maps_made is not None:
+        for name, (ds, path) in maps_made.result().items():
+            report.maps[name] = ds
+            if path is not None:
+                report.outputs[name].append(path)
     if output is not None:
         write_report(check_report, Path(output))
+    if sums_writer is not None:
+        sums_writer.close()
+        report.computed_sum_fields = sums_writer.fields
+    _maps_buffers_clear()
     if store is not None:
-        _compact(store, plan, keys)
+        kinds = sum_parts.kinds_for(plan, map_sums, spectra_sums)
+        _compact(store, plan, keys, [k.name for k in kinds])
     return report
+
+
+def _on_result(res, collector, sums_writer, map_sums, spectra_sums) -> None:
+    """A finished task's result: its regional statistics to the collector (and store), its
+    maps to the store's writer, which passes them on to ``map_sums`` (without a store, to
+    ``map_sums`` directly), its spectra to the writer and ``spectra_sums``."""
+    collector.add(res)
+    if sums_writer is not None:
+        sums_writer.add(res)
+    elif map_sums is not None:
+        map_sums.add(res)
+    if spectra_sums is not None:
+        spectra_sums.add(res)
+
+
+def _maps_buffers_clear() -> None:
+    """Free the map-sum buffers a run reused (:data:`wxeval.maps.BUFFERS`)."""
+    from wxeval.maps import BUFFERS
+
+    BUFFERS.clear()
 
 
 def _with_maps(tasks, plan, cfg):
     """With ``evaluation.maps``: mark the tasks to also sum error maps (:mod:`wxeval.maps`)
-    and return the sums' collector, else None. Map sums are not kept in the statistics store
-    yet: a run with maps computes every init again (its regional statistics are rewritten
-    unchanged)."""
+    and return the sums' collector, else None. With a statistics store the map sums are kept
+    there (:mod:`wxeval.sum_parts`): :func:`wxeval.sum_parts.with_sums_todo` then leaves only
+    the inits whose sums are not stored."""
     if not cfg.evaluation.maps:
         return None
+    from wxeval.evaluate import truth_grid
     from wxeval.maps import MapSums
 
     for task in tasks:
         task.maps = True
-    return MapSums(plan.models)
+    sums = MapSums(plan.models)
+    for m in plan.models:
+        if m.variables:
+            sums.grid[m.name] = truth_grid(m.truth, m.variables[0], plan.stores)
+    return sums
 
 
-def _write_maps(report: ScoreReport, m, map_sums, plan, cfg, output) -> None:
+def _start_maps(map_sums, sums_writer, plan, cfg, output):
+    """Make and write every model's maps on a thread of their own while this one writes the
+    regional results; a future of ``{model: (maps, file or None)}`` (None without maps). The
+    maps are made in place of the sums: once the store's writer has written them."""
     if map_sums is None:
-        return
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job() -> dict:
+        if sums_writer is not None:
+            sums_writer.close()
+        return {m.name: _make_maps(m, map_sums, plan, cfg, output) for m in plan.models}
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-maps")
+    try:
+        return pool.submit(job)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _make_maps(m, map_sums, plan, cfg, output) -> tuple:
+    """The maps of model ``m`` and, with ``output``, the file they are written to."""
     from wxeval import maps
 
     ds = map_sums.dataset(m.name)
     if ds.data_vars:
         _add_land_sea_mask(ds, m, plan)
-    report.maps[m.name] = ds
+    path = None
     if output is not None:
-        report.outputs[m.name].append(
-            maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg)))
+        path = maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg))
+    return ds, path
 
 
 def _with_spectra(tasks, plan, cfg):
     """With ``evaluation.spectra``: the tasks also sum zonal spectra (:mod:`wxeval.spectra`;
-    like maps, not kept in the statistics store yet: every init is computed again)."""
+    like maps, kept in the statistics store)."""
     if not cfg.evaluation.spectra:
         return None
     from wxeval.spectra import SpectraSums
@@ -339,13 +414,16 @@ def _report_nan(m, fields: list[dict], check_report) -> None:
         check_report.findings.append(Finding("warning", "nan-fields", store, var, message))
 
 
-def _compact(store: StatisticsStore, plan: Plan, keys) -> None:
-    """Merge small statistics parts (results are already written: a failure here, e.g. no
+def _compact(store: StatisticsStore, plan: Plan, keys, kinds: Sequence[str] = ()) -> None:
+    """Merge small statistics parts, and the map/spectra parts of ``kinds``
+    (:func:`wxeval.sum_parts.compact`) (results are already written: a failure here, e.g. no
     permission to delete on a bucket, is logged and leaves the parts as they are)."""
     for m in plan.models:
         for var in m.variables:
             try:
                 removed = store.compact(m.name, var, keys[(m.name, var)])
+                for kind in kinds:
+                    removed += sum_parts.compact(store, kind, m.name, var, keys[(m.name, var)])
             except Exception as err:  # noqa: BLE001 - best effort, never fails the run
                 log.warning("statistics of %s %s: parts not merged (%s)", m.name, var, err)
                 return

@@ -60,6 +60,10 @@ class TaskPart:
     init_times: np.ndarray
     lead_times: np.ndarray
     levels: tuple[int, ...] | None
+    #: Inits (a boolean mask over ``init_times``) whose map / spectra sums the part computes
+    #: when its task asks for them; None: all (:mod:`wxeval.sum_parts` sets them on reruns).
+    map_rows: np.ndarray | None = None
+    spectra_rows: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -83,6 +87,9 @@ class Task:
     maps: bool = False
     #: Also zonal energy spectra of forecast and truth (:mod:`wxeval.spectra`).
     spectra: bool = False
+    #: Regional statistics of ``groups`` (False: a task only for maps/spectra of inits whose
+    #: regional statistics are stored; it returns none).
+    regional: bool = True
 
     @property
     def cost(self) -> int:
@@ -277,11 +284,13 @@ class TaskResult:
     regions: tuple[str, ...]
     model_levels: dict[str, tuple[int, ...] | None]
     statistics: tuple[str, ...] = ()
-    #: Per model (leads, levels, map sums (lead, 4, level, *spatial)) (:mod:`wxeval.maps`).
+    #: Per model (leads, levels, map sums (lead, 4, level, *spatial), the inits summed)
+    #: (:mod:`wxeval.maps`).
     maps: dict = field(default_factory=dict)
-    #: The spatial dims of the map sums and their coordinates.
+    #: The spatial dims of the map (and spectra) sums and their coordinates.
     map_grid: tuple = ()
-    #: Per model (leads, levels, spectra sums (lead, level, 2, K), inits) (:mod:`wxeval.spectra`).
+    #: Per model (leads, levels, spectra sums (lead, level, 2, K), the inits summed)
+    #: (:mod:`wxeval.spectra`).
     spectra: dict = field(default_factory=dict)
 
 
@@ -348,7 +357,9 @@ def compute_task(
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         map_sums = _map_sums(task, part, obs.shape[2:])
-        spec = _spectra.for_part(task, part, spatial, _grid(tda, spatial)) if task.spectra else None
+        mrows, srows = _rows(part.map_rows), _rows(part.spectra_rows)
+        spec = (_spectra.for_part(task, part, spatial, _grid(tda, spatial))
+                if task.spectra and (srows is None or srows.size) else None)
         for li, lead in enumerate(part.lead_times):
             f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
@@ -362,11 +373,14 @@ def compute_task(
                 f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
             # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
             if map_sums is not None or spec is not None:
-                o = obs[vslot][:, lev_sel]
+                o = obs[vslot][:, lev_sel]  # gathered for maps and spectra only
                 if map_sums is not None:
-                    _maps.accumulate(f, o, skipna=task.skipna, out=map_sums[2][li])
+                    _maps.accumulate(_take(f, mrows), _take(o, mrows), skipna=task.skipna,
+                                     out=map_sums[2][li], fresh=True)
                 if spec is not None:
-                    spec.add(li, f, o)
+                    spec.add(li, _take(f, srows), _take(o, srows))
+            if not task.regional:
+                continue
             # Every group from the same decoded arrays (one read of each chunk).
             f_stack, f_at = field_stack(f)
             got = compute(
@@ -385,12 +399,14 @@ def compute_task(
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
         getattr(read_lead, "close", lambda: None)()
-        per_model[part.model] = (part.init_times, part.lead_times, out)
+        if task.regional:
+            per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
         if map_sums is not None:
-            maps_out[part.model] = map_sums
+            maps_out[part.model] = (*map_sums, _take(part.init_times, mrows))
         if spec is not None:
-            spectra_out[part.model] = (spec.leads, spec.levels, spec.sums, len(part.init_times))
+            spectra_out[part.model] = (spec.leads, spec.levels, spec.sums,
+                                       _take(part.init_times, srows))
     return TaskResult(
         task.variable,
         task.levels,
@@ -400,7 +416,7 @@ def compute_task(
         model_levels,
         names,
         maps_out,
-        (spatial, _grid(tda, spatial)) if maps_out else (),
+        (spatial, _grid(tda, spatial)) if maps_out or spectra_out else (),
         spectra_out,
     )
 
@@ -438,12 +454,32 @@ def _grid(tda: xr.DataArray, spatial) -> dict[str, np.ndarray]:
     return {d: tda[d].values for d in spatial}
 
 
+def _rows(mask: np.ndarray | None) -> np.ndarray | None:
+    """Positions of a part's rows mask (None: every row)."""
+    return None if mask is None or mask.all() else np.flatnonzero(mask)
+
+
+def _take(x: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return x if rows is None else x[rows]
+
+
+def truth_grid(truth: StoreSpec, variable: str, stores=open_store) -> tuple:
+    """(spatial dims in the truth's storage order, their coordinates): the grid of the map sums
+    of ``variable``."""
+    tda = _field_or_stand_in(stores(truth), variable, truth.name)
+    spatial = schema.spatial_dims(tda)
+    return spatial, _grid(tda, spatial)
+
+
 def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
-    """(leads, levels, zeros (lead, 4, level, *spatial)) for a part's map sums, if asked."""
-    if not task.maps:
+    """(leads, levels, sums (lead, 4, level, *spatial)) for a part's map sums, if asked: a
+    reused buffer (:data:`wxeval.maps.BUFFERS`) whose leads ``accumulate(fresh=True)`` writes."""
+    if not task.maps or (part.map_rows is not None and not part.map_rows.any()):
         return None
     nlev = 1 if part.levels is None else len(part.levels)
-    sums = np.zeros((len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape))
+    # not zeroed: each lead's sums are written (accumulate's ``fresh``) by the lead's one call
+    sums = _maps.BUFFERS.take(
+        (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape), zero=False)
     return part.lead_times, part.levels, sums
 
 

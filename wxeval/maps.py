@@ -15,13 +15,20 @@ The sums are a separate statistic kind from the regional groups of :mod:`wxeval.
 (per grid point, not per region): computed in the same pass over the decoded fields (one
 :func:`accumulate` per lead of a task) only when maps are asked for (``evaluation.maps: true``
 or ``score --maps``), so the regional path's speed is unchanged otherwise. They add across
-inits, so tasks (init blocks, level groups) are summed as they finish (:class:`MapSums`).
+inits, so tasks (init blocks, level groups) and stored parts are summed (:class:`MapSums`).
 
 Memory: a task holds its maps' sums, 4 × leads × levels × grid points float64 (1.5°, 13 levels,
 41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time);
 the written file holds 3 float32 maps per lead and level (and the count, unless it is the same
 everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 leads, 13 levels:
 185 MB per variable; 0.25°: 6.6 GB, so select leads and levels for maps at high resolution.
+
+Statistics store (:mod:`wxeval.sum_parts`): the sums are kept as parts over exact init sets,
+3 × 8 B per grid point and field whatever the number of inits (the count too where it varies):
+0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB, 83 MB on disk),
+24.9 MB at 0.25° (a 0.25° year of 4 leads × 8 fields: 0.8 GB, the same as a 0.25° month: a
+year of nightly runs is summed into ~1 part per variable). Reruns compute only the inits the
+store lacks.
 
 File: ``<output>/<model>.maps.nc``, one data variable per weather variable and map
 (``<variable>.bias``, ``.mse``, ``.mae``; the RMSE map is √mse) with dims
@@ -44,43 +51,102 @@ MAPS = ("bias", "mse", "mae")
 
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
-               out: np.ndarray | None = None) -> np.ndarray:
+               out: np.ndarray | None = None, fresh: bool = False) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
-    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous) (the compiled
-    kernel, one pass; :func:`reference` is the definition in NumPy)."""
+    of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous), or written to it
+    with ``fresh`` (its values, e.g. of ``np.empty``, are ignored: zeroed by the kernel just
+    before it sums, while they are in cache) (the compiled kernel, one pass; :func:`reference`
+    is the definition in NumPy). ``f`` may be a view with gaps between inits (a lead of a
+    block of leads read together): it is not copied."""
     n = f.shape[0]
-    ff = np.ascontiguousarray(f).reshape(n, -1)
-    oo = np.ascontiguousarray(o).reshape(n, -1)
     if out is None:
-        out = np.zeros((4, *f.shape[1:]))
-    _accumulate(ff, oo, skipna, out.reshape(4, ff.shape[1]))
+        out = np.empty((4, *f.shape[1:]))
+        fresh = True
+    ff, fstep = _rows(f)
+    oo, ostep = _rows(o)
+    sums = out.reshape(4, -1)
+    _accumulate(ff, fstep, oo, ostep, n, sums.shape[1], skipna, sums, fresh)
     return out
 
 
+def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` (n, …) as a 1-D C-contiguous array and the step (in elements) between its n rows
+    of prod(…) elements: the memory the rows span when each row is contiguous (no copy), else
+    a contiguous copy."""
+    n = x.shape[0]
+    rows = x.reshape(n, -1)  # a view when each row is contiguous
+    npts = rows.shape[1]
+    if rows.flags.c_contiguous:
+        return rows.reshape(-1), npts
+    item = rows.itemsize
+    if n and rows.strides[1] == item and rows.strides[0] >= 0 and rows.strides[0] % item == 0:
+        step = rows.strides[0] // item
+        return np.lib.stride_tricks.as_strided(rows, ((n - 1) * step + npts,), (item,)), step
+    return np.ascontiguousarray(rows).reshape(-1), npts
+
+
 @numba.njit(nogil=True, cache=True)
-def _accumulate(f, o, skipna, out):  # pragma: no cover - compiled
-    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows of f − o (float64 sums). Without
-    ``skipna`` the count is n everywhere and the loop has no branch (it vectorises: ~2x)."""
-    n, npts = f.shape
+def _accumulate(f, fstep, o, ostep, n, npts, skipna, out, fresh):  # pragma: no cover
+    """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
+    …, float64 sums). Rows are taken four at a time, so that ``out`` is read and written once
+    per four rows (its traffic, not the inputs', bounds this kernel); each row is a contiguous
+    slice, so the loops vectorise (a branch-free NaN test with ``skipna``): ~11 GB/s of
+    float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
+    if fresh:
+        out[:] = 0.0
     if not skipna:
         for p in range(npts):
             out[0, p] += n
-        for i in range(n):
-            for p in range(npts):
-                d = np.float64(f[i, p]) - np.float64(o[i, p])
-                out[1, p] += d
-                out[2, p] += d * d
-                out[3, p] += abs(d)
-        return
-    for i in range(n):
-        for p in range(npts):
-            d = np.float64(f[i, p]) - np.float64(o[i, p])
-            if d != d:
-                continue
-            out[0, p] += 1.0
-            out[1, p] += d
-            out[2, p] += d * d
-            out[3, p] += abs(d)
+    i = 0
+    while i + 4 <= n:
+        _four(_row(f, fstep, i, npts), _row(o, ostep, i, npts),
+              _row(f, fstep, i + 1, npts), _row(o, ostep, i + 1, npts),
+              _row(f, fstep, i + 2, npts), _row(o, ostep, i + 2, npts),
+              _row(f, fstep, i + 3, npts), _row(o, ostep, i + 3, npts), skipna,
+              out[0], out[1], out[2], out[3])
+        i += 4
+    while i < n:
+        _one(_row(f, fstep, i, npts), _row(o, ostep, i, npts), skipna,
+             out[0], out[1], out[2], out[3])
+        i += 1
+
+
+@numba.njit(inline="always")
+def _row(x, step, i, npts):  # pragma: no cover - compiled
+    return x[i * step:i * step + npts]
+
+
+@numba.njit(inline="always")
+def _four(f0, o0, f1, o1, f2, o2, f3, o3, skipna, c, s1, s2, s3):  # pragma: no cover - compiled
+    for p in range(f0.shape[0]):
+        d0 = np.float64(f0[p]) - np.float64(o0[p])
+        d1 = np.float64(f1[p]) - np.float64(o1[p])
+        d2 = np.float64(f2[p]) - np.float64(o2[p])
+        d3 = np.float64(f3[p]) - np.float64(o3[p])
+        if skipna:
+            k0, k1, k2, k3 = d0 == d0, d1 == d1, d2 == d2, d3 == d3
+            d0 = d0 if k0 else 0.0
+            d1 = d1 if k1 else 0.0
+            d2 = d2 if k2 else 0.0
+            d3 = d3 if k3 else 0.0
+            c[p] += ((1.0 if k0 else 0.0) + (1.0 if k1 else 0.0)) + (
+                (1.0 if k2 else 0.0) + (1.0 if k3 else 0.0))
+        s1[p] += (d0 + d1) + (d2 + d3)
+        s2[p] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        s3[p] += (abs(d0) + abs(d1)) + (abs(d2) + abs(d3))
+
+
+@numba.njit(inline="always")
+def _one(f0, o0, skipna, c, s1, s2, s3):  # pragma: no cover - compiled
+    for p in range(f0.shape[0]):
+        d = np.float64(f0[p]) - np.float64(o0[p])
+        if skipna:
+            ok = d == d
+            d = d if ok else 0.0
+            c[p] += 1.0 if ok else 0.0
+        s1[p] += d
+        s2[p] += d * d
+        s3[p] += abs(d)
 
 
 def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarray:
@@ -101,11 +167,68 @@ def reference(f: np.ndarray, o: np.ndarray, *, skipna: bool = False) -> np.ndarr
     return out
 
 
+def _means_in_place(sums: np.ndarray) -> None:
+    """sums (lead, 4, …) → (lead, [count, bias, mse, mae], …) in place, lead by lead (as
+    :func:`maps_from_sums`)."""
+    for one in sums:
+        inv = np.full(one[0].shape, np.nan)
+        np.divide(1.0, one[0], out=inv, where=one[0] > 0)
+        one[1:] *= inv
+
+
 def maps_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
     """bias, mse, mae from sums (4, …) (NaN where the count is 0)."""
     inv = np.full(sums[0].shape, np.nan)
     np.divide(1.0, sums[0], out=inv, where=sums[0] > 0)
     return {"bias": sums[1] * inv, "mse": sums[2] * inv, "mae": sums[3] * inv}
+
+
+class Buffers:
+    """Float64 arrays for map sums, reused within a run: a task's sums (4 × leads × levels
+    × grid points, 39 MB for two levels at 1.5°) in a fresh array cost more in page faults on
+    their first touch (zeroing, huge-page compaction) than the summing itself (the benchmark's
+    1.5° month, ``scripts/bench_maps.py``: 0.6 s of kernel with fresh arrays, 0.2 s with
+    reused ones); an array a
+    run is done with (:meth:`give`) is zeroed and handed out again (:meth:`take`).
+    Thread-safe; at most :attr:`KEEP` arrays per shape kept; :meth:`clear` frees them."""
+
+    KEEP = 4
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._free: dict[tuple, list[np.ndarray]] = {}
+
+    def take(self, shape: tuple, *, zero: bool = True) -> np.ndarray:
+        """A float64 array of ``shape``, zeroed unless ``zero`` is False (its values then
+        arbitrary: :func:`accumulate` with ``fresh`` zeroes a lead's sums just before it
+        sums into them, while they are in cache, instead of a pass over the whole array)."""
+        with self._lock:
+            kept = self._free.get(tuple(shape))
+            arr = kept.pop() if kept else None
+        if arr is None:
+            return np.zeros(shape) if zero else np.empty(shape)
+        if zero:
+            arr.fill(0.0)
+        return arr
+
+    def give(self, arr: np.ndarray) -> None:
+        """Hand back an array no one reads or writes any more."""
+        if arr.dtype != np.float64 or not arr.flags.c_contiguous or arr.base is not None:
+            return
+        with self._lock:
+            kept = self._free.setdefault(arr.shape, [])
+            if len(kept) < self.KEEP and not any(a is arr for a in kept):
+                kept.append(arr)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+#: The process's map-sum buffers (tasks take, the driver gives back).
+BUFFERS = Buffers()
 
 
 class MapSums:
@@ -114,61 +237,100 @@ class MapSums:
     def __init__(self, models):
         self._models = {m.name: m for m in models}
         self.sums: dict[tuple[str, str], np.ndarray] = {}
+        #: Entries whose sums :meth:`dataset` has turned into means (in place).
+        self._means: set[tuple[str, str]] = set()
         self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
 
     def add(self, res) -> None:
-        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``)."""
-        for model, (leads, levels, sums) in getattr(res, "maps", {}).items():
-            m = self._models[model]
-            all_leads = m.lead_times
-            all_levels = m.levels[res.variable]
-            key = (model, res.variable)
-            nlev = 1 if all_levels is None else len(all_levels)
-            li = np.searchsorted(all_leads, leads)
-            lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
-            whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
-            if key not in self.sums and whole:
-                self.sums[key] = sums  # the first task of the whole field: no copy
-            else:
-                if key not in self.sums:
-                    self.sums[key] = np.zeros((len(all_leads), 4, nlev, *sums.shape[3:]))
-                if whole:
-                    self.sums[key] += sums
-                else:
-                    target = self.sums[key]
-                    for a, lead_pos in enumerate(li):
-                        target[lead_pos][:, lv] += sums[a]
+        """Add a :class:`wxeval.evaluate.TaskResult`'s maps (``res.maps``); its arrays are
+        kept or handed back to :data:`BUFFERS`."""
+        for model, (leads, levels, sums, _inits) in getattr(res, "maps", {}).items():
+            if not self.add_sums(model, res.variable, leads, levels, sums):
+                BUFFERS.give(sums)
             self.grid[model] = res.map_grid
 
+    def add_sums(self, model: str, var: str, leads, levels, sums: np.ndarray) -> bool:
+        """Add sums (lead, 4, level, *spatial) of ``leads`` and ``levels``. Returns True when
+        ``sums`` itself became the total (the first whole-field sums: no copy), which the
+        caller must then leave unchanged."""
+        m = self._models[model]
+        all_leads = m.lead_times
+        all_levels = m.levels[var]
+        key = (model, var)
+        nlev = 1 if all_levels is None else len(all_levels)
+        li = np.searchsorted(all_leads, leads)
+        lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
+        whole = len(li) == len(all_leads) and len(lv) == nlev and (lv == np.arange(nlev)).all()
+        if key not in self.sums and whole:
+            self.sums[key] = sums
+            return True
+        if key not in self.sums:
+            self.sums[key] = BUFFERS.take((len(all_leads), 4, nlev, *sums.shape[3:]))
+        if whole:
+            self.sums[key] += sums
+        else:
+            target = self.sums[key]
+            for a, lead_pos in enumerate(li):
+                target[lead_pos][:, lv] += sums[a]
+        return False
+
+    def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
+        """Add a stored part's sums (:class:`wxeval.sum_parts.Part`, ``values`` as stored) at
+        ``cells`` ((lead in ns, level) pairs)."""
+        from wxeval.sum_parts import full_maps
+
+        values = full_maps(part, values)
+        m = self._models[model]
+        key = (model, var)
+        all_levels = m.levels[var]
+        if key not in self.sums:
+            nlev = 1 if all_levels is None else len(all_levels)
+            self.sums[key] = BUFFERS.take((len(m.lead_times), 4, nlev, *values.shape[3:]))
+        target = self.sums[key]
+        lead_pos = _positions(m.lead_times.astype("timedelta64[ns]").astype(np.int64))
+        lev_pos = _positions(all_levels or [None])
+        src_lead, src_lev = _positions(part.leads), _positions(part.levels)
+        for lead, lev in cells:
+            target[lead_pos[lead], :, lev_pos[lev]] += values[src_lead[lead], :, src_lev[lev]]
+
     def dataset(self, model: str) -> xr.Dataset:
-        """The maps of ``model`` (see the module doc), float64, latitude ascending."""
+        """The maps of ``model`` (see the module doc), float64, latitude ascending. The sums
+        become the maps in place: nothing may be added afterwards (nor read as sums)."""
         m = self._models[model]
         out = {}
         for (name, var), sums in sorted(self.sums.items()):
             if name != model:
                 continue
             spatial, coords = self.grid[model]
-            values = sums  # (lead, stat, level, a, b) in the truth's storage order
-            if spatial[0] != LATITUDE:
-                values = np.swapaxes(values, -1, -2)
+            # The maps in the truth's storage order, computed in place of the sums (no new
+            # arrays: their page faults cost more than the arithmetic), then views in (lead,
+            # level, lat, lon) order (a copy only to sort coordinates; the file's writer
+            # transposes while it converts to float32).
+            if (name, var) not in self._means:
+                _means_in_place(sums)
+                self._means.add((name, var))
+            maps = {"bias": sums[:, 1], "mse": sums[:, 2], "mae": sums[:, 3],
+                    "count": sums[:, 0]}
             lat, lon = coords[LATITUDE], coords[LONGITUDE]
             ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
-            if (np.diff(ilat) != 1).any():
-                values = values[..., ilat, :]
-            if (np.diff(ilon) != 1).any():
-                values = values[..., ilon]
             levels = m.levels[var]
             cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
             cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
-            values = np.moveaxis(values, 1, 0)  # (stat, lead, level, lat, lon)
             if levels is None:
-                values = values[:, :, 0]
                 cell.remove(LEVEL)
             else:
                 cell_coords[LEVEL] = list(levels)
-            for k, arr in maps_from_sums(values).items():
-                out[f"{var}.{k}"] = xr.DataArray(arr, dims=cell, coords=cell_coords)
-            out[f"{var}.count"] = xr.DataArray(values[0], dims=cell, coords=cell_coords)
+            for k in (*MAPS, "count"):
+                values = maps[k]
+                if spatial[0] != LATITUDE:
+                    values = np.swapaxes(values, -1, -2)
+                if (np.diff(ilat) != 1).any():
+                    values = values[..., ilat, :]
+                if (np.diff(ilon) != 1).any():
+                    values = values[..., ilon]
+                if levels is None:
+                    values = values[:, 0]
+                out[f"{var}.{k}"] = xr.DataArray(values, dims=cell, coords=cell_coords)
         ds = xr.Dataset(out)
         ds.attrs["maps_definition"] = (
             "per grid point over the inits scored: bias = mean(f - o), mse = mean((f - o)^2), "
@@ -176,8 +338,18 @@ class MapSums:
         return ds
 
 
+def _positions(values) -> dict:
+    return {v: i for i, v in enumerate(list(values))}
+
+
 def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
-    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path."""
+    """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path.
+
+    The same file :func:`wxeval.results.write_netcdf` writes with ``dtype="float32"`` (same
+    variables, attributes and encodings; ``tests/test_maps.py`` compares them), written by
+    :mod:`wxeval.netcdf_classic`: each map converted once, from float64 to big-endian float32,
+    into a reused buffer (xarray's and scipy's path copy every map twice more)."""
+    from wxeval import netcdf_classic as nc
     from wxeval import results
 
     path = out / f"{model}.maps.nc"
@@ -189,5 +361,25 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
                 ds[name.removesuffix(".count") + ".bias"].attrs["count"] = float(n.flat[0])
                 continue
         keep[name] = da
-    results.write_netcdf(ds[list(keep)], path, attrs, dtype="float32")
+
+    def attrs_of(a) -> dict:
+        return {k: results._attr(v) for k, v in a.items()}
+
+    variables = {}
+    for name in ds.coords:  # as xarray encodes them
+        c = ds[name]
+        if name == LEAD_TIME:
+            variables[name] = nc.Variable(c.dims, c.values / np.timedelta64(1, "h"), ">f8", {
+                **attrs_of(c.attrs), "dtype": "timedelta64[ns]", "units": "hours",
+                "_FillValue": np.float64(np.nan)})
+        elif name == LEVEL:
+            variables[name] = nc.Variable(c.dims, c.values, ">i4", attrs_of(c.attrs))
+        else:
+            variables[name] = nc.Variable(c.dims, c.values, ">f8", {
+                **attrs_of(c.attrs), "_FillValue": np.float64(np.nan)})
+    for name, da in keep.items():
+        variables[name] = nc.Variable(da.dims, da.values, ">f4", {
+            **attrs_of(da.attrs), "_FillValue": np.float32(np.nan)})
+    gattrs = attrs_of({**ds.attrs, **attrs})
+    results.atomic_write(path, lambda tmp: nc.write(tmp, dict(ds.sizes), variables, gattrs))
     return str(path)

@@ -82,23 +82,29 @@ class PartSpectra:
             self.sums[li, :, k] += s.sum(axis=0)
 
 
+def levels_for(variable: str, levels: tuple[int, ...] | None) -> tuple | None:
+    """The levels of ``levels`` with spectra of ``variable`` ((None,) for a surface variable),
+    None when there are none."""
+    if variable not in DEFAULT:
+        return None
+    want = DEFAULT[variable]
+    if want is None:
+        return (None,) if levels is None else None
+    if levels is None:
+        return None
+    return tuple(lev for lev in levels if lev in want) or None
+
+
 def for_part(task, part, spatial, coords) -> PartSpectra | None:
     """The spectra accumulator of a part, if the task asks for spectra of its variable."""
-    if not getattr(task, "spectra", False) or task.variable not in DEFAULT:
+    if not getattr(task, "spectra", False):
         return None
-    want = DEFAULT[task.variable]
-    if len(band_rows(coords[LATITUDE])) == 0:
+    kept = levels_for(task.variable, part.levels)
+    if kept is None or len(band_rows(coords[LATITUDE])) == 0:
         return None
-    if want is None:
-        if part.levels is not None:
-            return None
-        return PartSpectra(part, spatial, coords, ([0], (None,)))
-    if part.levels is None:
-        return None
-    pos = [i for i, lev in enumerate(part.levels) if lev in want]
-    if not pos:
-        return None
-    return PartSpectra(part, spatial, coords, (pos, tuple(part.levels[i] for i in pos)))
+    if kept == (None,):
+        return PartSpectra(part, spatial, coords, ([0], kept))
+    return PartSpectra(part, spatial, coords, ([part.levels.index(lev) for lev in kept], kept))
 
 
 class SpectraSums:
@@ -110,7 +116,8 @@ class SpectraSums:
         self.counts: dict[tuple[str, str, int | None], np.ndarray] = {}
 
     def add(self, res) -> None:
-        for model, (leads, levels, sums, n_inits) in getattr(res, "spectra", {}).items():
+        for model, (leads, levels, sums, inits) in getattr(res, "spectra", {}).items():
+            n_inits = len(inits)
             all_leads = self._models[model].lead_times
             li = np.searchsorted(all_leads, leads)
             for j, lev in enumerate(levels):
@@ -120,6 +127,25 @@ class SpectraSums:
                     self.counts[key] = np.zeros(len(all_leads))
                 self.sums[key][li] += sums[:, j]
                 self.counts[key][li] += n_inits
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+    def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
+        """Add a stored part's sums (:class:`wxeval.sum_parts.Part`; ``values`` (lead, level,
+        2, K)) at ``cells`` ((lead in ns, level) pairs), counting its inits."""
+        all_leads = self._models[model].lead_times.astype("timedelta64[ns]").astype(np.int64)
+        lead_pos = {v: i for i, v in enumerate(all_leads.tolist())}
+        src_lead = {v: i for i, v in enumerate(part.leads)}
+        src_lev = {v: i for i, v in enumerate(part.levels)}
+        for lead, lev in cells:
+            key = (model, var, lev)
+            if key not in self.sums:
+                self.sums[key] = np.zeros((len(all_leads), *values.shape[2:]))
+                self.counts[key] = np.zeros(len(all_leads))
+            self.sums[key][lead_pos[lead]] += values[src_lead[lead], src_lev[lev]]
+            self.counts[key][lead_pos[lead]] += len(part.inits)
 
     def dataset(self, model: str) -> xr.Dataset:
         m = self._models[model]
