@@ -139,16 +139,22 @@ def test_absent_array_chunks_read_as_fill_everywhere(tmp_path):
     np.testing.assert_array_equal(got, np.full(SHAPE, 2.5, dtype="f4"))
 
 
+def _spy_scratch_decodes(monkeypatch) -> list:
+    """The keys of chunks decoded into a temporary (chunks._decode_chunk), as they happen."""
+    calls: list = []
+    real = chunks._decode_chunk
+    monkeypatch.setattr(chunks, "_decode_chunk",
+                        lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    return calls
+
+
 def test_whole_contiguous_chunks_are_decoded_into_the_output(tmp_path, monkeypatch):
     """No decode into a temporary (and copy) where the output block is contiguous: chunks of
     one init × one lead × whole trailing axes, selected whole (WeatherBench 2's layout); a
     chunk selected in part, or whose block of the output is strided, goes through scratch."""
     shape, chunk_shape = (3, 4, 3, 10, 6), (1, 1, 3, 10, 6)
     path, expected = write_store(tmp_path / "s.zarr", shape=shape, chunk_shape=chunk_shape)
-    calls = []
-    real = chunks._decode_chunk
-    monkeypatch.setattr(chunks, "_decode_chunk",
-                        lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    calls = _spy_scratch_decodes(monkeypatch)
     reader = reader_for(path)
     got = reader._getitem((slice(None), slice(1, 3), slice(None), slice(None), slice(None)))
     np.testing.assert_array_equal(got, expected[:, 1:3])
@@ -300,10 +306,7 @@ def test_memory_order_changes_the_layout_not_the_values(tmp_path, monkeypatch, a
     in that order is still decoded straight into it."""
     shape, chunk_shape = (3, 4, 3, 10, 6), (1, 1, 3, 10, 6)
     path, expected = write_store(tmp_path / "s.zarr", shape=shape, chunk_shape=chunk_shape)
-    calls = []
-    real = chunks._decode_chunk
-    monkeypatch.setattr(chunks, "_decode_chunk",
-                        lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    calls = _spy_scratch_decodes(monkeypatch)
     reader = reader_for(path)
     sel = (slice(None), slice(1, 4), slice(None), slice(None), slice(None))
     with chunks.memory_order(axes):
