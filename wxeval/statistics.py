@@ -279,8 +279,10 @@ def field_stack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             index = index + (np.arange(size) * (stride // field_bytes)).reshape(shape)
         index = index.ravel()
         count = int(index.max()) + 1
+        # as writeable as x (the kernels never write): the same array type as a plain stack,
+        # so numba compiles one specialisation of each kernel, not two
         stack = np.lib.stride_tricks.as_strided(x, (count, na, nb), (field_bytes, nb * item, item),
-                                                writeable=False)
+                                                writeable=x.flags.writeable)
         return stack, index
     flat = np.ascontiguousarray(x).reshape(-1, na, nb)
     return flat, np.arange(flat.shape[0])
