@@ -154,6 +154,8 @@ def _score(config, models, output, *, scheduler, progress, by=(),
     map_sums = _with_maps(tasks, plan, cfg)
     spectra_sums = _with_spectra(tasks, plan, cfg)
     sums_writer = None
+    sched = scheduler or cfg.compute.scheduler
+    map_acc = None
     if store is not None:
         kinds = sum_parts.kinds_for(plan, map_sums, spectra_sums)
         need = sum_parts.plan(tasks, store, keys, kinds) if kinds else {}
@@ -161,8 +163,13 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         kept, reused = drop_done(tasks, store, keys, [r.key() for r in plan.regions], GROUPS)
         report.reused_fields = reused
         tasks = sum_parts.with_sums_todo(original, kept, need) if kinds else kept
+        if map_sums is not None and is_local(sched):
+            # tasks on this process's threads add into one map-sum array per layout
+            from wxeval.maps import Accumulators
+
+            map_acc = Accumulators()
         sums_writer = sum_parts.Writer(store, keys, {"wxeval_version": wxeval.__version__},
-                                       map_sums)
+                                       map_sums, map_acc)
         sums_writer.expect(tasks)
     for task in tasks:  # NaN counts come with the fused pass, nearly free
         if not task.regional:
@@ -194,12 +201,12 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         },
     )
     collector = Collector(store, keys, plan.regions, {"wxeval_version": wxeval.__version__})
-    sched = scheduler or cfg.compute.scheduler
     try:
         run_tasks(
             # In this process the tasks read the plan's opened stores; dask workers reopen
             # them from the tasks' specs.
-            functools.partial(compute_task, stores=plan.stores) if is_local(sched)
+            functools.partial(compute_task, stores=plan.stores, map_acc=map_acc)
+            if is_local(sched)
             else compute_task,
             tasks,
             lambda task, res: _on_result(res, collector, sums_writer, map_sums, spectra_sums),

@@ -295,10 +295,14 @@ class TaskResult:
 
 
 def compute_task(
-    task: Task, stores: Callable[[StoreSpec], xr.Dataset] = open_store
+    task: Task, stores: Callable[[StoreSpec], xr.Dataset] = open_store,
+    map_acc: _maps.Accumulators | None = None,
 ) -> TaskResult:
     """The statistics of one task. ``stores`` opens a store from its spec: on a dask worker
-    :func:`~wxeval.loaders.open_store`; on the driver's threads the plan's opened stores."""
+    :func:`~wxeval.loaders.open_store`; on the driver's threads the plan's opened stores.
+    ``map_acc`` (on the driver's threads): map sums are added into the run's shared sums of
+    their layout (:class:`wxeval.maps.Accumulators`), and the result's ``maps`` hold None in
+    place of the sums; else each task returns its own."""
     truth = stores(task.truth)
     tda = _field_or_stand_in(truth, task.variable, task.truth.name)
     spatial = schema.spatial_dims(tda)
@@ -356,7 +360,8 @@ def compute_task(
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
-        map_sums = _map_sums(task, part, obs.shape[2:])
+        map_sums = _map_sums(task, part, obs.shape[2:], map_acc)
+        acc = map_sums[2] if map_sums is not None and map_acc is not None else None
         mrows, srows = _rows(part.map_rows), _rows(part.spectra_rows)
         spec = (_spectra.for_part(task, part, spatial, _grid(tda, spatial))
                 if task.spectra and (srows is None or srows.size) else None)
@@ -374,7 +379,9 @@ def compute_task(
             # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
             if map_sums is not None or spec is not None:
                 o = obs[vslot][:, lev_sel]  # gathered for maps and spectra only
-                if map_sums is not None:
+                if acc is not None:
+                    acc.add(li, _take(f, mrows), _take(o, mrows), task.skipna)
+                elif map_sums is not None:
                     _maps.accumulate(_take(f, mrows), _take(o, mrows), skipna=task.skipna,
                                      out=map_sums[2][li], fresh=True)
                 if spec is not None:
@@ -403,6 +410,9 @@ def compute_task(
             per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
         if map_sums is not None:
+            if acc is not None:
+                map_acc.close(acc, _take(part.init_times, mrows))
+                map_sums = (*map_sums[:2], None)
             maps_out[part.model] = (*map_sums, _take(part.init_times, mrows))
         if spec is not None:
             spectra_out[part.model] = (spec.leads, spec.levels, spec.sums,
@@ -471,12 +481,21 @@ def truth_grid(truth: StoreSpec, variable: str, stores=open_store) -> tuple:
     return spatial, _grid(tda, spatial)
 
 
-def _map_sums(task: Task, part: TaskPart, spatial_shape) -> tuple | None:
+def _map_sums(task: Task, part: TaskPart, spatial_shape,
+              map_acc: _maps.Accumulators | None = None) -> tuple | None:
     """(leads, levels, sums (lead, 4, level, *spatial)) for a part's map sums, if asked: a
-    reused buffer (:data:`wxeval.maps.BUFFERS`) whose leads ``accumulate(fresh=True)`` writes."""
+    reused buffer (:data:`wxeval.maps.BUFFERS`) whose leads ``accumulate(fresh=True)`` writes;
+    with ``map_acc``, its layout's shared :class:`wxeval.maps.Accumulator` (opened: the caller
+    closes it) in place of the sums."""
     if not task.maps or (part.map_rows is not None and not part.map_rows.any()):
         return None
     nlev = 1 if part.levels is None else len(part.levels)
+    shape = (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape)
+    if map_acc is not None:
+        from wxeval.sum_parts import Writer
+
+        key = Writer._key(("maps", part.model, task.variable), part.lead_times, part.levels)
+        return part.lead_times, part.levels, map_acc.open(key, shape)
     # not zeroed: each lead's sums are written (accumulate's ``fresh``) by the lead's one call
     sums = _maps.BUFFERS.take(
         (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape), zero=False)

@@ -231,6 +231,83 @@ class Buffers:
 BUFFERS = Buffers()
 
 
+class Accumulator:
+    """The shared map sums (lead, 4, level, *spatial) of one layout (model, variable, leads,
+    levels) that the tasks of a run on this process's threads add into in place, lead by lead
+    (each lead under its own lock: two tasks of the layout on two threads add different leads
+    at once, or wait for each other's lead, ~1 ms); ``inits``: those of the tasks that finished
+    adding. A lead no task has added yet holds no sums (``started``): the first task writes it
+    (:func:`accumulate`'s ``fresh``). A task that fails part way never closes its accumulator
+    (:meth:`Accumulators.close`): those sums are then never taken, so never stored (a rerun
+    computes their inits again)."""
+
+    def __init__(self, shape: tuple):
+        import threading
+
+        self.shape = tuple(shape)
+        self.values: np.ndarray | None = None
+        self.started = np.zeros(shape[0], bool)
+        self.locks = [threading.Lock() for _ in range(shape[0])]
+        self.inits: list[np.ndarray] = []
+        self.users = 0
+
+    def add(self, li: int, f: np.ndarray, o: np.ndarray, skipna: bool) -> None:
+        """Add the sums of lead ``li`` of fields f, o (init, …) (:func:`accumulate`)."""
+        with self.locks[li]:
+            fresh = not self.started[li]
+            accumulate(f, o, skipna=skipna, out=self.values[li], fresh=fresh)
+            self.started[li] = True
+
+
+class Accumulators:
+    """The run's :class:`Accumulator` per layout key, for tasks on this process's threads:
+    their map sums are added into one array per layout instead of a task's own array each
+    (summed afterwards on the driver: ~1 GB of memory traffic a 1.5° month). Thread-safe.
+
+    :meth:`open` before a task adds, :meth:`close` after it added every lead (its inits);
+    :meth:`take` hands the driver a layout's sums once no task is adding to them (None if one
+    is, or if there are none), and the next task of that layout starts new sums."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._open: dict[tuple, Accumulator] = {}
+
+    def open(self, key: tuple, shape: tuple) -> Accumulator:
+        with self._lock:
+            acc = self._open.get(key)
+            if acc is None:
+                acc = self._open[key] = Accumulator(shape)
+                # not zeroed: each lead's first add writes it (``fresh``)
+                acc.values = BUFFERS.take(shape, zero=False)
+            acc.users += 1
+        return acc
+
+    def close(self, acc: Accumulator, inits: np.ndarray) -> None:
+        """A task added every lead of its ``inits`` to ``acc``."""
+        with self._lock:
+            acc.users -= 1
+            acc.inits.append(np.asarray(inits))
+
+    def take(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sums, inits) of ``key`` when no task is adding to them, removed from here."""
+        with self._lock:
+            acc = self._open.get(key)
+            if acc is None or acc.users:
+                return None
+            del self._open[key]
+        if not acc.inits:
+            BUFFERS.give(acc.values)
+            return None
+        acc.values[~acc.started] = 0.0
+        return acc.values, np.concatenate(acc.inits)
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._open)
+
+
 class MapSums:
     """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
 

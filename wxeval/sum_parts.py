@@ -544,15 +544,19 @@ class Writer:
     Parts are compressed and written on a thread of their own, while the tasks still running
     and the results are computed. Map sums go on to ``map_sums`` (:class:`wxeval.maps.MapSums`)
     as they are written: the first layout's sums become its total without a copy, the other
-    tasks' arrays are handed back to :data:`wxeval.maps.BUFFERS` for the next tasks."""
+    tasks' arrays are handed back to :data:`wxeval.maps.BUFFERS` for the next tasks.
+    With ``map_acc`` (:class:`wxeval.maps.Accumulators`: tasks on this process's threads add
+    their map sums into one array per layout) a result's map sums are None: the layout's sums
+    and the inits they hold are taken from ``map_acc`` when its part is written."""
 
     #: Longest time map/spectra sums of finished tasks wait in memory before being stored.
     CHECKPOINT_SECONDS = 60.0
 
-    def __init__(self, store, keys, attrs, map_sums=None):
+    def __init__(self, store, keys, attrs, map_sums=None, map_acc=None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.store, self.keys, self.attrs, self.map_sums = store, keys, attrs, map_sums
+        self.map_acc = map_acc
         self.fields = {"maps": 0, "spectra": 0}
         self._open: dict[tuple, dict] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wxeval-sums")
@@ -575,7 +579,7 @@ class Writer:
         import time
 
         for model, (leads, levels, sums, inits) in res.maps.items():
-            self.fields["maps"] += len(inits) * len(leads) * sums.shape[2]
+            self.fields["maps"] += len(inits) * len(leads) * (1 if levels is None else len(levels))
             spatial, coords = res.map_grid
             extra = {"spatial": list(spatial), "grid": [len(coords[d]) for d in spatial]}
             self._gather(("maps", model, res.variable), leads, levels, sums, inits,
@@ -608,15 +612,24 @@ class Writer:
                                "levels": levels, "stats": stats, "extra": extra,
                                "block": block, "t0": time.monotonic()}
         else:
-            e["values"] += values
+            if values is not None:  # None: the sums are in ``map_acc``
+                e["values"] += values
+                if entry[0] == "maps":
+                    BUFFERS.give(values)
             e["inits"].append(inits)
             e["block"] = min(e["block"], block)
-            if entry[0] == "maps":
-                BUFFERS.give(values)
 
     def _submit(self, key) -> None:
         e = self._open.pop(key)
         kind, model, var = key[:3]
+        if kind == "maps" and e["values"] is None:
+            taken = self.map_acc.take(key) if self.map_acc is not None else None
+            if taken is None:  # already written with an earlier part (a checkpoint)
+                return
+            # the inits the sums hold: maybe more than the results seen so far (a task that
+            # finished adding before its result came here); those are then not written again
+            e["values"], inits = taken
+            e["inits"] = [inits]
         release = False
         adopted = False
         if kind == "maps" and self.map_sums is not None:

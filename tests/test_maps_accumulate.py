@@ -1,0 +1,75 @@
+"""Map sums added in place into one array per layout by tasks on several threads
+(:class:`wxeval.maps.Accumulators`), against NumPy time sums."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from wxeval.maps import Accumulators
+
+
+def _numpy_sums(f: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """(lead, 4, …) sums over inits (axis 0 of f, o: (init, lead, …)), NumPy only."""
+    d = f.astype(np.float64) - o.astype(np.float64)
+    n = np.isfinite(d).sum(axis=0)
+    d0 = np.where(np.isnan(d), 0.0, d)
+    return np.stack([n, d0.sum(axis=0), (d0 * d0).sum(axis=0), np.abs(d0).sum(axis=0)], axis=1)
+
+
+def test_two_threads_add_one_layout_in_place():
+    rng = np.random.default_rng(3)
+    ninit, nlead, shape = 23, 5, (2, 7, 9)
+    f = rng.standard_normal((ninit, nlead, *shape)).astype(np.float32)
+    o = rng.standard_normal((ninit, nlead, *shape)).astype(np.float32)
+    f[4, 2, 1, 3, 3] = np.nan
+    key = ("maps", "m", "v", (0, 1), (500, 850))
+    accs = Accumulators()
+    blocks = [np.arange(0, 9), np.arange(9, 14), np.arange(14, 23)]
+    start = threading.Barrier(len(blocks))
+
+    def task(rows: np.ndarray, order) -> None:
+        acc = accs.open(key, (nlead, 4, *shape))
+        start.wait()
+        for li in order:
+            acc.add(li, f[rows, li], o[rows, li], True)
+        accs.close(acc, rows)
+
+    threads = [threading.Thread(target=task, args=(rows, order)) for rows, order in
+               zip(blocks, [range(nlead), reversed(range(nlead)), range(nlead)], strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sums, inits = accs.take(key)
+    assert sorted(inits.tolist()) == list(range(ninit))
+    np.testing.assert_allclose(sums, _numpy_sums(f, o), rtol=1e-12, atol=1e-12)
+    assert accs.take(key) is None  # taken: the next task of the layout starts new sums
+
+
+def test_sums_are_not_taken_while_a_task_adds_and_never_after_it_failed():
+    rng = np.random.default_rng(4)
+    f = rng.standard_normal((6, 3, 4, 5)).astype(np.float32)
+    o = rng.standard_normal((6, 3, 4, 5)).astype(np.float32)
+    key = ("maps", "m", "v", (0, 1, 2), None)
+    accs = Accumulators()
+    done = accs.open(key, (3, 4, 4, 5))
+    for li in range(3):
+        done.add(li, f[:3, li], o[:3, li], False)
+    accs.close(done, np.arange(3))
+    running = accs.open(key, (3, 4, 4, 5))  # a task still adding (or one that failed)
+    running.add(0, f[3:, 0], o[3:, 0], False)
+    assert accs.take(key) is None  # a checkpoint now would store half a task: nothing taken
+    # the task finishes: every init's sums, counted once
+    for li in (1, 2):
+        running.add(li, f[3:, li], o[3:, li], False)
+    accs.close(running, np.arange(3, 6))
+    sums, inits = accs.take(key)
+    assert sorted(inits.tolist()) == list(range(6))
+    np.testing.assert_allclose(sums, _numpy_sums(f, o), rtol=1e-12)
+    # a task that fails part way never closes: its layout's sums are never taken
+    broken = accs.open(key, (3, 4, 4, 5))
+    broken.add(0, f[:2, 0], o[:2, 0], False)
+    assert accs.take(key) is None
+    assert accs.take(key) is None
