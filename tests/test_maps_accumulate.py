@@ -73,3 +73,24 @@ def test_sums_are_not_taken_while_a_task_adds_and_never_after_it_failed():
     broken.add(0, f[:2, 0], o[:2, 0], False)
     assert accs.take(key) is None
     assert accs.take(key) is None
+
+
+def test_kernel_reads_the_truth_window_in_place_by_row():
+    from wxeval.maps import accumulate
+
+    rng = np.random.default_rng(5)
+    window = rng.standard_normal((8, 2, 5, 6)).astype(np.float32)  # (valid, level, lat, lon)
+    window[3, 1, 2, 2] = np.nan
+    f = rng.standard_normal((9, 3, 2, 5, 6)).astype(np.float32)[:, 1]  # a lead: gaps
+    rows = np.array([0, 3, 3, 7, 1, 2, 5, 6, 4])  # valid slot of each init (repeats too)
+    for skipna in (False, True):
+        got = accumulate(f, window, skipna=skipna, o_rows=rows)
+        d = f.astype(np.float64) - window[rows].astype(np.float64)
+        if skipna:
+            n = np.isfinite(d).sum(axis=0)
+            d = np.where(np.isnan(d), 0.0, d)
+        else:
+            n = np.full(d.shape[1:], d.shape[0])
+        want = np.stack([n, d.sum(axis=0), (d * d).sum(axis=0), np.abs(d).sum(axis=0)])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+        assert not skipna or np.isfinite(got).all()

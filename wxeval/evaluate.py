@@ -362,6 +362,8 @@ def compute_task(
         read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         map_sums = _map_sums(task, part, obs.shape[2:], map_acc)
         acc = map_sums[2] if map_sums is not None and map_acc is not None else None
+        # an init's truth for its map sums is one whole field stack of the window, obs[vslot]
+        in_place = obs.flags.c_contiguous and np.array_equal(lev_pos, np.arange(obs.shape[1]))
         mrows, srows = _rows(part.map_rows), _rows(part.spectra_rows)
         spec = (_spectra.for_part(task, part, spatial, _grid(tda, spatial))
                 if task.spectra and (srows is None or srows.size) else None)
@@ -377,7 +379,10 @@ def compute_task(
                 members = f.reshape(n, *f.shape[2:])
                 f = _member_mean(members).reshape(*f.shape[:2], *f.shape[3:])
             # Maps and spectra of a forecast (of an ensemble: of its mean, like its rmse).
-            if map_sums is not None or spec is not None:
+            if acc is not None and spec is None and in_place:
+                # the truth window read in place (an init's truth: obs[vslot[i]]), no gather
+                acc.add(li, _take(f, mrows), obs, task.skipna, o_rows=_take(vslot, mrows))
+            elif map_sums is not None or spec is not None:
                 o = obs[vslot][:, lev_sel]  # gathered for maps and spectra only
                 if acc is not None:
                     acc.add(li, _take(f, mrows), _take(o, mrows), task.skipna)

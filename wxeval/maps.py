@@ -51,21 +51,29 @@ MAPS = ("bias", "mse", "mae")
 
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
-               out: np.ndarray | None = None, fresh: bool = False) -> np.ndarray:
+               out: np.ndarray | None = None, fresh: bool = False,
+               o_rows: np.ndarray | None = None) -> np.ndarray:
     """Sums over the first (init) axis of fields f, o (init, …): (4, …) float64 in the order
     of :data:`MAP_STATISTICS`, added to ``out`` when given (C-contiguous), or written to it
     with ``fresh`` (its values, e.g. of ``np.empty``, are ignored: zeroed by the kernel just
     before it sums, while they are in cache) (the compiled kernel, one pass; :func:`reference`
     is the definition in NumPy). ``f`` may be a view with gaps between inits (a lead of a
-    block of leads read together): it is not copied."""
+    block of leads read together): it is not copied. With ``o_rows`` (int, one per init),
+    ``o`` is a larger stack (the truth window, (valid, …)) and init i's truth is
+    ``o[o_rows[i]]``, read in place (not gathered into a copy)."""
     n = f.shape[0]
     if out is None:
         out = np.empty((4, *f.shape[1:]))
         fresh = True
     ff, fstep = _rows(f)
-    oo, ostep = _rows(o)
+    if o_rows is None:
+        oo, ostep = _rows(o)
+        ooff = np.arange(n, dtype=np.int64) * ostep
+    else:
+        oo = np.ascontiguousarray(o).reshape(-1)
+        ooff = np.asarray(o_rows, dtype=np.int64) * (oo.size // max(o.shape[0], 1))
     sums = out.reshape(4, -1)
-    _accumulate(ff, fstep, oo, ostep, n, sums.shape[1], skipna, sums, fresh)
+    _accumulate(ff, fstep, oo, ooff, n, sums.shape[1], skipna, sums, fresh)
     return out
 
 
@@ -86,12 +94,12 @@ def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(f, fstep, o, ostep, n, npts, skipna, out, fresh):  # pragma: no cover
+def _accumulate(f, fstep, o, ooff, n, npts, skipna, out, fresh):  # pragma: no cover
     """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
-    …, float64 sums). Rows are taken four at a time, so that ``out`` is read and written once
-    per four rows (its traffic, not the inputs', bounds this kernel); each row is a contiguous
-    slice, so the loops vectorise (a branch-free NaN test with ``skipna``): ~11 GB/s of
-    float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
+    …, of o: o[ooff[i]:] …, float64 sums). Rows are taken four at a time, so that ``out`` is
+    read and written once per four rows (its traffic, not the inputs', bounds this kernel);
+    each row is a contiguous slice, so the loops vectorise (a branch-free NaN test with
+    ``skipna``): ~11 GB/s of float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
     if fresh:
         out[:] = 0.0
     if not skipna:
@@ -99,14 +107,14 @@ def _accumulate(f, fstep, o, ostep, n, npts, skipna, out, fresh):  # pragma: no 
             out[0, p] += n
     i = 0
     while i + 4 <= n:
-        _four(_row(f, fstep, i, npts), _row(o, ostep, i, npts),
-              _row(f, fstep, i + 1, npts), _row(o, ostep, i + 1, npts),
-              _row(f, fstep, i + 2, npts), _row(o, ostep, i + 2, npts),
-              _row(f, fstep, i + 3, npts), _row(o, ostep, i + 3, npts), skipna,
+        _four(_row(f, fstep, i, npts), _at(o, ooff, i, npts),
+              _row(f, fstep, i + 1, npts), _at(o, ooff, i + 1, npts),
+              _row(f, fstep, i + 2, npts), _at(o, ooff, i + 2, npts),
+              _row(f, fstep, i + 3, npts), _at(o, ooff, i + 3, npts), skipna,
               out[0], out[1], out[2], out[3])
         i += 4
     while i < n:
-        _one(_row(f, fstep, i, npts), _row(o, ostep, i, npts), skipna,
+        _one(_row(f, fstep, i, npts), _at(o, ooff, i, npts), skipna,
              out[0], out[1], out[2], out[3])
         i += 1
 
@@ -114,6 +122,11 @@ def _accumulate(f, fstep, o, ostep, n, npts, skipna, out, fresh):  # pragma: no 
 @numba.njit(inline="always")
 def _row(x, step, i, npts):  # pragma: no cover - compiled
     return x[i * step:i * step + npts]
+
+
+@numba.njit(inline="always")
+def _at(x, offsets, i, npts):  # pragma: no cover - compiled
+    return x[offsets[i]:offsets[i] + npts]
 
 
 @numba.njit(inline="always")
@@ -251,11 +264,13 @@ class Accumulator:
         self.inits: list[np.ndarray] = []
         self.users = 0
 
-    def add(self, li: int, f: np.ndarray, o: np.ndarray, skipna: bool) -> None:
-        """Add the sums of lead ``li`` of fields f, o (init, …) (:func:`accumulate`)."""
+    def add(self, li: int, f: np.ndarray, o: np.ndarray, skipna: bool,
+            o_rows: np.ndarray | None = None) -> None:
+        """Add the sums of lead ``li`` of fields f, o (init, …) (:func:`accumulate`; with
+        ``o_rows`` the truth of init i is ``o[o_rows[i]]``)."""
         with self.locks[li]:
             fresh = not self.started[li]
-            accumulate(f, o, skipna=skipna, out=self.values[li], fresh=fresh)
+            accumulate(f, o, skipna=skipna, out=self.values[li], fresh=fresh, o_rows=o_rows)
             self.started[li] = True
 
 
