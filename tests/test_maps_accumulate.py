@@ -94,3 +94,50 @@ def test_kernel_reads_the_truth_window_in_place_by_row():
         want = np.stack([n, d.sum(axis=0), (d * d).sum(axis=0), np.abs(d).sum(axis=0)])
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
         assert not skipna or np.isfinite(got).all()
+
+
+def test_writer_stores_shared_sums_once_even_after_an_early_checkpoint(tmp_path):
+    """Results whose map sums are in the shared accumulators (None): a checkpoint while a
+    task of the layout still adds writes nothing; the layout's part then holds every init
+    once, and equals NumPy's sums."""
+    from types import SimpleNamespace
+
+    from wxeval import sum_parts
+    from wxeval.store import StatisticsStore
+
+    rng = np.random.default_rng(6)
+    leads = np.array([0, 12], "timedelta64[h]").astype("timedelta64[ns]")
+    inits = np.datetime64("2020-01-01T00", "ns") + np.arange(6) * np.timedelta64(12, "h")
+    f = rng.standard_normal((6, 2, 1, 3, 4)).astype(np.float32)
+    o = rng.standard_normal((6, 2, 1, 3, 4)).astype(np.float32)
+    accs = Accumulators()
+    store = StatisticsStore(str(tmp_path / "stats"))
+    writer = sum_parts.Writer(store, {("m", "v"): "k"}, {}, None, accs)
+    key = writer._key(("maps", "m", "v"), leads, None)
+    grid = (("latitude", "longitude"), {"latitude": np.arange(3.0), "longitude": np.arange(4.0)})
+
+    def run(rows):
+        acc = accs.open(key, (2, 4, 1, 3, 4))
+        for li in range(2):
+            acc.add(li, f[rows, li], o[rows, li], False)
+        return acc
+
+    def result(rows, block):
+        return SimpleNamespace(variable="v", block=block, map_grid=grid, spectra={},
+                               maps={"m": (leads, None, None, inits[rows])})
+
+    first, second = np.arange(3), np.arange(3, 6)
+    accs.close(run(first), inits[first])
+    running = run(second)  # still adding when the first result comes
+    writer.CHECKPOINT_SECONDS = 0.0  # every result is a checkpoint
+    writer.add(result(first, 0))
+    writer._pool.submit(lambda: None).result()
+    assert sum_parts.list_parts(store, "maps", "m", "v", "k") == []
+    accs.close(running, inits[second])
+    writer.add(result(second, 3))
+    writer.close()
+    parts = sum_parts.list_parts(store, "maps", "m", "v", "k")
+    assert len(parts) == 1
+    assert sorted(parts[0].inits) == sorted(inits.astype(np.int64).tolist())
+    values = sum_parts.full_maps(parts[0], sum_parts.read_values(store, parts[0]))
+    np.testing.assert_allclose(values, _numpy_sums(f, o), rtol=1e-12)
