@@ -18,7 +18,8 @@ or ``score --maps``), so the regional path's speed is unchanged otherwise. They 
 inits, so tasks (init blocks, level groups) and stored parts are summed (:class:`MapSums`).
 
 Memory: a task holds its maps' sums, 4 × leads × levels × grid points float64 (1.5°, 13 levels,
-41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time);
+41 leads: 0.5 GB; 0.25°: 17.7 GB, so at 0.25° score maps for a few leads/levels at a time); on
+the driver's threads the tasks of a layout share one such array (:class:`Accumulators`);
 the written file holds 3 float32 maps per lead and level (and the count, unless it is the same
 everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 leads, 13 levels:
 185 MB per variable; 0.25°: 6.6 GB, so select leads and levels for maps at high resolution.
