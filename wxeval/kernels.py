@@ -40,74 +40,11 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _lon_first_plain(f, o, c, has_clim, a0, a1, acc):  # pragma: no cover - compiled
-    """Fields stored (lon, lat), rows a0..a1 − 1 (one longitude segment): acc[k, 0, lat] +=
-    product k (vector loops along latitude, adding into latitude-long accumulators)."""
-    nb = f.shape[1]
-    r0, r1, r2 = acc[0, 0], acc[1, 0], acc[2, 0]
-    r3, r4, r5 = acc[3, 0], acc[4, 0], acc[5, 0]
-    for a in range(a0, a1):
-        fr, orow, cr = f[a], o[a], c[a]
-        if has_clim:
-            for b in range(nb):
-                fv = np.float64(fr[b])
-                ov = np.float64(orow[b])
-                cv = np.float64(cr[b])
-                d = fv - ov
-                fa = fv - cv
-                oa = ov - cv
-                r0[b] += d * d
-                r1[b] += d
-                r2[b] += abs(d)
-                r3[b] += fa * oa
-                r4[b] += fa * fa
-                r5[b] += oa * oa
-        else:
-            for b in range(nb):
-                d = np.float64(fr[b]) - np.float64(orow[b])
-                r0[b] += d * d
-                r1[b] += d
-                r2[b] += abs(d)
-
-
-@numba.njit(nogil=True, cache=True)
-def _lon_first_land(f, o, c, has_clim, a0, a1, lsm, acc):  # pragma: no cover - compiled
-    """As :func:`_lon_first_plain` for the land-weighted sums acc[k, 1, lat] (λ × product).
-    (Looping over the runs of land points only is slower: runs are short, the loop's vector
-    setup costs more than the sea points it skips.)"""
-    nb = f.shape[1]
-    r0, r1, r2 = acc[0, 1], acc[1, 1], acc[2, 1]
-    r3, r4, r5 = acc[3, 1], acc[4, 1], acc[5, 1]
-    for a in range(a0, a1):
-        fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
-        if has_clim:
-            for b in range(nb):
-                fv = np.float64(fr[b])
-                ov = np.float64(orow[b])
-                cv = np.float64(cr[b])
-                lam = lr[b]
-                d = fv - ov
-                fa = fv - cv
-                oa = ov - cv
-                r0[b] += lam * (d * d)
-                r1[b] += lam * d
-                r2[b] += lam * abs(d)
-                r3[b] += lam * (fa * oa)
-                r4[b] += lam * (fa * fa)
-                r5[b] += lam * (oa * oa)
-        else:
-            for b in range(nb):
-                d = np.float64(fr[b]) - np.float64(orow[b])
-                lam = lr[b]
-                r0[b] += lam * (d * d)
-                r1[b] += lam * d
-                r2[b] += lam * abs(d)
-
-
-@numba.njit(nogil=True, cache=True)
-def _lat_rows_plain(f, o, c, has_clim, a0, a1, w, acc):  # pragma: no cover - compiled
-    """Fields stored (lat, lon), rows a0..a1 − 1 (one latitude segment): acc[k, 0, lon] +=
-    w_lat × product k (vector loops along longitude into row-long accumulators)."""
+def _plain_rows(f, o, c, has_clim, a0, a1, w, acc):  # pragma: no cover - compiled
+    """Rows a0..a1 − 1 of either storage order (one segment): acc[k, 0, ·] += w_a × product k,
+    vector loops along the row into row-long accumulators (w: the area weight of each row
+    stored (lat, lon), ones for rows stored (lon, lat), whose area weights come with the
+    cells)."""
     nb = f.shape[1]
     r0, r1, r2 = acc[0, 0], acc[1, 0], acc[2, 0]
     r3, r4, r5 = acc[3, 0], acc[4, 0], acc[5, 0]
@@ -137,8 +74,10 @@ def _lat_rows_plain(f, o, c, has_clim, a0, a1, w, acc):  # pragma: no cover - co
 
 
 @numba.njit(nogil=True, cache=True)
-def _lat_rows_land(f, o, c, has_clim, a0, a1, w, lsm, acc):  # pragma: no cover - compiled
-    """As :func:`_lat_rows_plain` for the land-weighted sums acc[k, 1, lon] (w_lat λ × product)."""
+def _land_rows(f, o, c, has_clim, a0, a1, w, lsm, acc):  # pragma: no cover - compiled
+    """Rows a0..a1 − 1 of either storage order: the land-weighted sums acc[k, 1, ·] +=
+    w_a λ × product k (w: the area weight of each row stored (lat, lon), ones for rows stored
+    (lon, lat), whose area weights come with the cells)."""
     nb = f.shape[1]
     r0, r1, r2 = acc[0, 1], acc[1, 1], acc[2, 1]
     r3, r4, r5 = acc[3, 1], acc[4, 1], acc[5, 1]
@@ -182,9 +121,9 @@ def _lat_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, ls
     for g in range(nlatseg):
         a0, a1 = lat_seg_start[g], lat_seg_start[g + 1]
         acc[:nk, :nland] = 0.0
-        _lat_rows_plain(f, o, c, has_clim, a0, a1, w, acc)
+        _plain_rows(f, o, c, has_clim, a0, a1, w, acc)
         if nland == 2:
-            _lat_rows_land(f, o, c, has_clim, a0, a1, w, lsm, acc)
+            _land_rows(f, o, c, has_clim, a0, a1, w, lsm, acc)
         for k in range(nk):
             for land in range(nland):
                 row = acc[k, land]
@@ -354,13 +293,14 @@ def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, ls
     segment's run is summed with the area weights. Returns whether a plain cell is not
     finite."""
     nseg = lon_seg_start.shape[0] - 1
+    ones = np.ones(f.shape[0])  # no row weight here: the area weights come with the cells
     bad = False
     for s in range(nseg):
         a0, a1 = lon_seg_start[s], lon_seg_start[s + 1]
         acc[:nk, :nland] = 0.0
-        _lon_first_plain(f, o, c, has_clim, a0, a1, acc)
+        _plain_rows(f, o, c, has_clim, a0, a1, ones, acc)
         if nland == 2:
-            _lon_first_land(f, o, c, has_clim, a0, a1, lsm, acc)
+            _land_rows(f, o, c, has_clim, a0, a1, ones, lsm, acc)
         if _cells_of_rows(acc, nk, nland, lat_seg_start, w, cell, s):
             bad = True
     return bad
@@ -446,19 +386,6 @@ def _full_longitude(region_segs):  # pragma: no cover - compiled
             if not region_segs[r, s]:
                 full[r] = False
     return full
-
-
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _sum_segments_of(sums, total, nk, nland):  # pragma: no cover - compiled
-    """:func:`_sum_segments` of the first ``nk`` products and ``nland`` weightings only."""
-    for k in range(nk):
-        for land in range(nland):
-            row = total[k, land]
-            row[:] = 0.0
-            for s in range(sums.shape[2]):
-                part = sums[k, land, s]
-                for i in range(sums.shape[3]):
-                    row[i] += part[i]
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
