@@ -318,3 +318,17 @@ def test_memory_order_changes_the_layout_not_the_values(tmp_path, monkeypatch, a
     direct = axes == (1, 0, 2, 3, 4)  # lead-major: each chunk's block is still contiguous
     assert len(calls) == (1 if direct else 10)  # the scalar read (and the 9 chunks)
     assert reader._getitem(sel).flags.c_contiguous  # outside the block: C order again
+
+
+def test_a_position_past_the_end_is_an_error_not_a_wrapped_read(tmp_path):
+    """On an axis of length n, position n (or −n − 1) is refused, not read as row 0 (or
+    n − 1); −1 still reads the last row."""
+    path, expected = write_store(tmp_path / "s.zarr")
+    n = expected.shape[0]
+    rest = (slice(None),) * (expected.ndim - 1)
+    reader = reader_for(path)
+    np.testing.assert_array_equal(reader._getitem((np.array([n - 1, -1]), *rest)),
+                                  expected[[n - 1, n - 1]])
+    for bad in (np.array([n]), np.array([0, -n - 1]), n):
+        with pytest.raises(IndexError, match="out of range"):
+            reader._getitem((bad, *rest))

@@ -49,9 +49,9 @@ def _mse_ref(case, var, li, lev, region="global") -> np.ndarray:
 
 def test_a_subset_read_holds_only_the_statistics_asked_for(scored):
     case, _, out = scored
-    sub = load_statistics(out, "det", statistics=("sum_se", "rank_01", "sum_weight", "nope"))
+    sub = load_statistics(out, "det", statistics=("sum_se", "rank_01", "sum_weight"))
     da = sub["geopotential"]
-    # in group order; a name the run did not store (or that does not exist) is left out
+    # in group order
     assert [str(s) for s in da["statistic"].values] == ["sum_weight", "sum_se", "rank_01"]
     mse = (da.sel(statistic="sum_se") / da.sel(statistic="sum_weight")).sel(region="global")
     for li in range(len(case.lead_times)):
@@ -177,3 +177,12 @@ def test_demo_archive_is_written_with_byte_shuffled_blosc(tmp_path, monkeypatch)
     np.testing.assert_array_equal(np.frombuffer(codec.decode(blob), np.float32).reshape(x.shape),
                                   x)
     assert len(blob) < len(numcodecs.Zstd(level=1).encode(x))
+
+
+def test_a_subset_read_refuses_unknown_names(scored):
+    """A misspelt statistic, or a bare string, is an error naming it, not an empty read."""
+    _, _, out = scored
+    with pytest.raises(ValueError, match="nope"):
+        load_statistics(out, "det", statistics=("sum_se", "nope"))
+    with pytest.raises(TypeError, match="sum_se"):
+        load_statistics(out, "det", statistics="sum_se")

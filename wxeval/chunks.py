@@ -40,7 +40,7 @@ import numpy as np
 from xarray.backends.common import BackendArray
 from xarray.core import indexing
 
-from wxeval.indexing import as_slice
+from wxeval.indexing import as_slice, orthogonal
 
 log = logging.getLogger("wxeval")
 
@@ -126,13 +126,13 @@ class ChunkReader(BackendArray):
         def place(job: tuple[int, ...], blob, key: str) -> None:
             groups = [per_axis[a][i] for a, i in enumerate(job)]
             if blob is None or isinstance(blob, FileNotFoundError):
-                out[_index([g.dst for g in groups])] = fill  # absent chunk: fill value
+                out[orthogonal([g.dst for g in groups], out.shape)] = fill  # absent: fill
                 return
             if isinstance(blob, BaseException):
                 raise blob
             try:
                 if direct_ok and all(g.whole for g in groups):
-                    view = out[_index([g.dst for g in groups])]
+                    view = out[orthogonal([g.dst for g in groups], out.shape)]
                     if view.flags.c_contiguous and _decode_into(blob, self.compressor, view):
                         return
                 data = _decode_chunk(blob, self.compressor, self.filters, self.dtype,
@@ -144,7 +144,8 @@ class ChunkReader(BackendArray):
                     raise
                 raise DamagedArrayError(self.array_path, f"chunk {key}: cannot decode "
                                         f"({type(err).__name__}: {err})") from err
-            out[_index([g.dst for g in groups])] = data[_index([g.src for g in groups])]
+            out[orthogonal([g.dst for g in groups], out.shape)] = data[
+                orthogonal([g.src for g in groups], data.shape)]
 
         def key_of(job: tuple[int, ...]) -> str:
             return prefix + sep.join([names[a][i] for a, i in enumerate(job)])
@@ -202,6 +203,7 @@ def _axis_groups(k, n: int, c: int) -> tuple[int, list[_Group]]:
     integer, a slice or integer positions ``k`` (negative ones counted from the end). Slices
     with step 1 are split into chunks arithmetically; anything else through the positions."""
     if isinstance(k, int | np.integer):
+        _check_bounds(np.asarray([k]), n)
         p = int(k) % n
         cid, r = divmod(p, c)
         return 1, [_Group(cid, slice(0, 1), slice(r, r + 1), c == 1)]
@@ -217,7 +219,9 @@ def _axis_groups(k, n: int, c: int) -> tuple[int, list[_Group]]:
             return max(0, stop - start), groups
         pos = np.arange(start, stop, step)
     else:
-        pos = np.asarray(k, dtype=np.int64) % n
+        pos = np.asarray(k, dtype=np.int64)
+        _check_bounds(pos, n)
+        pos = pos % n
     ids = pos // c
     groups = []
     for cid in np.unique(ids).tolist():
@@ -228,17 +232,17 @@ def _axis_groups(k, n: int, c: int) -> tuple[int, list[_Group]]:
     return len(pos), groups
 
 
-def _index(parts: list[slice | np.ndarray]) -> tuple:
-    """Basic index when every axis is a slice (a view), else ``np.ix_`` of the positions
-    (slices here always have step 1 and explicit bounds)."""
-    if all(isinstance(p, slice) for p in parts):
-        return tuple(parts)
-    return np.ix_(*[np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts])
+def _check_bounds(pos: np.ndarray, n: int) -> None:
+    """Positions must lie in [-n, n) (``% n`` would silently wrap an index past the end)."""
+    if pos.size and (pos.max() >= n or pos.min() < -n):
+        bad = pos[(pos >= n) | (pos < -n)]
+        raise IndexError(f"position(s) {bad[:5].tolist()} out of range for an axis of length {n}")
 
 
 _BUFFERS = threading.local()
-#: A thread keeps its file and decode buffers for reuse up to this size (larger: one-off).
-KEEP_BUFFER_BYTES = 64 * 2**20
+#: A thread keeps its file and decode buffers for reuse up to this size (larger: one-off), so
+#: a worker thread holds at most twice this between reads (1.5° chunks are 0.1-7 MB).
+KEEP_BUFFER_BYTES = 16 * 2**20
 
 
 def _buffer(name: str, nbytes: int) -> np.ndarray:

@@ -624,7 +624,9 @@ def load_statistics(
     ``storage_options`` are the fsspec options of a statistics store on an object store (the
     config's ``output.storage_options``; credentials are never saved with the results).
     ``statistics``: read only these (those of them the run's metrics have; default all), e.g.
-    the scorecard leaves out the 51 rank-histogram slots it never tests.
+    the scorecard leaves out the rank-histogram slots (``statistics.RANK_BINS`` per field) it
+    never tests; a name that is no statistic of :data:`wxeval.statistics.GROUPS` is a
+    ValueError (a bare string a TypeError), not an empty read.
 
     Returns one data variable per weather variable, dims (statistic, init_time, lead_time,
     region[, level]); see :mod:`wxeval.metrics` for the statistics.
@@ -642,6 +644,15 @@ def load_statistics(
 
     have = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
     if statistics is not None:
+        from wxeval.statistics import GROUP_OF, GROUPS
+
+        if isinstance(statistics, str):
+            raise TypeError(f"statistics: a list of statistic names, not the string "
+                            f"{statistics!r}")
+        unknown = sorted(set(statistics) - set(GROUP_OF))
+        if unknown:
+            raise ValueError(f"statistics: unknown statistic name(s) {unknown}; the statistics "
+                             f"are those of the groups {sorted(GROUPS)} (wxeval.statistics)")
         wanted = set(statistics)
         have = tuple(s for s in have if s in wanted)
     out = {}

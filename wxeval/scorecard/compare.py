@@ -138,7 +138,8 @@ class Inputs:
 def load_inputs(results_dir: str | Path, models: Sequence[str], baseline: str) -> Inputs:
     """Read the per-init scores of ``baseline`` and ``models`` from a results folder: the
     statistics of the metrics the scorecard can test (:data:`COMPARABLE_METRICS`) only, not
-    the rank-histogram slots (51 per field, nearly three quarters of a full read)."""
+    the rank-histogram slots (``statistics.RANK_BINS`` per field, nearly three quarters of
+    a full read)."""
 
     from wxeval import progress
     from wxeval.config import ConfigError
