@@ -358,3 +358,17 @@ def test_part_deleted_while_planning_is_planned_again(case_root, tmp_path, monke
     again = score(cfg, ["model"], tmp_path / "o")
     assert len(calls) > 2 and spy.maps == []
     _check_maps(again, case, range(8), False)
+
+
+def test_a_truncated_stored_part_is_an_error_not_garbage_maps(case_root, tmp_path):
+    """A stored map-sums chunk cut short (a full disk, a copy interrupted) is refused with a
+    message naming the part, not decoded from past its end into silently wrong maps."""
+    from wxeval.chunks import DamagedArrayError
+
+    case, _ = case_root
+    full = _config(tmp_path / "full.yaml", case, skipna=False, maps=True)
+    score(full, ["model"], tmp_path / "a")
+    chunk = sorted((tmp_path / "a" / "statistics").rglob("*.maps/*/sums/0.*"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(DamagedArrayError, match="damaged"):
+        score(full, ["model"], tmp_path / "a")

@@ -168,7 +168,7 @@ def _objects(values: np.ndarray, attrs: dict):
 def read_values(store: StatisticsStore, part: Part) -> np.ndarray:
     """The ``sums`` of a part (float64, its index's shape). A missing object raises
     FileNotFoundError (a concurrent compaction deleted it); an undecodable one a clear error."""
-    from wxeval.chunks import DamagedArrayError
+    from wxeval.chunks import DamagedArrayError, _decode_chunk
 
     shape = part.index["shape"]
     tail = ".0" * (len(shape) - 1)
@@ -182,7 +182,10 @@ def read_values(store: StatisticsStore, part: Part) -> np.ndarray:
         try:
             if isinstance(blob, BaseException):
                 raise blob
-            out[i] = np.frombuffer(COMPRESSOR.decode(blob), np.float64).reshape(shape[1:])
+            # the chunk reader's decode: it also refuses a chunk shorter than its Blosc header
+            # states (these sums barely compress: Blosc stores them raw and would copy past
+            # the end of a truncated one) and a decode of the wrong size
+            out[i] = _decode_chunk(blob, COMPRESSOR, [], np.dtype(np.float64), shape[1:], "C", k)
         except (ValueError, RuntimeError, TypeError, OSError) as err:
             raise DamagedArrayError(part.path, (
                 f"statistics store: part {store._url(part.path)} is damaged ({err}): delete "
