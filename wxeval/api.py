@@ -217,7 +217,7 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         )
     except BaseException:
         if sums_writer is not None:
-            sums_writer.close()  # every finished task's sums stored, even when one failed
+            sums_writer.close()  # finished layouts' sums stored, even when a task failed
         _maps_buffers_clear()
         raise
     if sums_writer is not None:

@@ -540,9 +540,14 @@ class Writer:
     Results of the same entry and layout (model, variable, leads, levels) are summed in
     memory and written as one part covering all their inits: when the layout's last task is
     in (:meth:`expect`), at the end of the run (:meth:`flush`, then :meth:`close`), when the
-    run fails (what finished is written before the error propagates), and at least every
-    :data:`CHECKPOINT_SECONDS` while it runs (a run killed outright loses at most that much
-    map work; its regional statistics are stored per task). A month at 1.5° so writes one part
+    run fails (what finished is written before the error propagates), and every
+    :data:`CHECKPOINT_SECONDS` while it runs. On the driver's threads a layout's tasks add
+    into one shared array (:class:`wxeval.maps.Accumulators`), which is taken only while no
+    task is adding to it: a checkpoint that finds a task adding writes nothing for that
+    layout, and the sums of a layout where a task failed part way are never stored (they
+    cannot be told apart). So a run killed or failing may lose the map work of the layouts it
+    was in, up to whole layouts, never counting an init twice (a rerun computes those inits
+    again); its regional statistics are stored per task. A month at 1.5° so writes one part
     per variable instead of one per 16-day block.
     Parts are compressed and written on a thread of their own, while the tasks still running
     and the results are computed. Map sums go on to ``map_sums`` (:class:`wxeval.maps.MapSums`)
