@@ -372,3 +372,27 @@ def test_a_truncated_stored_part_is_an_error_not_garbage_maps(case_root, tmp_pat
     chunk.write_bytes(chunk.read_bytes()[:20])
     with pytest.raises(DamagedArrayError, match="damaged"):
         score(full, ["model"], tmp_path / "a")
+
+
+@pytest.mark.parametrize("damage", ["no init_time", "shape", "statistics order"])
+def test_a_part_with_an_unusable_index_is_ignored_and_recomputed(case_root, tmp_path, damage):
+    """A part whose index lacks a key, states a shape that is not its leads × statistics ×
+    levels, or lists the map statistics out of their written order, is ignored (logged): its
+    inits are computed again and the maps still equal the NumPy time means."""
+    import json
+
+    case, _ = case_root
+    full = _config(tmp_path / "full.yaml", case, skipna=False, maps=True)
+    score(full, ["model"], tmp_path / "a")
+    marker = sorted((tmp_path / "a" / "statistics").rglob(f"*.maps/*/{sum_parts.MARKER}"))[0]
+    idx = json.loads(marker.read_text())
+    if damage == "no init_time":
+        del idx["init_time"]
+    elif damage == "shape":
+        idx["shape"][0] += 1
+    else:
+        idx["statistics"] = idx["statistics"][::-1]
+    marker.write_text(json.dumps(idx))
+    again = score(full, ["model"], tmp_path / "a")
+    assert again.computed_sum_fields["maps"] > 0
+    _check_maps(again, case, range(8), False)

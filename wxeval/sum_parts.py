@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 import uuid
@@ -60,6 +61,8 @@ import numcodecs
 import numpy as np
 
 from wxeval.store import LIST_ATTEMPTS, MARKER, StatisticsStore, _fsync_dir
+
+log = logging.getLogger("wxeval")
 
 FORMAT_VERSION = 1
 KINDS = ("maps", "spectra")
@@ -220,8 +223,34 @@ def list_parts(store: StatisticsStore, kind: str, model: str, variable: str, key
             continue  # damaged marker: the part is ignored (its inits computed again)
         if isinstance(idx, dict) and idx.get("kind") == kind and \
                 idx.get("format") == FORMAT_VERSION:
+            problem = _index_problem(idx, kind)
+            if problem:  # like a damaged marker: ignored, its inits computed again
+                log.warning("statistics store: part %s ignored: %s", store._url(p), problem)
+                continue
             out.append(Part(p, idx, frozenset(idx["init_time"])))
     return out
+
+
+def _index_problem(idx: dict, kind: str) -> str | None:
+    """What makes a part's index unusable (missing keys, a shape that does not match its
+    leads, statistics and levels, map statistics in another order than written), or None."""
+    from wxeval.maps import MAP_STATISTICS
+
+    missing = [k for k in ("init_time", "lead_time", "level", "statistics", "shape")
+               if k not in idx]
+    if missing:
+        return f"its index lacks {missing}"
+    shape, stats = list(idx["shape"]), list(idx["statistics"])
+    nlev = 1 if idx["level"] is None else len(idx["level"])
+    # maps (lead, statistic, level, *spatial); spectra (lead, level, statistic, wavenumber)
+    head = ([len(idx["lead_time"]), len(stats), nlev] if kind == "maps"
+            else [len(idx["lead_time"]), nlev, len(stats)])
+    if len(shape) < 3 or shape[:3] != head:
+        return f"shape {shape} does not start {head} (its leads, statistics and levels)"
+
+    if kind == "maps" and stats not in (list(MAP_STATISTICS), list(MAP_STATISTICS[1:])):
+        return f"map statistics {stats} are not {list(MAP_STATISTICS)} (or without count)"
+    return None
 
 
 def _remove(store: StatisticsStore, part: Part) -> int:
