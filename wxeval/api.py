@@ -217,7 +217,10 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         )
     except BaseException:
         if sums_writer is not None:
-            sums_writer.close()  # finished layouts' sums stored, even when a task failed
+            try:
+                sums_writer.close()  # finished layouts' sums stored, even when a task failed
+            except Exception:  # noqa: BLE001 - the task's error is the one to report
+                log.exception("storing the finished map/spectra sums failed too")
         _maps_buffers_clear()
         raise
     if sums_writer is not None:
