@@ -350,6 +350,7 @@ class MapSums:
         all_leads = m.lead_times
         all_levels = m.levels[var]
         key = (model, var)
+        self._check_open(key)
         nlev = 1 if all_levels is None else len(all_levels)
         li = np.searchsorted(all_leads, leads)
         lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
@@ -367,6 +368,19 @@ class MapSums:
                 target[lead_pos][:, lv] += sums[a]
         return False
 
+    def finish(self, model: str, var: str) -> None:
+        """All sums of (model, variable) are in: turn them into its maps now, in place (on
+        the sums' writer thread while other variables' tasks run; :meth:`dataset` then only
+        picks them up). Nothing may be added to them afterwards."""
+        key = (model, var)
+        if key in self.sums and key not in self._means:
+            _means_in_place(self.sums[key])
+            self._means.add(key)
+
+    def _check_open(self, key: tuple) -> None:
+        if key in self._means:
+            raise RuntimeError(f"map sums of {key} added after their maps were made")
+
     def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
         """Add a stored part's sums (:class:`wxeval.sum_parts.Part`, ``values`` as stored) at
         ``cells`` ((lead in ns, level) pairs)."""
@@ -375,6 +389,7 @@ class MapSums:
         values = full_maps(part, values)
         m = self._models[model]
         key = (model, var)
+        self._check_open(key)
         all_levels = m.levels[var]
         if key not in self.sums:
             nlev = 1 if all_levels is None else len(all_levels)

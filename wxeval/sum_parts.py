@@ -675,13 +675,25 @@ class Writer:
                 earlier.result()  # the total is that array: written before it changes
             adopted = self.map_sums.add_sums(model, var, e["leads"], e["levels"], e["values"])
             release = not adopted
+        # the last layout of a (model, variable) still to come: once its part is written (the
+        # pool writes in order, so every earlier part of the entry is written too), its maps
+        # are made from the total while the tasks of other variables run, not at the end
+        last = (kind == "maps" and self.map_sums is not None
+                and not self._still_to_come(model, var))
         self._pending = [f for f in self._pending if not f.done() or f.result()]
-        future = self._pool.submit(self._write, key[:3], e, release)
+        future = self._pool.submit(self._write, key[:3], e, release, last)
         self._pending.append(future)
         if adopted:
             self._adopted[(model, var)] = future
 
-    def _write(self, entry, e, release: bool) -> None:
+    def _still_to_come(self, model: str, var: str) -> bool:
+        """Whether more map sums of (model, variable) may still reach :meth:`_submit`: a
+        layout of it gathering, or task parts of it not in yet."""
+        entry = ("maps", model, var)
+        return any(k[:3] == entry for k in self._open) or any(
+            n > 0 for k, n in self._expected.items() if k[:3] == entry)
+
+    def _write(self, entry, e, release: bool, last: bool = False) -> None:
         from wxeval.maps import BUFFERS
 
         kind, model, var = entry
@@ -694,6 +706,8 @@ class Writer:
                              self.attrs)
         if release:
             BUFFERS.give(e["values"])
+        if last:
+            self.map_sums.finish(model, var)
 
     def flush(self) -> None:
         """Start writing everything gathered (returns at once)."""
