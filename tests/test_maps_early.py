@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import make_case, write_all
 from test_maps_store import FIELDS, VARS, _check_maps, _config, case_root  # noqa: F401
 
 import wxeval.api as api
@@ -48,6 +49,8 @@ def test_maps_are_made_once_all_sums_of_a_variable_are_stored(
 def test_sums_added_after_the_maps_were_made_are_refused():
     m = type("M", (), {"name": "m", "lead_times": np.array([0, 1]), "levels": {"v": None}})
     sums = maps_mod.MapSums([m])
+    sums.grid["m"] = (("latitude", "longitude"),
+                      {"latitude": np.array([-1.0, 0.0, 1.0]), "longitude": np.array([0.0, 5.0])})
     one = np.ones((2, 4, 1, 3, 2))
     sums.add_sums("m", "v", np.array([0, 1]), None, one.copy())
     sums.finish("m", "v")
@@ -56,3 +59,36 @@ def test_sums_added_after_the_maps_were_made_are_refused():
         sums.add_sums("m", "v", np.array([0, 1]), None, one.copy())
     sums.finish("m", "v")  # again: nothing changes
     np.testing.assert_array_equal(sums.sums[("m", "v")][:, 1:], 1.0)
+
+
+@pytest.mark.parametrize("skipna", [False, True], ids=["nan", "skipna"])
+def test_maps_file_from_maps_converted_early(tmp_path, monkeypatch, skipna):
+    """The file holds the float32 of the maps the run returns (equal to NumPy time means),
+    converted by :meth:`MapSums.finish` on the writer thread, for a forecast stored with
+    descending latitudes and longitudes from -180 (the maps sort both)."""
+    from wxeval.results import read_table
+
+    case = make_case(variables=VARS, levels=(500, 850), n_inits=8, leads_h=(0, 24, 48), seed=7,
+                     nlat=7, nlon=12, dtype=np.float64)
+    case.forecast["temperature"][3, 1, 0, 2, 5] = np.nan
+    write_all(case, tmp_path, layout={"latitude_descending": True, "longitude_180": True})
+    converted: list = []
+    real = maps_mod.MapSums.file_values
+
+    def spy(self, model):
+        out = real(self, model)
+        converted.append(sorted(out))
+        return out
+
+    monkeypatch.setattr(maps_mod.MapSums, "file_values", spy)
+    cfg = _config(tmp_path / "c.yaml", case, skipna=skipna, maps=True)
+    report = score(cfg, ["model"], tmp_path / "out")
+    _check_maps(report, case, range(8), skipna)
+    assert converted and "temperature.bias" in converted[0]  # made early, not at the end
+    ds = report.maps["model"]
+    file = read_table(tmp_path / "out" / "model.maps.nc")
+    for var in VARS:
+        for k in ("bias", "mse", "mae"):
+            np.testing.assert_array_equal(file[f"{var}.{k}"].values,
+                                          ds[f"{var}.{k}"].values.astype(np.float32))
+    assert ("temperature.count" in file) == skipna
