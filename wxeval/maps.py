@@ -26,7 +26,8 @@ everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 lead
 
 Statistics store (:mod:`wxeval.sum_parts`): the sums are kept as parts over exact init sets,
 3 × 8 B per grid point and field whatever the number of inits (the count too where it varies):
-0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB, 83 MB on disk),
+0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB; 83 MB compressed, as
+on a remote store),
 24.9 MB at 0.25° (a 0.25° year of 4 leads × 8 fields: 0.8 GB, the same as a 0.25° month: a
 year of nightly runs is summed into ~1 part per variable). Reruns compute only the inits the
 store lacks.
