@@ -9,8 +9,9 @@ Layout (sibling folders of an entry's regional parts, under the same entry key
 A part is a Zarr v2 group with one float64 array ``sums``, one chunk per lead (Blosc: raw on a
 local disk, LZ4 with bit shuffle on a remote store, ~1.8x on these sums), whose commit marker
 ``.wxeval-complete`` holds its index: the exact inits it sums over (``init_time``, ns), its
-``lead_time``, ``level`` (None: a surface variable), ``statistics`` and shape. Written atomically like the regional parts (locally a
-temporary name renamed into place with its marker; on object stores the marker last).
+``lead_time``, ``level`` (None: a surface variable), ``statistics`` and shape. Written
+atomically like the regional parts (locally a temporary name renamed into place with its
+marker; on object stores the marker last).
 
 * maps: ``sums`` (lead, statistic, level, *spatial), spatial dims in the truth's storage order;
   statistics ``sum_err, sum_se, sum_ae`` (:mod:`wxeval.maps`) and ``count`` unless the count
