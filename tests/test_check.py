@@ -418,6 +418,8 @@ def chunk_lookup(request, monkeypatch):
 
     if request.param == "listed":
         monkeypatch.setattr(local_files, "CHUNK_STAT_LIMIT", 0)
+    else:  # these small stores need most of their chunks: listed unless told otherwise
+        monkeypatch.setattr(local_files, "CHUNK_LIST_FRACTION", 2.0)
     return request.param
 
 
@@ -460,6 +462,35 @@ def test_chunk_listing_follows_symlinked_folders_as_lookups_do(tmp_path):
     (tmp_path / "var" / "zarr.json").write_text("{}")
     assert _chunk_keys(tmp_path / "var") == {"c/0/1"}
     assert (tmp_path / "var" / "c/0/1").is_file()
+
+
+@pytest.mark.parametrize("n_days, listed", [(10, True), (1, False)])
+def test_chunks_are_listed_when_most_of_an_array_is_needed(tmp_path, monkeypatch, n_days,
+                                                           listed):
+    """Scoring most of a forecast's inits lists its folders once (cheaper per chunk than a
+    lookup each); scoring a day of ten looks its few chunks up. Either way a lost chunk of a
+    needed init is reported."""
+    from wxeval.check import local_files
+
+    case = make_case(nlat=5, nlon=8, n_inits=10, leads_h=(0, 6, 12))
+    write_all(case, tmp_path)
+    fc = _rechunked(case.paths["forecast"], tmp_path / "per_init.zarr", ("time",))
+    (tmp_path / "per_init.zarr" / "temperature" / "0.0.0.0.0").unlink()  # the first init
+    listings = []
+    real = local_files._chunk_keys
+    monkeypatch.setattr(local_files, "_chunk_keys", lambda f: listings.append(f) or real(f))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "truth": {"path": case.paths["truth"]}, "climatology": {"path": case.paths["climatology"]},
+        "models": {"model": {"path": fc}},
+        "evaluation": {"variables": ["temperature"], "init_times": {
+            "start": str(case.init_times[0]),
+            "stop": str(case.init_times[n_days * len(case.init_times) // 10 - 1])}},
+    }))
+    found = run_checks(load_config(cfg), ["model"], sample=False).findings
+    assert "0.0.0.0.0" in only(found, "error", "missing-chunks").message
+    forecast_listed = [f for f in listings if "per_init.zarr" in str(f)]
+    assert bool(forecast_listed) == listed, listings
 
 
 def test_sharded_zarr_v3_store_is_complete(tmp_path, chunk_lookup):

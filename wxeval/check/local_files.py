@@ -17,6 +17,10 @@ from wxeval.schema import DAYOFYEAR, HOUR, INIT_TIME, LEAD_TIME, LEVEL, VALID_TI
 
 CHUNK_LISTING_LIMIT = 200_000  # do not compare more expected chunk keys than this per variable
 CHUNK_STAT_LIMIT = 2_000  # up to this many expected chunk files: looked up one by one, not listed
+# ... unless they are at least this fraction of the array's chunks: listing a folder costs
+# ~0.45 µs per entry, looking a file up ~2-3 µs (a 1.5° month's 1302 chunks of a variable:
+# 0.6 ms listed, 2.6-3.9 ms looked up; the pre-flight took 0.06 s of a 1 s run that way)
+CHUNK_LIST_FRACTION = 0.2
 
 
 class _LocalFileChecks:
@@ -81,7 +85,9 @@ class _LocalFileChecks:
             self._sampled.add(key)
             folder = root / raw_var
             expected = (encode(tuple(int(i) for i in idx)) for idx in itertools.product(*needed))
-            if count <= CHUNK_STAT_LIMIT:  # a few (a nightly rerun's): look each one up
+            total = math.prod(-(-n // c) for n, c in zip(da.shape, chunks, strict=True))
+            if count <= CHUNK_STAT_LIMIT and count < CHUNK_LIST_FRACTION * total:
+                # a few of many (a nightly rerun's): look each one up
                 if not folder.is_dir():
                     continue
                 base = os.fspath(folder) + os.sep  # str joins: pathlib's cost ~3x the stat
