@@ -266,12 +266,13 @@ def field_statistics(
     na, nb = f.shape[1], f.shape[2]
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
-    sums = np.zeros((6, 2, nseg, nlat))
-    bad = np.zeros((2, 2, nseg, nlat))
-    nonfinite = np.zeros((3, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products, careful path
-    nf_total = np.zeros((3, 6, 2, nlat))
-    total = np.zeros((6, 2, nlat))  # sums summed over all segments (full-longitude regions)
-    bad_total = np.zeros((2, 2, nlat))
+    # The careful path's arrays (~0.7 MB at 1.5°), allocated by the first field that needs them
+    sums = np.zeros((0, 2, nseg, nlat))
+    bad = np.zeros((0, 2, nseg, nlat))
+    nonfinite = np.zeros((0, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products
+    nf_total = np.zeros((0, 6, 2, nlat))
+    total = np.zeros((0, 2, nlat))  # sums summed over all segments (full-longitude regions)
+    bad_total = np.zeros((0, 2, nlat))
     full = _full_longitude(region_segs)
     nk = 6 if has_clim else 3
     nland = 2 if use_land else 1
@@ -298,6 +299,13 @@ def field_statistics(
             _cell_regions(cell, tot, nk, region_land, region_latsegs, region_segs, full, out[n])
             bad_out[n] = 0.0
             continue
+        if sums.shape[0] == 0:
+            sums = np.zeros((6, 2, nseg, nlat))
+            bad = np.zeros((2, 2, nseg, nlat))
+            nonfinite = np.zeros((3, 6, 2, nseg, nlat))
+            nf_total = np.zeros((3, 6, 2, nlat))
+            total = np.zeros((6, 2, nlat))
+            bad_total = np.zeros((2, 2, nlat))
         sums[:] = 0.0
         bad[:] = 0.0
         nonfinite[:] = 0.0
