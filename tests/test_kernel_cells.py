@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from builders import ref_area_weights, ref_box_mask
 
-from wxeval.regions import RegionReducer, custom_region
+from wxeval.kernels import MAX_LAND_CLASSES, _land_classes
+from wxeval.regions import Region, RegionReducer, custom_region
 from wxeval.statistics import compute, reference
 
 LAT = np.linspace(-90.0, 90.0, 37)  # 5°: rows at −5° and 10° exist
@@ -37,13 +38,24 @@ SETS = {
         ("row_box", (-5, -5), ((200, 260),), False),
         ("global_land", (-90, 90), FULL, True),
     ),
-    # no longitude box at all: full-longitude totals only
+    # no longitude box at all: full-longitude totals only; the land regions' latitude
+    # segments fall into a few classes (one of them two bands apart), summed over whole fields
     "bands": (
         ("global", (-90, 90), FULL, False),
         ("tropics", (-20, 20), FULL, False),
         ("north", (20, 90), FULL, False),
         ("global_land", (-90, 90), FULL, True),
         ("south_land", (-60, -30), FULL, True),
+        ("extratropics_land", ((-90, -20), (20, 90)), FULL, True),
+    ),
+    # more land classes than summed over whole fields: the row loops take the land products
+    "many_land_bands": (
+        ("global_land", (-90, 90), FULL, True),
+        ("a", (-90, -50), FULL, True),
+        ("b", (-40, -10), FULL, True),
+        ("c", (0, 30), FULL, True),
+        ("d", (40, 80), FULL, True),
+        ("tropics", (-20, 20), FULL, False),
     ),
     # land boxes only (no plain box needs a cell), and plain boxes without any land region
     "land_boxes": (
@@ -59,9 +71,16 @@ SETS = {
 }
 
 
+def _lat_bands(lat):
+    return lat if isinstance(lat[0], tuple) else (lat,)
+
+
 def _regions(spec):
     out = []
     for name, lat, lons, land in spec:
+        if isinstance(lat[0], tuple):  # several latitude bands, every longitude
+            out.append(Region(name, lat, FULL, land=land))
+            continue
         lon = (lons[0][0], lons[-1][1]) if len(lons) == 2 else lons[0]  # wrapping: [lo, hi]
         out.append(custom_region(name, lat, lon, land=land))
     return out
@@ -70,8 +89,13 @@ def _regions(spec):
 def _dense_weights(spec, lsm):
     """(R, lat·lon): area weight × hand-built box mask (× land fraction)."""
     w = ref_area_weights(LAT)[:, None]
-    return np.array([(w * ref_box_mask(LAT, LON, lat, lons) * (lsm if land else 1.0)).ravel()
-                     for _, lat, lons, land in spec])
+    out = []
+    for _, lat, lons, land in spec:
+        mask = np.zeros((len(LAT), len(LON)))
+        for band in _lat_bands(lat):
+            mask = np.maximum(mask, ref_box_mask(LAT, LON, band, lons))
+        out.append((w * mask * (lsm if land else 1.0)).ravel())
+    return np.array(out)
 
 
 def _fields(n, seed):
@@ -120,8 +144,13 @@ def test_the_sets_hold_what_they_are_for():
     for name, spec in SETS.items():
         r = RegionReducer(_regions(spec), LAT, LON, lsm)
         boxes = ~r.region_segs.all(axis=1)
-        assert boxes.any() == (name != "bands")
+        assert boxes.any() == (name not in ("bands", "many_land_bands"))
         assert (boxes & (r.region_land == 1)).any() == (name in ("boxes", "land_boxes"))
+    # land classes summed over whole fields ("bands"), or too many for that
+    for name, many in (("bands", False), ("many_land_bands", True)):
+        r = RegionReducer(_regions(SETS[name]), LAT, LON, lsm)
+        _, first = _land_classes(r.region_land, r.region_latsegs, r.region_segs.all(axis=1))
+        assert 2 <= len(first) and (len(first) > MAX_LAND_CLASSES) == many
 
 
 @pytest.mark.parametrize("skipna", [False, True], ids=["", "skipna"])

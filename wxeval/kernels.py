@@ -16,13 +16,16 @@ regions, and little more than the products themselves.
 
 How the sums are formed depends on the storage order, so that the inner loop always runs
 along the contiguous axis and vectorises: fields stored (lon, lat) (WeatherBench 2's order)
-add each longitude row into latitude-long accumulators (plain and land products in one loop),
-for all longitudes at once where no cell is needed and per longitude segment where one is
-(its needed latitude runs are then summed into cells with the area weights, and it joins the
-others); the latitude segments' totals are summed with the area weights once per field. Fields
-stored (lat, lon) sum each latitude row whole in registers for the totals; a latitude segment
-holding needed cells adds w_i × its rows into longitude-long accumulators instead, then sums
-each needed longitude segment's run and the whole row.
+add each longitude row into latitude-long accumulators, for all longitudes at once where no
+cell is needed and per longitude segment where one is (its needed latitude runs are then summed
+into cells with the area weights, and it joins the others); the latitude segments' totals are
+summed with the area weights once per field. Fields stored (lat, lon) sum each latitude row
+whole in registers for the totals; a latitude segment holding needed cells adds w_i × its rows
+into longitude-long accumulators instead, then sums each needed longitude segment's run and the
+whole row. When every land region spans every longitude (WB2's three), the land-weighted
+products are instead summed over the whole field at once, in registers, against the weights
+w_i λ_ij of each *land class* (the latitude segments held by the same land regions: two or
+three for WB2's), in either order; otherwise they take the row loops like the plain ones.
 
 Truth and climatology are read in place: field n is f[f_at[n]] against o[o_at[n]] and
 c[c_at[n]], stacks of fields (a task's whole valid-time window), so no per-lead copy is made.
@@ -284,14 +287,23 @@ def field_statistics(
     cell = np.zeros((6, 2, nlatseg, nseg))
     tot = np.zeros((6, 2, nlatseg))
     lon_seg_start = _segment_starts(seg_of_lon, nseg)
+    # Land regions all spanning every longitude (WB2's): their products are summed over the
+    # whole field at once against per-class weights (see _land_classes), not row by row.
+    cls, cls_seg = _land_classes(region_land, region_latsegs, full)
+    flat = nland == 2 and not need[1].any() and cls_seg.shape[0] <= MAX_LAND_CLASSES
+    cls_w = _class_weights(cls, cls_seg.shape[0] if flat else 0, lat_seg_start, lat_w, lsm,
+                           lon_first)
+    nrows = 1 if flat else nland  # the land products left to the row loops
     for n in range(n_fields):
         fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
         if lon_first:
-            _lon_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w, lon_seg_start,
+            _lon_first(fn, on, cn, has_clim, nk, nrows, lat_seg_start, lat_w, lon_seg_start,
                        lsm, need, ones, acc, run, cell, tot)
         else:
-            _lat_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w, lon_seg_start,
+            _lat_first(fn, on, cn, has_clim, nk, nrows, lat_seg_start, lat_w, lon_seg_start,
                        lsm, need, acc, cell, tot)
+        if flat:
+            _land_by_class(fn, on, cn, has_clim, cls_w, cls_seg, tot)
         # Any NaN or ±inf (input, or overflow) shows up in a plain total (every point is in
         # one; the land products are the plain ones times a finite fraction): only then is
         # the field redone point by point.
@@ -343,6 +355,166 @@ def _needed_cells(region_land, region_segs, region_latsegs, full):  # pragma: no
                     if region_segs[r, s]:
                         need[region_land[r], g, s] = True
     return need
+
+
+#: Land classes summed against whole-field weights at most (each costs A × B float64 of
+#: weights per call, and a pass over the field per two classes); more take the row loops.
+MAX_LAND_CLASSES = 3
+
+
+@numba.njit(nogil=True, cache=True)
+def _land_classes(region_land, region_latsegs, full):  # pragma: no cover - compiled
+    """Latitude segments grouped by which land regions hold them: cls[g] = the class of
+    segment g (−1 when no land region does), cls_seg[q] = the first segment of class q.
+
+    A land region spanning every longitude holds either every segment of a class or none, so
+    its sum over its latitude segments is the same with each class's total put in the class's
+    first segment and 0 in the others. (Only used when every land region spans every
+    longitude; regions that do not get cells instead.)"""
+    nreg, nlatseg = region_latsegs.shape
+    cls = np.full(nlatseg, -1, dtype=np.int64)
+    first = np.empty(nlatseg, dtype=np.int64)
+    nq = 0
+    for g in range(nlatseg):
+        held = False
+        for r in range(nreg):
+            if region_land[r] == 1 and full[r] and region_latsegs[r, g]:
+                held = True
+        if not held:
+            continue
+        for q in range(nq):
+            same = True
+            for r in range(nreg):
+                if (region_land[r] == 1 and full[r]
+                        and region_latsegs[r, g] != region_latsegs[r, first[q]]):
+                    same = False
+            if same:
+                cls[g] = q
+                break
+        if cls[g] < 0:
+            cls[g] = nq
+            first[nq] = g
+            nq += 1
+    return cls, first[:nq].copy()
+
+
+@numba.njit(nogil=True, cache=True)
+def _class_weights(cls, nq, lat_seg_start, lat_w, lsm, lon_first):  # pragma: no cover
+    """(nq, A, B) weights in the fields' storage order: w_i λ_ij at the points of class q's
+    latitude rows, 0 elsewhere."""
+    na, nb = lsm.shape
+    out = np.zeros((nq, na, nb))
+    if nq == 0:
+        return out
+    for g in range(cls.shape[0]):
+        q = cls[g]
+        if q < 0:
+            continue
+        for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
+            if lon_first:
+                for a in range(na):
+                    out[q, a, i] = lat_w[i] * lsm[a, i]
+            else:
+                for b in range(nb):
+                    out[q, i, b] = lat_w[i] * lsm[i, b]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _land_by_class(f, o, c, has_clim, cls_w, cls_seg, tot):  # pragma: no cover - compiled
+    """tot[k, 1, ·]: each land class's Σ W_q × product k in its first latitude segment, 0 in
+    the others; two classes per pass over the field."""
+    tot[:, 1, :] = 0.0
+    nq = cls_seg.shape[0]
+    ff, oo, cc = f.ravel(), o.ravel(), c.ravel()
+    for q in range(0, nq, 2):
+        q2 = q + 1 if q + 1 < nq else q
+        _flat_sums(ff, oo, cc, has_clim, cls_w[q].ravel(), cls_w[q2].ravel(), q2 != q,
+                   tot[:, 1, cls_seg[q]], tot[:, 1, cls_seg[q2]])
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _flat_sums(f, o, c, has_clim, w1, w2, two, dst1, dst2):  # pragma: no cover - compiled
+    """dst1[k] = Σ w1 × product k (and dst2 with w2 when ``two``) over whole fields given
+    flat: one long vector loop of register sums, no accumulator arrays."""
+    t0 = t1 = t2 = t3 = t4 = t5 = 0.0
+    u0 = u1 = u2 = u3 = u4 = u5 = 0.0
+    n = f.shape[0]
+    if has_clim and two:
+        for b in range(n):
+            fv = np.float64(f[b])
+            ov = np.float64(o[b])
+            cv = np.float64(c[b])
+            l1 = w1[b]
+            l2 = w2[b]
+            d = fv - ov
+            fa = fv - cv
+            oa = ov - cv
+            p0 = d * d
+            p2 = abs(d)
+            p3 = fa * oa
+            p4 = fa * fa
+            p5 = oa * oa
+            t0 += l1 * p0
+            t1 += l1 * d
+            t2 += l1 * p2
+            t3 += l1 * p3
+            t4 += l1 * p4
+            t5 += l1 * p5
+            u0 += l2 * p0
+            u1 += l2 * d
+            u2 += l2 * p2
+            u3 += l2 * p3
+            u4 += l2 * p4
+            u5 += l2 * p5
+    elif has_clim:
+        for b in range(n):
+            fv = np.float64(f[b])
+            ov = np.float64(o[b])
+            cv = np.float64(c[b])
+            l1 = w1[b]
+            d = fv - ov
+            fa = fv - cv
+            oa = ov - cv
+            t0 += l1 * (d * d)
+            t1 += l1 * d
+            t2 += l1 * abs(d)
+            t3 += l1 * (fa * oa)
+            t4 += l1 * (fa * fa)
+            t5 += l1 * (oa * oa)
+    elif two:
+        for b in range(n):
+            d = np.float64(f[b]) - np.float64(o[b])
+            l1 = w1[b]
+            l2 = w2[b]
+            p0 = d * d
+            p2 = abs(d)
+            t0 += l1 * p0
+            t1 += l1 * d
+            t2 += l1 * p2
+            u0 += l2 * p0
+            u1 += l2 * d
+            u2 += l2 * p2
+    else:
+        for b in range(n):
+            d = np.float64(f[b]) - np.float64(o[b])
+            l1 = w1[b]
+            t0 += l1 * (d * d)
+            t1 += l1 * d
+            t2 += l1 * abs(d)
+    dst1[0] = t0
+    dst1[1] = t1
+    dst1[2] = t2
+    dst1[3] = t3
+    dst1[4] = t4
+    dst1[5] = t5
+    if two:
+        dst2[0] = u0
+        dst2[1] = u1
+        dst2[2] = u2
+        dst2[3] = u3
+        dst2[4] = u4
+        dst2[5] = u5
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
