@@ -424,7 +424,9 @@ def _class_weights(cls, nq, lat_seg_start, lat_w, lsm, lon_first):  # pragma: no
 def _land_by_class(f, o, c, has_clim, cls_w, cls_seg, tot):  # pragma: no cover - compiled
     """tot[k, 1, ·]: each land class's Σ W_q × product k in its first latitude segment, 0 in
     the others; two classes per pass over the field."""
-    tot[:, 1, :] = 0.0
+    for k in range(tot.shape[0]):
+        for g in range(tot.shape[2]):
+            tot[k, 1, g] = 0.0
     nq = cls_seg.shape[0]
     ff, oo, cc = f.ravel(), o.ravel(), c.ravel()
     for q in range(0, nq, 2):
