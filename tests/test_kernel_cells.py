@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from builders import ref_area_weights, ref_box_mask
 
-from wxeval.kernels import MAX_LAND_CLASSES, _land_classes
-from wxeval.regions import Region, RegionReducer, custom_region
+from wxeval.regions import MAX_LAND_CLASSES, Region, RegionReducer, custom_region
 from wxeval.statistics import compute, reference
 
 LAT = np.linspace(-90.0, 90.0, 37)  # 5°: rows at −5° and 10° exist
@@ -149,8 +148,9 @@ def test_the_sets_hold_what_they_are_for():
     # land classes summed over whole fields ("bands"), or too many for that
     for name, many in (("bands", False), ("many_land_bands", True)):
         r = RegionReducer(_regions(SETS[name]), LAT, LON, lsm)
-        _, first = _land_classes(r.region_land, r.region_latsegs, r.region_segs.all(axis=1))
-        assert 2 <= len(first) and (len(first) > MAX_LAND_CLASSES) == many
+        first, weights = r.land_classes()
+        assert (len(first) == 0) == many and len(weights) == len(first)
+        assert len(first) == 0 or 2 <= len(first) <= MAX_LAND_CLASSES
 
 
 @pytest.mark.parametrize("skipna", [False, True], ids=["", "skipna"])
@@ -194,3 +194,31 @@ def test_without_climatology(name, lon_first):
     for g in ("errors", "nan_counts"):
         np.testing.assert_allclose(got[g], reference(g, *flat, None, w), rtol=1e-12, atol=1e-9,
                                    err_msg=g)
+
+
+@pytest.mark.parametrize("lon_first", [True, False], ids=["lon-lat", "lat-lon"])
+def test_land_classes_of_the_standard_land_regions(lon_first):
+    """WB2's three land regions on a 5° grid (rows at ±20°): three classes, |lat| < 20°,
+    |lat| > 20° and the two rows at ±20° (held by both tropics and extra-tropics), weighted
+    w_i λ_ij on their rows only, in the storage order."""
+    from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS
+
+    rng = np.random.default_rng(2)
+    lsm = np.clip(rng.uniform(-0.5, 1.5, size=(len(LAT), len(LON))), 0, 1)
+    regions = [*STANDARD_REGIONS.values(), *LAND_REGIONS.values()]
+    reducer = RegionReducer(regions, LAT, LON, lsm, lon_axis=-2 if lon_first else -1)
+    first, weights = reducer.land_classes()
+    assert len(first) == 3
+    dense = ref_area_weights(LAT)[:, None] * lsm  # (lat, lon)
+    got = np.swapaxes(weights, -1, -2) if lon_first else weights  # (class, lat, lon)
+    np.testing.assert_allclose(got.sum(axis=0), dense, rtol=1e-15)
+    rows = [set(np.flatnonzero((g != 0).any(axis=1))) for g in got]
+    tropics = set(np.flatnonzero(np.abs(LAT) < 20)) & set(np.flatnonzero(dense.any(axis=1)))
+    edges = set(np.flatnonzero(np.abs(LAT) == 20)) & set(np.flatnonzero(dense.any(axis=1)))
+    assert tropics in rows and edges in rows
+    for g, r in zip(got, rows, strict=True):
+        np.testing.assert_array_equal(g[sorted(r)], dense[sorted(r)])
+    # a land longitude box: no classes (its sums need cells)
+    box = RegionReducer([*regions, custom_region("box", (0, 30), (10, 40), land=True)], LAT,
+                        LON, lsm)
+    assert len(box.land_classes()[0]) == 0

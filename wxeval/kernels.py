@@ -248,7 +248,8 @@ def _finish(value, nonfinite, nf_total, k, land, r, full, region_segs, region_la
 @numba.njit(nogil=True, cache=True)
 def field_statistics(
     f, f_at, o, o_at, c, c_at, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
-    region_land, region_segs, region_latw, lat_seg_start, lat_w, region_latsegs, out, bad_out,
+    region_land, region_segs, region_latw, lat_seg_start, lat_w, region_latsegs, cls_seg, cls_w,
+    out, bad_out,
 ):  # pragma: no cover - compiled
     """Field n (of N = len(f_at)) is f[f_at[n]] against o[o_at[n]] (and c[c_at[n]]): f, o, c
     are stacks of fields (·, A, B), (A, B) = (lon, lat) if lon_first else (lat, lon), read in
@@ -257,6 +258,8 @@ def field_statistics(
     ``lat_w`` (area weight per row) and ``region_latsegs`` (R, latitude segments) give the
     fast path's cells: (latitude segment, longitude segment) sums where a region that does
     not span every longitude needs them, full-longitude totals per latitude segment for all.
+    ``cls_seg``, ``cls_w``: :meth:`wxeval.regions.RegionReducer.land_classes` (empty: the land
+    products take the row loops).
 
     out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
     bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
@@ -288,11 +291,8 @@ def field_statistics(
     tot = np.zeros((6, 2, nlatseg))
     lon_seg_start = _segment_starts(seg_of_lon, nseg)
     # Land regions all spanning every longitude (WB2's): their products are summed over the
-    # whole field at once against per-class weights (see _land_classes), not row by row.
-    cls, cls_seg = _land_classes(region_land, region_latsegs, full)
-    flat = nland == 2 and not need[1].any() and cls_seg.shape[0] <= MAX_LAND_CLASSES
-    cls_w = _class_weights(cls, cls_seg.shape[0] if flat else 0, lat_seg_start, lat_w, lsm,
-                           lon_first)
+    # whole field at once against per-class weights (RegionReducer.land_classes), not by rows.
+    flat = nland == 2 and cls_seg.shape[0] > 0
     nrows = 1 if flat else nland  # the land products left to the row loops
     for n in range(n_fields):
         fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
@@ -355,69 +355,6 @@ def _needed_cells(region_land, region_segs, region_latsegs, full):  # pragma: no
                     if region_segs[r, s]:
                         need[region_land[r], g, s] = True
     return need
-
-
-#: Land classes summed against whole-field weights at most (each costs A × B float64 of
-#: weights per call, and a pass over the field per two classes); more take the row loops.
-MAX_LAND_CLASSES = 3
-
-
-@numba.njit(nogil=True, cache=True)
-def _land_classes(region_land, region_latsegs, full):  # pragma: no cover - compiled
-    """Latitude segments grouped by which land regions hold them: cls[g] = the class of
-    segment g (−1 when no land region does), cls_seg[q] = the first segment of class q.
-
-    A land region spanning every longitude holds either every segment of a class or none, so
-    its sum over its latitude segments is the same with each class's total put in the class's
-    first segment and 0 in the others. (Only used when every land region spans every
-    longitude; regions that do not get cells instead.)"""
-    nreg, nlatseg = region_latsegs.shape
-    cls = np.full(nlatseg, -1, dtype=np.int64)
-    first = np.empty(nlatseg, dtype=np.int64)
-    nq = 0
-    for g in range(nlatseg):
-        held = False
-        for r in range(nreg):
-            if region_land[r] == 1 and full[r] and region_latsegs[r, g]:
-                held = True
-        if not held:
-            continue
-        for q in range(nq):
-            same = True
-            for r in range(nreg):
-                if (region_land[r] == 1 and full[r]
-                        and region_latsegs[r, g] != region_latsegs[r, first[q]]):
-                    same = False
-            if same:
-                cls[g] = q
-                break
-        if cls[g] < 0:
-            cls[g] = nq
-            first[nq] = g
-            nq += 1
-    return cls, first[:nq].copy()
-
-
-@numba.njit(nogil=True, cache=True)
-def _class_weights(cls, nq, lat_seg_start, lat_w, lsm, lon_first):  # pragma: no cover
-    """(nq, A, B) weights in the fields' storage order: w_i λ_ij at the points of class q's
-    latitude rows, 0 elsewhere."""
-    na, nb = lsm.shape
-    out = np.zeros((nq, na, nb))
-    if nq == 0:
-        return out
-    for g in range(cls.shape[0]):
-        q = cls[g]
-        if q < 0:
-            continue
-        for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
-            if lon_first:
-                for a in range(na):
-                    out[q, a, i] = lat_w[i] * lsm[a, i]
-            else:
-                for b in range(nb):
-                    out[q, i, b] = lat_w[i] * lsm[i, b]
-    return out
 
 
 @numba.njit(nogil=True, cache=True)
