@@ -196,21 +196,22 @@ def test_without_climatology(name, lon_first):
                                    err_msg=g)
 
 
-@pytest.mark.parametrize("lon_first", [True, False], ids=["lon-lat", "lat-lon"])
-def test_land_classes_of_the_standard_land_regions(lon_first):
-    """WB2's three land regions on a 5° grid (rows at ±20°): three classes, |lat| < 20°,
-    |lat| > 20° and the two rows at ±20° (held by both tropics and extra-tropics), weighted
-    w_i λ_ij on their rows only, in the storage order."""
+def test_land_classes_of_the_standard_land_regions(monkeypatch):
+    """WB2's three land regions on a 5° grid (rows at ±20°), fields stored (lon, lat): three
+    classes, |lat| < 20°, |lat| > 20° and the two rows at ±20° (held by both tropics and
+    extra-tropics), weighted w_i λ_ij on their rows only, in the storage order. None for
+    fields stored (lat, lon), for a land longitude box, or weights over the byte limit."""
+    from wxeval import regions as regions_module
     from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS
 
     rng = np.random.default_rng(2)
     lsm = np.clip(rng.uniform(-0.5, 1.5, size=(len(LAT), len(LON))), 0, 1)
     regions = [*STANDARD_REGIONS.values(), *LAND_REGIONS.values()]
-    reducer = RegionReducer(regions, LAT, LON, lsm, lon_axis=-2 if lon_first else -1)
+    reducer = RegionReducer(regions, LAT, LON, lsm, lon_axis=-2)
     first, weights = reducer.land_classes()
     assert len(first) == 3
     dense = ref_area_weights(LAT)[:, None] * lsm  # (lat, lon)
-    got = np.swapaxes(weights, -1, -2) if lon_first else weights  # (class, lat, lon)
+    got = np.swapaxes(weights, -1, -2)  # (class, lat, lon)
     np.testing.assert_allclose(got.sum(axis=0), dense, rtol=1e-15)
     rows = [set(np.flatnonzero((g != 0).any(axis=1))) for g in got]
     tropics = set(np.flatnonzero(np.abs(LAT) < 20)) & set(np.flatnonzero(dense.any(axis=1)))
@@ -222,3 +223,6 @@ def test_land_classes_of_the_standard_land_regions(lon_first):
     box = RegionReducer([*regions, custom_region("box", (0, 30), (10, 40), land=True)], LAT,
                         LON, lsm)
     assert len(box.land_classes()[0]) == 0
+    assert len(RegionReducer(regions, LAT, LON, lsm, lon_axis=-1).land_classes()[0]) == 0
+    monkeypatch.setattr(regions_module, "MAX_LAND_CLASS_BYTES", weights.nbytes - 1)
+    assert len(RegionReducer(regions, LAT, LON, lsm).land_classes()[0]) == 0

@@ -23,9 +23,11 @@ summed with the area weights once per field. Fields stored (lat, lon) sum each l
 whole in registers for the totals; a latitude segment holding needed cells adds w_i × its rows
 into longitude-long accumulators instead, then sums each needed longitude segment's run and the
 whole row. When every land region spans every longitude (WB2's three), the land-weighted
-products are instead summed over the whole field at once, in registers, against the weights
-w_i λ_ij of each *land class* (the latitude segments held by the same land regions: two or
-three for WB2's), in either order; otherwise they take the row loops like the plain ones.
+products of fields stored (lon, lat) are instead summed over the whole field at once, in
+registers, against the weights w_i λ_ij of each *land class* (the latitude segments held by the
+same land regions: two or three for WB2's), as long as those weights stay small enough to be
+read from cache (:meth:`wxeval.regions.RegionReducer.land_classes`: 1.5° and 1°, not 0.25°);
+otherwise they take the row loops like the plain ones.
 
 Truth and climatology are read in place: field n is f[f_at[n]] against o[o_at[n]] and
 c[c_at[n]], stacks of fields (a task's whole valid-time window), so no per-lead copy is made.

@@ -24,6 +24,10 @@ _TOL = 1e-6
 #: each costs A × B float64 of weights and a pass over each field per two classes); with more,
 #: the kernel's row loops take the land products.
 MAX_LAND_CLASSES = 3
+#: ... and their weights at most this many bytes: the whole-field sums pay off while fields and
+#: weights stay in cache (1.5°: 0.45 MB, 1°: 1.6 MB); at 0.25° (25 MB) streaming the weights
+#: costs more than the row loops' six accumulators.
+MAX_LAND_CLASS_BYTES = 4 << 20
 
 
 def area_weights(latitude: np.ndarray) -> np.ndarray:
@@ -243,9 +247,11 @@ class RegionReducer:
         every longitude holds every segment of a class or none.
 
         Empty (no class) when there is no land region, when a land region does not span every
-        longitude (its sums need cells), or when there are more than
-        :data:`MAX_LAND_CLASSES` classes: the kernel's row loops then take the land
-        products. Computed once per reducer (Q × A × B float64)."""
+        longitude (its sums need cells), when there are more than :data:`MAX_LAND_CLASSES`
+        classes or their weights exceed :data:`MAX_LAND_CLASS_BYTES`, or for fields stored
+        (lat, lon), whose row loops sum whole rows in registers anyway (faster there from 1°
+        on): the kernel's row loops then take the land products. Computed once per reducer
+        (Q × A × B float64)."""
         if self._land_classes is None:  # two threads may both compute it: the same arrays
             self._land_classes = self._compute_land_classes()
         return self._land_classes
@@ -254,7 +260,7 @@ class RegionReducer:
         na, nb = self.lsm.shape
         none = (np.zeros(0, dtype=np.int64), np.zeros((0, na, nb)))
         land = self.region_land == 1
-        if not land.any() or not self.region_segs[land].all():
+        if self.lon_axis == -1 or not land.any() or not self.region_segs[land].all():
             return none
         held = self.region_latsegs[land]  # (land regions, latitude segments)
         patterns: list[bytes] = []
@@ -268,7 +274,7 @@ class RegionReducer:
                 first.append(g)
                 rows.append(np.zeros(self.nlat, dtype=bool))
             rows[patterns.index(key)][self.lat_seg_start[g]:self.lat_seg_start[g + 1]] = True
-        if len(first) > MAX_LAND_CLASSES:
+        if len(first) > MAX_LAND_CLASSES or len(first) * na * nb * 8 > MAX_LAND_CLASS_BYTES:
             return none
         lat_axis = 1 if self.lon_axis == -2 else 0
         shape = (1, -1) if lat_axis == 1 else (-1, 1)
