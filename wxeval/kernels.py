@@ -3,19 +3,31 @@
 Compiled with numba (released GIL, so dask threads run it in parallel). For each field it
 reads every grid value once, forms d = f − o, f′ = f − c, o′ = o − c and accumulates the
 products d², d, |d| (and f′o′, f′², o′² with a climatology) in float64, plain and weighted by
-the land fraction λ, into *cells*: the points of one latitude segment × one longitude segment
-(maximal runs of rows, of columns, on which every region's latitude, longitude mask is
-constant). Every region is a union of cells, so a region's weighted sum
-Σ_ij w_i a_i b_j λ_ij x_ij (w area weights, a/b its latitude/longitude masks, λ for land
-regions, else 1) is a short sum of cell sums, and the pass costs the same for 1 or 16 regions.
+the land fraction λ, into per-*latitude-segment* totals and *cells*. Latitude segments are the
+maximal runs of rows on which every region's latitude mask is constant, longitude segments
+likewise for columns; a cell is one latitude segment × one longitude segment. Every region is
+a union of cells, so a region's weighted sum Σ_ij w_i a_i b_j λ_ij x_ij (w area weights, a/b
+its latitude/longitude masks, λ for land regions, else 1) is a short sum: over its latitude
+segments of their full-longitude totals when it spans every longitude (most WeatherBench 2
+regions, and all its land regions), else of its cells. Only the cells some region that does
+not span every longitude holds are summed (for the standard regions: the plain products of
+the six longitude boxes, in their latitude bands), so the pass costs the same for 1 or 16
+regions, and little more than the products themselves.
 
-How the cells are summed depends on the storage order, so that the inner loop always runs
+How the sums are formed depends on the storage order, so that the inner loop always runs
 along the contiguous axis and vectorises: fields stored (lon, lat) (WeatherBench 2's order)
-add each longitude row of a longitude segment into latitude-long accumulators, then sum each
-latitude segment with the area weights; fields stored (lat, lon) add w_i × each latitude row of
-a latitude segment into longitude-long accumulators, then sum each longitude segment. The
-land-weighted products are a second loop over the same rows (still in cache): one loop of 12
-accumulators does not vectorise.
+add each longitude row into latitude-long accumulators, for all longitudes at once where no
+cell is needed and per longitude segment where one is (its needed latitude runs are then summed
+into cells with the area weights, and it joins the others); the latitude segments' totals are
+summed with the area weights once per field. Fields stored (lat, lon) sum each latitude row
+whole in registers for the totals; a latitude segment holding needed cells adds w_i × its rows
+into longitude-long accumulators instead, then sums each needed longitude segment's run and the
+whole row. When every land region spans every longitude (WB2's three), the land-weighted
+products of fields stored (lon, lat) are instead summed over the whole field at once, in
+registers, against the weights w_i λ_ij of each *land class* (the latitude segments held by the
+same land regions: two or three for WB2's), as long as those weights stay small enough to be
+read from cache (:meth:`wxeval.regions.RegionReducer.land_classes`: 1.5° and 1°, not 0.25°);
+otherwise they take the row loops like the plain ones.
 
 Truth and climatology are read in place: field n is f[f_at[n]] against o[o_at[n]] and
 c[c_at[n]], stacks of fields (a task's whole valid-time window), so no per-lead copy is made.
@@ -25,7 +37,7 @@ path), so that a NaN where a region's weight is > 0 can make that region's value
 skipped with skipna); ±inf products are counted apart too, so that an inf where a region's
 weight is 0 (outside it, or at sea for a land region) never reaches its sum as 0 × inf = NaN
 (WB2 zeroes the values outside a region before summing). A field takes that careful path only
-when one of its plain cell sums is not finite.
+when one of its plain latitude-segment totals is not finite (every point is in one).
 """
 
 from __future__ import annotations
@@ -33,10 +45,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# The fast paths: one field (A, B) without NaN or ±inf (a NaN shows up in the sums' row totals,
-# and the field is then redone by :func:`_careful`). Each loop reads f, o (and c) once and adds
-# 3 (errors) or 6 (errors and anomalies) products; the land-weighted products are a second loop,
-# as one loop of 12 accumulators does not vectorise (the compiler gives up its overlap checks).
+# The fast paths: one field (A, B) without NaN or ±inf (a NaN shows up in its latitude segment's
+# total, and the field is then redone by :func:`_careful`). Each loop reads f, o (and c) once and
+# adds 3 (errors) or 6 (errors and anomalies) products (twice that with the land-weighted ones).
 
 
 @numba.njit(nogil=True, cache=True)
@@ -108,33 +119,54 @@ def _land_rows(f, o, c, has_clim, a0, a1, w, lsm, acc):  # pragma: no cover - co
                 r2[b] += wl * abs(d)
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _lat_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm, acc, cell):
-    """Fields stored (lat, lon): cell[k, land, g, s] = Σ over the points of latitude segment g
-    and longitude segment s of w_lat (× λ) × product k, latitude segment by segment: the rows of
-    one segment add into longitude-long accumulators (hot in cache), then each longitude
-    segment's run is summed. Returns whether a plain cell is not finite (NaN or ±inf: the
-    field is then redone by :func:`_careful`)."""  # noqa: D401
-    nlatseg = lat_seg_start.shape[0] - 1
-    nseg = lon_seg_start.shape[0] - 1
-    bad = False
-    for g in range(nlatseg):
-        a0, a1 = lat_seg_start[g], lat_seg_start[g + 1]
-        acc[:nk, :nland] = 0.0
-        _plain_rows(f, o, c, has_clim, a0, a1, w, acc)
-        if nland == 2:
-            _land_rows(f, o, c, has_clim, a0, a1, w, lsm, acc)
-        for k in range(nk):
-            for land in range(nland):
-                row = acc[k, land]
-                for s in range(nseg):
-                    v = 0.0
-                    for b in range(lon_seg_start[s], lon_seg_start[s + 1]):
-                        v += row[b]
-                    cell[k, land, g, s] = v
-                    if land == 0 and not np.isfinite(v):
-                        bad = True
-    return bad
+@numba.njit(nogil=True, cache=True)
+def _both_rows(f, o, c, has_clim, a0, a1, w, lsm, plain, land):  # pragma: no cover - compiled
+    """:func:`_plain_rows` into plain[k, 0, ·] and :func:`_land_rows` into land[k, 1, ·] (the
+    same array or two) in one loop: one read of the rows, the products formed once. The
+    twelve accumulators are indexed in their arrays, not taken as twelve row views, so that
+    the loop still vectorises."""
+    nb = f.shape[1]
+    for a in range(a0, a1):
+        wa = w[a]
+        fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
+        if has_clim:
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                wl = wa * lr[b]
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                p0 = d * d
+                p2 = abs(d)
+                p3 = fa * oa
+                p4 = fa * fa
+                p5 = oa * oa
+                plain[0, 0, b] += wa * p0
+                plain[1, 0, b] += wa * d
+                plain[2, 0, b] += wa * p2
+                plain[3, 0, b] += wa * p3
+                plain[4, 0, b] += wa * p4
+                plain[5, 0, b] += wa * p5
+                land[0, 1, b] += wl * p0
+                land[1, 1, b] += wl * d
+                land[2, 1, b] += wl * p2
+                land[3, 1, b] += wl * p3
+                land[4, 1, b] += wl * p4
+                land[5, 1, b] += wl * p5
+        else:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                wl = wa * lr[b]
+                p0 = d * d
+                p2 = abs(d)
+                plain[0, 0, b] += wa * p0
+                plain[1, 0, b] += wa * d
+                plain[2, 0, b] += wa * p2
+                land[0, 1, b] += wl * p0
+                land[1, 1, b] += wl * d
+                land[2, 1, b] += wl * p2
 
 
 @numba.njit(nogil=True, cache=True)
@@ -218,54 +250,76 @@ def _finish(value, nonfinite, nf_total, k, land, r, full, region_segs, region_la
 @numba.njit(nogil=True, cache=True)
 def field_statistics(
     f, f_at, o, o_at, c, c_at, has_clim, lon_first, seg_of_lon, nseg, lsm, use_land,
-    region_land, region_segs, region_latw, lat_seg_start, lat_w, region_latsegs, out, bad_out,
+    region_land, region_segs, region_latw, lat_seg_start, lat_w, region_latsegs, cls_seg, cls_w,
+    out, bad_out,
 ):  # pragma: no cover - compiled
     """Field n (of N = len(f_at)) is f[f_at[n]] against o[o_at[n]] (and c[c_at[n]]): f, o, c
     are stacks of fields (·, A, B), (A, B) = (lon, lat) if lon_first else (lat, lon), read in
     place (no gathered copies of the truth and climatology per lead). ``lat_seg_start``
     (latitude segments: maximal row runs on which every region's latitude mask is constant),
-    ``lat_w`` (area weight per row) and ``region_latsegs`` (R, latitude segments) serve fields
-    stored (lat, lon), whose fast path sums per (latitude segment, longitude segment) cell.
+    ``lat_w`` (area weight per row) and ``region_latsegs`` (R, latitude segments) give the
+    fast path's cells: (latitude segment, longitude segment) sums where a region that does
+    not span every longitude needs them, full-longitude totals per latitude segment for all.
+    ``cls_seg``, ``cls_w``: :meth:`wxeval.regions.RegionReducer.land_classes` (empty: the land
+    products take the row loops).
 
     out: (N, 6, R) float64 — Σ W·product per region for d², d, |d|, f′o′, f′², o′²;
     bad_out: (N, 2, R) — Σ W·[d is NaN] and Σ W·[f′ or o′ is NaN]. Products at NaN points
-    count as 0. Fields without NaN or ±inf take a fast path; a non-finite value makes its row
-    total non-finite, and only then is the field redone point by point, where ±inf products
-    reach a region's sum only where its weight is > 0 (0 × inf is never formed: values outside
-    a region never matter).
+    count as 0. Fields without NaN or ±inf take a fast path; a non-finite value makes its
+    latitude segment's total non-finite, and only then is the field redone point by point,
+    where ±inf products reach a region's sum only where its weight is > 0 (0 × inf is never
+    formed: values outside a region never matter).
     """
     n_fields = f_at.shape[0]
     na, nb = f.shape[1], f.shape[2]
     nlat = nb if lon_first else na
     nreg = region_land.shape[0]
-    sums = np.zeros((6, 2, nseg, nlat))
-    bad = np.zeros((2, 2, nseg, nlat))
-    nonfinite = np.zeros((3, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products, careful path
-    nf_total = np.zeros((3, 6, 2, nlat))
-    total = np.zeros((6, 2, nlat))  # sums summed over all segments (full-longitude regions)
-    bad_total = np.zeros((2, 2, nlat))
+    # The careful path's arrays (~0.7 MB at 1.5°), allocated by the first field that needs them
+    sums = np.zeros((0, 2, nseg, nlat))
+    bad = np.zeros((0, 2, nseg, nlat))
+    nonfinite = np.zeros((0, 6, 2, nseg, nlat))  # (+inf, −inf, NaN) products
+    nf_total = np.zeros((0, 6, 2, nlat))
+    total = np.zeros((0, 2, nlat))  # sums summed over all segments (full-longitude regions)
+    bad_total = np.zeros((0, 2, nlat))
     full = _full_longitude(region_segs)
     nk = 6 if has_clim else 3
     nland = 2 if use_land else 1
-    # (lat, lon) order: per (latitude segment, longitude segment) cells, one segment at a time
     nlatseg = lat_seg_start.shape[0] - 1
+    need = _needed_cells(region_land, region_segs, region_latsegs, full)
     acc = np.zeros((6, 2, nlat if lon_first else nb))  # one segment's accumulators
+    run = np.zeros((6, 2, nlat))  # fields stored (lon, lat): all longitudes so far
+    ones = np.ones(na)  # rows stored (lon, lat) carry no area weight (the cells do)
     cell = np.zeros((6, 2, nlatseg, nseg))
+    tot = np.zeros((6, 2, nlatseg))
     lon_seg_start = _segment_starts(seg_of_lon, nseg)
+    # Land regions all spanning every longitude (WB2's): their products are summed over the
+    # whole field at once against per-class weights (RegionReducer.land_classes), not by rows.
+    flat = nland == 2 and cls_seg.shape[0] > 0
+    nrows = 1 if flat else nland  # the land products left to the row loops
     for n in range(n_fields):
         fn, on, cn = f[f_at[n]], o[o_at[n]], c[c_at[n]]
         if lon_first:
-            has_nan = _lon_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w,
-                                 lon_seg_start, lsm, acc, cell)
+            _lon_first(fn, on, cn, has_clim, nk, nrows, lat_seg_start, lat_w, lon_seg_start,
+                       lsm, need, ones, acc, run, cell, tot)
         else:
-            has_nan = _lat_first(fn, on, cn, has_clim, nk, nland, lat_seg_start, lat_w,
-                                 lon_seg_start, lsm, acc, cell)
-        # Any NaN or ±inf (input, or overflow) shows up in a plain cell (the land products are
-        # the plain ones times a finite fraction): only then is the field redone point by point.
-        if not has_nan:
-            _cell_regions(cell, nk, region_land, region_latsegs, region_segs, out[n])
+            _lat_first(fn, on, cn, has_clim, nk, nrows, lat_seg_start, lat_w, lon_seg_start,
+                       lsm, need, acc, cell, tot)
+        if flat:
+            _land_by_class(fn, on, cn, has_clim, cls_w, cls_seg, tot)
+        # Any NaN or ±inf (input, or overflow) shows up in a plain total (every point is in
+        # one; the land products are the plain ones times a finite fraction): only then is
+        # the field redone point by point.
+        if _all_finite(tot, nk):
+            _cell_regions(cell, tot, nk, region_land, region_latsegs, region_segs, full, out[n])
             bad_out[n] = 0.0
             continue
+        if sums.shape[0] == 0:
+            sums = np.zeros((6, 2, nseg, nlat))
+            bad = np.zeros((2, 2, nseg, nlat))
+            nonfinite = np.zeros((3, 6, 2, nseg, nlat))
+            nf_total = np.zeros((3, 6, 2, nlat))
+            total = np.zeros((6, 2, nlat))
+            bad_total = np.zeros((2, 2, nlat))
         sums[:] = 0.0
         bad[:] = 0.0
         nonfinite[:] = 0.0
@@ -286,56 +340,318 @@ def field_statistics(
                                                region_segs, region_latw)
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm, acc, cell):
-    """Fields stored (lon, lat): cell[k, land, g, s] as :func:`_lat_first`, longitude segment
-    by segment: its rows add into latitude-long accumulators (hot in cache), then each latitude
-    segment's run is summed with the area weights. Returns whether a plain cell is not
-    finite."""
-    nseg = lon_seg_start.shape[0] - 1
-    ones = np.ones(f.shape[0])  # no row weight here: the area weights come with the cells
-    bad = False
-    for s in range(nseg):
-        a0, a1 = lon_seg_start[s], lon_seg_start[s + 1]
-        acc[:nk, :nland] = 0.0
-        _plain_rows(f, o, c, has_clim, a0, a1, ones, acc)
-        if nland == 2:
-            _land_rows(f, o, c, has_clim, a0, a1, ones, lsm, acc)
-        if _cells_of_rows(acc, nk, nland, lat_seg_start, w, cell, s):
-            bad = True
-    return bad
+@numba.njit(nogil=True, cache=True)
+def _needed_cells(region_land, region_segs, region_latsegs, full):  # pragma: no cover
+    """need[land, g, s]: does a region of that land kind that does not span every longitude
+    hold latitude segment g × longitude segment s? Only those cells are summed; regions
+    spanning every longitude use the latitude segments' full-longitude totals."""
+    nreg, nlatseg = region_latsegs.shape
+    nseg = region_segs.shape[1]
+    need = np.zeros((2, nlatseg, nseg), dtype=np.bool_)
+    for r in range(nreg):
+        if full[r]:
+            continue
+        for g in range(nlatseg):
+            if region_latsegs[r, g]:
+                for s in range(nseg):
+                    if region_segs[r, s]:
+                        need[region_land[r], g, s] = True
+    return need
 
 
 @numba.njit(nogil=True, cache=True)
-def _cells_of_rows(acc, nk, nland, lat_seg_start, w, cell, s):  # pragma: no cover - compiled
-    """cell[k, land, g, s] = Σ_{rows i of latitude segment g} w_i acc[k, land, i], the six
-    products of a segment summed together (one loop per latitude segment, not six: the
-    segments are short); returns whether a plain cell is not finite."""
-    bad = False
+def _land_by_class(f, o, c, has_clim, cls_w, cls_seg, tot):  # pragma: no cover - compiled
+    """tot[k, 1, ·]: each land class's Σ W_q × product k in its first latitude segment, 0 in
+    the others; two classes per pass over the field."""
+    for k in range(tot.shape[0]):
+        for g in range(tot.shape[2]):
+            tot[k, 1, g] = 0.0
+    nq = cls_seg.shape[0]
+    ff, oo, cc = f.ravel(), o.ravel(), c.ravel()
+    for q in range(0, nq, 2):
+        q2 = q + 1 if q + 1 < nq else q
+        _flat_sums(ff, oo, cc, has_clim, cls_w[q].ravel(), cls_w[q2].ravel(), q2 != q,
+                   tot[:, 1, cls_seg[q]], tot[:, 1, cls_seg[q2]])
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _flat_sums(f, o, c, has_clim, w1, w2, two, dst1, dst2):  # pragma: no cover - compiled
+    """dst1[k] = Σ w1 × product k (and dst2 with w2 when ``two``) over whole fields given
+    flat: one long vector loop of register sums, no accumulator arrays."""
+    t0 = t1 = t2 = t3 = t4 = t5 = 0.0
+    u0 = u1 = u2 = u3 = u4 = u5 = 0.0
+    n = f.shape[0]
+    if has_clim and two:
+        for b in range(n):
+            fv = np.float64(f[b])
+            ov = np.float64(o[b])
+            cv = np.float64(c[b])
+            l1 = w1[b]
+            l2 = w2[b]
+            d = fv - ov
+            fa = fv - cv
+            oa = ov - cv
+            p0 = d * d
+            p2 = abs(d)
+            p3 = fa * oa
+            p4 = fa * fa
+            p5 = oa * oa
+            t0 += l1 * p0
+            t1 += l1 * d
+            t2 += l1 * p2
+            t3 += l1 * p3
+            t4 += l1 * p4
+            t5 += l1 * p5
+            u0 += l2 * p0
+            u1 += l2 * d
+            u2 += l2 * p2
+            u3 += l2 * p3
+            u4 += l2 * p4
+            u5 += l2 * p5
+    elif has_clim:
+        for b in range(n):
+            fv = np.float64(f[b])
+            ov = np.float64(o[b])
+            cv = np.float64(c[b])
+            l1 = w1[b]
+            d = fv - ov
+            fa = fv - cv
+            oa = ov - cv
+            t0 += l1 * (d * d)
+            t1 += l1 * d
+            t2 += l1 * abs(d)
+            t3 += l1 * (fa * oa)
+            t4 += l1 * (fa * fa)
+            t5 += l1 * (oa * oa)
+    elif two:
+        for b in range(n):
+            d = np.float64(f[b]) - np.float64(o[b])
+            l1 = w1[b]
+            l2 = w2[b]
+            p0 = d * d
+            p2 = abs(d)
+            t0 += l1 * p0
+            t1 += l1 * d
+            t2 += l1 * p2
+            u0 += l2 * p0
+            u1 += l2 * d
+            u2 += l2 * p2
+    else:
+        for b in range(n):
+            d = np.float64(f[b]) - np.float64(o[b])
+            l1 = w1[b]
+            t0 += l1 * (d * d)
+            t1 += l1 * d
+            t2 += l1 * abs(d)
+    dst1[0] = t0
+    dst1[1] = t1
+    dst1[2] = t2
+    dst1[3] = t3
+    dst1[4] = t4
+    dst1[5] = t5
+    if two:
+        dst2[0] = u0
+        dst2[1] = u1
+        dst2[2] = u2
+        dst2[3] = u3
+        dst2[4] = u4
+        dst2[5] = u5
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _lat_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm,
+               need, acc, cell, tot):  # pragma: no cover - compiled
+    """Fields stored (lat, lon), latitude segment by segment: tot[k, land, g] = Σ over the
+    rows of latitude segment g of w_lat (× λ) × product k, and cell[k, land, g, s] the same
+    over longitude segment s where ``need``. A segment without needed cells sums whole rows in
+    registers; one with needed cells adds its rows into longitude-long accumulators (hot in
+    cache), then sums each needed longitude segment's run, and the whole row for the total."""
+    nlatseg = lat_seg_start.shape[0] - 1
+    nseg = lon_seg_start.shape[0] - 1
+    nb = f.shape[1]
+    for g in range(nlatseg):
+        a0, a1 = lat_seg_start[g], lat_seg_start[g + 1]
+        for land in range(nland):
+            cells = False
+            for s in range(nseg):
+                if need[land, g, s]:
+                    cells = True
+            if not cells:
+                _row_totals(f, o, c, has_clim, land, a0, a1, w, lsm, tot[:, land, g])
+                continue
+            _zero(acc, nk, land)
+            if land == 0:
+                _plain_rows(f, o, c, has_clim, a0, a1, w, acc)
+            else:
+                _land_rows(f, o, c, has_clim, a0, a1, w, lsm, acc)
+            for k in range(nk):
+                row = acc[k, land]
+                v = 0.0
+                for b in range(nb):
+                    v += row[b]
+                tot[k, land, g] = v
+                for s in range(nseg):
+                    if need[land, g, s]:
+                        part = row[lon_seg_start[s]:lon_seg_start[s + 1]]  # from 0: vectorises
+                        v = 0.0
+                        for b in range(part.shape[0]):
+                            v += part[b]
+                        cell[k, land, g, s] = v
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _row_totals(f, o, c, has_clim, land, a0, a1, w, lsm, dst):  # pragma: no cover - compiled
+    """dst[k] = Σ_{rows a0..a1 − 1} w_a Σ_b (λ_ab if land) × product k, each row summed whole
+    in registers (fields stored (lat, lon))."""
+    nb = f.shape[1]
+    t0 = t1 = t2 = t3 = t4 = t5 = 0.0
+    for a in range(a0, a1):
+        fr, orow, cr, lr = f[a], o[a], c[a], lsm[a]
+        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+        if has_clim and land:
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                lam = lr[b]
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                s0 += lam * (d * d)
+                s1 += lam * d
+                s2 += lam * abs(d)
+                s3 += lam * (fa * oa)
+                s4 += lam * (fa * fa)
+                s5 += lam * (oa * oa)
+        elif has_clim:
+            for b in range(nb):
+                fv = np.float64(fr[b])
+                ov = np.float64(orow[b])
+                cv = np.float64(cr[b])
+                d = fv - ov
+                fa = fv - cv
+                oa = ov - cv
+                s0 += d * d
+                s1 += d
+                s2 += abs(d)
+                s3 += fa * oa
+                s4 += fa * fa
+                s5 += oa * oa
+        elif land:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                lam = lr[b]
+                s0 += lam * (d * d)
+                s1 += lam * d
+                s2 += lam * abs(d)
+        else:
+            for b in range(nb):
+                d = np.float64(fr[b]) - np.float64(orow[b])
+                s0 += d * d
+                s1 += d
+                s2 += abs(d)
+        wa = w[a]
+        t0 += wa * s0
+        t1 += wa * s1
+        t2 += wa * s2
+        t3 += wa * s3
+        t4 += wa * s4
+        t5 += wa * s5
+    dst[0] = t0
+    dst[1] = t1
+    dst[2] = t2
+    dst[3] = t3
+    dst[4] = t4
+    dst[5] = t5
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _lon_first(f, o, c, has_clim, nk, nland, lat_seg_start, w, lon_seg_start, lsm,
+               need, ones, acc, run, cell, tot):  # pragma: no cover - compiled
+    """Fields stored (lon, lat): tot and cell as :func:`_lat_first`, longitude segment by
+    segment. Rows add into latitude-long accumulators ``run`` (all longitudes so far), summed
+    with the area weights per latitude segment once per field for the totals; a longitude
+    segment holding needed cells adds its rows into ``acc`` first (hot in cache), sums the
+    needed latitude runs of it into cells, then adds ``acc`` into ``run``."""
+    nseg = lon_seg_start.shape[0] - 1
+    nlatseg = lat_seg_start.shape[0] - 1
+    nlat = f.shape[1]
     for land in range(nland):
-        a0, a1, a2 = acc[0, land], acc[1, land], acc[2, land]
-        a3, a4, a5 = acc[3, land], acc[4, land], acc[5, land]
-        for g in range(lat_seg_start.shape[0] - 1):
-            v0 = v1 = v2 = v3 = v4 = v5 = 0.0
-            for i in range(lat_seg_start[g], lat_seg_start[g + 1]):
-                wi = w[i]
-                v0 += wi * a0[i]
-                v1 += wi * a1[i]
-                v2 += wi * a2[i]
-                if nk > 3:
-                    v3 += wi * a3[i]
-                    v4 += wi * a4[i]
-                    v5 += wi * a5[i]
-            cell[0, land, g, s] = v0
-            cell[1, land, g, s] = v1
-            cell[2, land, g, s] = v2
-            cell[3, land, g, s] = v3
-            cell[4, land, g, s] = v4
-            cell[5, land, g, s] = v5
-            if land == 0 and not (np.isfinite(v0) and np.isfinite(v1) and np.isfinite(v2)
-                                  and np.isfinite(v3) and np.isfinite(v4) and np.isfinite(v5)):
-                bad = True
-    return bad
+        _zero(run, nk, land)
+    for s in range(nseg):
+        a0, a1 = lon_seg_start[s], lon_seg_start[s + 1]
+        cells0 = cells1 = False
+        for g in range(nlatseg):
+            cells0 = cells0 or need[0, g, s]
+            cells1 = cells1 or need[1, g, s]
+        if cells0:
+            _zero(acc, nk, 0)
+        if cells1:
+            _zero(acc, nk, 1)
+        if nland == 2:
+            _both_rows(f, o, c, has_clim, a0, a1, ones, lsm, acc if cells0 else run,
+                       acc if cells1 else run)
+        else:
+            _plain_rows(f, o, c, has_clim, a0, a1, ones, acc if cells0 else run)
+        for land in range(nland):
+            if not (cells1 if land else cells0):
+                continue
+            for g in range(nlatseg):
+                if need[land, g, s]:
+                    _weighted_runs(acc, land, lat_seg_start[g], lat_seg_start[g + 1], w,
+                                   cell[:, land, g, s])
+            for k in range(nk):
+                ra, rr = acc[k, land], run[k, land]
+                for i in range(nlat):
+                    rr[i] += ra[i]
+    for land in range(nland):
+        for g in range(nlatseg):
+            _weighted_runs(run, land, lat_seg_start[g], lat_seg_start[g + 1], w, tot[:, land, g])
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _weighted_runs(acc, land, i0, i1, w, dst):  # pragma: no cover - compiled
+    """dst[k] = Σ_{i0 ≤ i < i1} w_i acc[k, land, i] for the six products at once (one loop,
+    not six: the runs are short)."""
+    # views indexed from 0: a loop from i0 would index with numbers numba cannot prove ≥ 0
+    # (negative indices wrap around), which does not vectorise
+    a0, a1, a2 = acc[0, land, i0:i1], acc[1, land, i0:i1], acc[2, land, i0:i1]
+    a3, a4, a5 = acc[3, land, i0:i1], acc[4, land, i0:i1], acc[5, land, i0:i1]
+    wr = w[i0:i1]
+    v0 = v1 = v2 = v3 = v4 = v5 = 0.0
+    for i in range(i1 - i0):
+        wi = wr[i]
+        v0 += wi * a0[i]
+        v1 += wi * a1[i]
+        v2 += wi * a2[i]
+        v3 += wi * a3[i]
+        v4 += wi * a4[i]
+        v5 += wi * a5[i]
+    dst[0] = v0
+    dst[1] = v1
+    dst[2] = v2
+    dst[3] = v3
+    dst[4] = v4
+    dst[5] = v5
+
+
+@numba.njit(nogil=True, cache=True)
+def _zero(acc, nk, land):  # pragma: no cover - compiled
+    """acc[:nk, land] = 0 as plain loops (numba's slice assignment costs ~1 µs here)."""
+    for k in range(nk):
+        row = acc[k, land]
+        for i in range(row.shape[0]):
+            row[i] = 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _all_finite(tot, nk):  # pragma: no cover - compiled
+    """Are the plain totals of the nk products all finite (no NaN or ±inf in the field)?"""
+    for k in range(nk):
+        for g in range(tot.shape[2]):
+            if not np.isfinite(tot[k, 0, g]):
+                return False
+    return True
 
 
 @numba.njit(nogil=True, cache=True)
@@ -349,9 +665,10 @@ def _segment_starts(seg_of_lon, nseg):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _cell_regions(cell, nk, region_land, region_latsegs, region_segs, out):  # pragma: no cover
-    """out[k, r] = Σ of cell[k, land_r, g, s] over region r's latitude and longitude segments
-    (0 for the products k ≥ nk not computed)."""
+def _cell_regions(cell, tot, nk, region_land, region_latsegs, region_segs, full, out):  # noqa: E501  # pragma: no cover
+    """out[k, r] = Σ over region r's latitude segments of the full-longitude total (a region
+    spanning every longitude) or of the cells of its longitude segments (0 for the products
+    k ≥ nk not computed)."""
     nreg, nlatseg = region_latsegs.shape
     nseg = region_segs.shape[1]
     for r in range(nreg):
@@ -361,6 +678,9 @@ def _cell_regions(cell, nk, region_land, region_latsegs, region_segs, out):  # p
             if k < nk:
                 for g in range(nlatseg):
                     if region_latsegs[r, g]:
+                        if full[r]:
+                            value += tot[k, land, g]
+                            continue
                         for s in range(nseg):
                             if region_segs[r, s]:
                                 value += cell[k, land, g, s]

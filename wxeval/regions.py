@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _TOL = 1e-6
+#: Land classes summed over whole fields by the kernel at most (:meth:`RegionReducer.land_classes`:
+#: each costs A × B float64 of weights and a pass over each field per two classes); with more,
+#: the kernel's row loops take the land products.
+MAX_LAND_CLASSES = 3
+#: ... and their weights at most this many bytes: the whole-field sums pay off while fields and
+#: weights stay in cache (1.5°: 0.45 MB, 1°: 1.6 MB); at 0.25° (25 MB) streaming the weights
+#: costs more than the row loops' six accumulators.
+MAX_LAND_CLASS_BYTES = 4 << 20
 
 
 def area_weights(latitude: np.ndarray) -> np.ndarray:
@@ -224,10 +232,55 @@ class RegionReducer:
             for k, r in enumerate(self.regions)
         ], dtype=np.float64)  # (R, nlat)
         self._weight_sums = np.einsum("ri,ri->r", self.region_latw, per_row)
+        self._land_classes: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def n_regions(self) -> int:
         return len(self.regions)
+
+    def land_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The land regions' latitude segments by class, for the kernel's whole-field land sums:
+        ``(first, weights)``, ``first[q]`` the first latitude segment of class q and
+        ``weights[q]`` (A, B) in the fields' storage order, w_i λ_ij on the rows of class q's
+        segments and 0 elsewhere. A class is the latitude segments held by the same land
+        regions (WB2's three land regions: two or three classes), so a land region spanning
+        every longitude holds every segment of a class or none.
+
+        Empty (no class) when there is no land region, when a land region does not span every
+        longitude (its sums need cells), when there are more than :data:`MAX_LAND_CLASSES`
+        classes or their weights exceed :data:`MAX_LAND_CLASS_BYTES`, or for fields stored
+        (lat, lon), whose row loops sum whole rows in registers anyway (faster there from 1°
+        on): the kernel's row loops then take the land products. Computed once per reducer
+        (Q × A × B float64)."""
+        if self._land_classes is None:  # two threads may both compute it: the same arrays
+            self._land_classes = self._compute_land_classes()
+        return self._land_classes
+
+    def _compute_land_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        na, nb = self.lsm.shape
+        none = (np.zeros(0, dtype=np.int64), np.zeros((0, na, nb)))
+        land = self.region_land == 1
+        if self.lon_axis == -1 or not land.any() or not self.region_segs[land].all():
+            return none
+        held = self.region_latsegs[land]  # (land regions, latitude segments)
+        patterns: list[bytes] = []
+        first, rows = [], []
+        for g in range(held.shape[1]):
+            if not held[:, g].any():
+                continue
+            key = held[:, g].tobytes()
+            if key not in patterns:
+                patterns.append(key)
+                first.append(g)
+                rows.append(np.zeros(self.nlat, dtype=bool))
+            rows[patterns.index(key)][self.lat_seg_start[g]:self.lat_seg_start[g + 1]] = True
+        if len(first) > MAX_LAND_CLASSES or len(first) * na * nb * 8 > MAX_LAND_CLASS_BYTES:
+            return none
+        lat_axis = 1 if self.lon_axis == -2 else 0
+        shape = (1, -1) if lat_axis == 1 else (-1, 1)
+        weights = np.array([self.lsm * np.where(r, self.area_weights, 0.0).reshape(shape)
+                            for r in rows], dtype=np.float64)
+        return np.array(first, dtype=np.int64), np.ascontiguousarray(weights)
 
     def weight_sums(self) -> np.ndarray:
         """Σ W per region."""

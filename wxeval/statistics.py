@@ -336,7 +336,7 @@ def _fused(groups, f, o, c, reducer, skipna) -> dict[str, np.ndarray]:
     has_clim = c is not None
     field_statistics(f[0], f[1], o[0], o[1], *(c if has_clim else f), has_clim,
                      *_reducer_args(reducer), reducer.lat_seg_start, reducer.area_weights,
-                     reducer.region_latsegs, sums, bad)
+                     reducer.region_latsegs, *reducer.land_classes(), sums, bad)
     wsum = reducer.weight_sums()[None, :]
     out = {}
     if "errors" in groups:
