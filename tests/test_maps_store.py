@@ -7,7 +7,6 @@ by a spy on compute_task (the inits whose sums each task computes)."""
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 
 import numpy as np
@@ -142,21 +141,6 @@ def test_fresh_rerun_and_split_runs(case_root, tmp_path, monkeypatch, skipna):
     for a, b in itertools.combinations(parts, 2):
         assert a.inits.isdisjoint(b.inits)
     assert sum(len(q.inits) for q in parts) == 8
-
-
-def test_local_parts_are_stored_raw(case_root, tmp_path):
-    """On a local disk the sums are stored in a Blosc frame without compression (level 0):
-    each chunk holds its lead's float64 sums as they are, after Blosc's 16-byte header."""
-    case, root = case_root
-    score(_config(tmp_path / "c.yaml", case, skipna=False, maps=True), ["model"], tmp_path / "a")
-    metas = list((tmp_path / "a" / "statistics").rglob("*.maps/*/sums/.zarray"))
-    assert len(metas) == 2  # one part per variable
-    for meta in metas:
-        zarray = json.loads(meta.read_text())
-        assert zarray["compressor"]["clevel"] == 0
-        n = int(np.prod(zarray["chunks"]))
-        for chunk in meta.parent.glob("[0-9]*"):
-            assert chunk.stat().st_size == 16 + 8 * n
 
 
 def _keys(out, var):
@@ -330,10 +314,8 @@ def test_map_sums_on_gs(case_root, tmp_path, gcs, monkeypatch):
     import gcsfs
 
     case, root = case_root
-    with monkeypatch.context() as m:  # the objects as they go to a remote store: compressed
-        m.setattr(sum_parts, "LOCAL_COMPRESSOR", sum_parts.COMPRESSOR)
-        twin = score(_config(tmp_path / "twin.yaml", case, skipna=False, maps=True),
-                     ["model"], tmp_path / "twin")
+    twin = score(_config(tmp_path / "twin.yaml", case, skipna=False, maps=True), ["model"],
+                 tmp_path / "twin")
     blobs = [p for p in (tmp_path / "twin" / "statistics").rglob("*") if p.is_file()]
     if any(p.read_bytes().endswith(b"\r") for p in blobs):
         pytest.xfail("an object ends in \\r: the GCS emulator drops that byte when gcsfs "
@@ -346,11 +328,6 @@ def test_map_sums_on_gs(case_root, tmp_path, gcs, monkeypatch):
     cfg.write_text(yaml.safe_dump(data))
     first = score(cfg, ["model"], tmp_path / "o1")
     _check_maps(first, case, range(8), False)
-    fs = gcsfs.GCSFileSystem(token="anon")
-    metas = fs.glob(f"{data['output']['statistics']}/model/*/*.maps/*/sums/.zarray")
-    assert metas  # parts on the remote store: compressed (bytes to send cost more than CPU)
-    for meta in metas:
-        assert json.loads(fs.cat(meta))["compressor"] == sum_parts.COMPRESSOR.get_config()
     gcsfs.GCSFileSystem.clear_instance_cache()
     spy = Spy(monkeypatch)
     again = score(cfg, ["model"], tmp_path / "o2")

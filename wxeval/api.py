@@ -328,8 +328,7 @@ def _make_maps(m, map_sums, plan, cfg, output) -> tuple:
         _add_land_sea_mask(ds, m, plan)
     path = None
     if output is not None:
-        path = maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg),
-                               map_sums.file_values(m.name))
+        path = maps.write_maps(ds, Path(output), m.name, results.provenance(m, plan, cfg))
     return ds, path
 
 

@@ -26,8 +26,7 @@ everywhere: then the ``count`` attribute of ``<variable>.bias``): 1.5°, 41 lead
 
 Statistics store (:mod:`wxeval.sum_parts`): the sums are kept as parts over exact init sets,
 3 × 8 B per grid point and field whatever the number of inits (the count too where it varies):
-0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB; 83 MB compressed, as
-on a remote store),
+0.70 MB per field at 1.5° (a month of 10 fields × 21 leads: 146 MB, 83 MB on disk),
 24.9 MB at 0.25° (a 0.25° year of 4 leads × 8 fields: 0.8 GB, the same as a 0.25° month: a
 year of nightly runs is summed into ~1 part per variable). Reruns compute only the inits the
 store lacks.
@@ -50,8 +49,6 @@ from wxeval.schema import LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 MAPS = ("bias", "mse", "mae")
-#: How the maps file stores each map (classic netCDF: big-endian float32).
-FILE_DTYPE = ">f4"
 
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
@@ -333,10 +330,8 @@ class MapSums:
     def __init__(self, models):
         self._models = {m.name: m for m in models}
         self.sums: dict[tuple[str, str], np.ndarray] = {}
-        #: Entries whose sums :meth:`dataset` or :meth:`finish` turned into means (in place).
+        #: Entries whose sums :meth:`dataset` has turned into means (in place).
         self._means: set[tuple[str, str]] = set()
-        #: Maps :meth:`finish` converted for the file, per entry.
-        self._file_values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self.grid: dict[str, tuple[tuple[str, str], dict[str, np.ndarray]]] = {}
 
     def add(self, res) -> None:
@@ -355,7 +350,6 @@ class MapSums:
         all_leads = m.lead_times
         all_levels = m.levels[var]
         key = (model, var)
-        self._check_open(key)
         nlev = 1 if all_levels is None else len(all_levels)
         li = np.searchsorted(all_leads, leads)
         lv = np.array([0] if levels is None else [list(all_levels).index(x) for x in levels])
@@ -373,33 +367,6 @@ class MapSums:
                 target[lead_pos][:, lv] += sums[a]
         return False
 
-    def finish(self, model: str, var: str) -> None:
-        """All sums of (model, variable) are in: turn them into its maps now, in place (on
-        the sums' writer thread while other variables' tasks run; :meth:`dataset` then only
-        picks them up). Nothing may be added to them afterwards."""
-        key = (model, var)
-        if key in self.sums and key not in self._means:
-            _means_in_place(self.sums[key])
-            self._means.add(key)
-            # and as the maps file stores them (:func:`write_maps`): big-endian float32 in
-            # (lead, [level,] lat, lon) order, converted here rather than at the end
-            _, _, views = self._cell_views(model, var)
-            self._file_values[key] = {
-                f"{var}.{k}": np.array(v, dtype=FILE_DTYPE, order="C") for k, v in views.items()}
-
-    def file_values(self, model: str) -> dict[str, np.ndarray]:
-        """The maps of ``model`` that :meth:`finish` already converted for its file, by
-        variable name in the file (``<variable>.<map>``)."""
-        out = {}
-        for (name, _), values in self._file_values.items():
-            if name == model:
-                out.update(values)
-        return out
-
-    def _check_open(self, key: tuple) -> None:
-        if key in self._means:
-            raise RuntimeError(f"map sums of {key} added after their maps were made")
-
     def add_stored(self, model: str, var: str, part, values: np.ndarray, cells) -> None:
         """Add a stored part's sums (:class:`wxeval.sum_parts.Part`, ``values`` as stored) at
         ``cells`` ((lead in ns, level) pairs)."""
@@ -408,7 +375,6 @@ class MapSums:
         values = full_maps(part, values)
         m = self._models[model]
         key = (model, var)
-        self._check_open(key)
         all_levels = m.levels[var]
         if key not in self.sums:
             nlev = 1 if all_levels is None else len(all_levels)
@@ -420,44 +386,15 @@ class MapSums:
         for lead, lev in cells:
             target[lead_pos[lead], :, lev_pos[lev]] += values[src_lead[lead], :, src_lev[lev]]
 
-    def _cell_views(self, model: str, var: str) -> tuple[list, dict, dict[str, np.ndarray]]:
-        """The dims, coordinates and views in (lead, [level,] lat, lon) order (latitude and
-        longitude ascending) of the maps of (model, variable), whose sums have been turned into
-        means: bias, mse, mae, count."""
-        m = self._models[model]
-        sums = self.sums[(model, var)]
-        spatial, coords = self.grid[model]
-        maps = {"bias": sums[:, 1], "mse": sums[:, 2], "mae": sums[:, 3], "count": sums[:, 0]}
-        lat, lon = coords[LATITUDE], coords[LONGITUDE]
-        ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
-        levels = m.levels[var]
-        cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
-        cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
-        if levels is None:
-            cell.remove(LEVEL)
-        else:
-            cell_coords[LEVEL] = list(levels)
-        views = {}
-        for k in (*MAPS, "count"):
-            values = maps[k]
-            if spatial[0] != LATITUDE:
-                values = np.swapaxes(values, -1, -2)
-            if (np.diff(ilat) != 1).any():
-                values = values[..., ilat, :]
-            if (np.diff(ilon) != 1).any():
-                values = values[..., ilon]
-            if levels is None:
-                values = values[:, 0]
-            views[k] = values
-        return cell, cell_coords, views
-
     def dataset(self, model: str) -> xr.Dataset:
         """The maps of ``model`` (see the module doc), float64, latitude ascending. The sums
         become the maps in place: nothing may be added afterwards (nor read as sums)."""
+        m = self._models[model]
         out = {}
         for (name, var), sums in sorted(self.sums.items()):
             if name != model:
                 continue
+            spatial, coords = self.grid[model]
             # The maps in the truth's storage order, computed in place of the sums (no new
             # arrays: their page faults cost more than the arithmetic), then views in (lead,
             # level, lat, lon) order (a copy only to sort coordinates; the file's writer
@@ -465,8 +402,27 @@ class MapSums:
             if (name, var) not in self._means:
                 _means_in_place(sums)
                 self._means.add((name, var))
-            cell, cell_coords, views = self._cell_views(model, var)
-            for k, values in views.items():
+            maps = {"bias": sums[:, 1], "mse": sums[:, 2], "mae": sums[:, 3],
+                    "count": sums[:, 0]}
+            lat, lon = coords[LATITUDE], coords[LONGITUDE]
+            ilat, ilon = np.argsort(lat, kind="stable"), np.argsort(lon, kind="stable")
+            levels = m.levels[var]
+            cell = [LEAD_TIME, LEVEL, LATITUDE, LONGITUDE]
+            cell_coords = {LEAD_TIME: m.lead_times, LATITUDE: lat[ilat], LONGITUDE: lon[ilon]}
+            if levels is None:
+                cell.remove(LEVEL)
+            else:
+                cell_coords[LEVEL] = list(levels)
+            for k in (*MAPS, "count"):
+                values = maps[k]
+                if spatial[0] != LATITUDE:
+                    values = np.swapaxes(values, -1, -2)
+                if (np.diff(ilat) != 1).any():
+                    values = values[..., ilat, :]
+                if (np.diff(ilon) != 1).any():
+                    values = values[..., ilon]
+                if levels is None:
+                    values = values[:, 0]
                 out[f"{var}.{k}"] = xr.DataArray(values, dims=cell, coords=cell_coords)
         ds = xr.Dataset(out)
         ds.attrs["maps_definition"] = (
@@ -479,15 +435,13 @@ def _positions(values) -> dict:
     return {v: i for i, v in enumerate(list(values))}
 
 
-def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict,
-               file_values: dict[str, np.ndarray] | None = None) -> str:
+def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict) -> str:
     """Write ``<out>/<model>.maps.nc`` (classic netCDF, atomically); return its path.
 
     The same file :func:`wxeval.results.write_netcdf` writes with ``dtype="float32"`` (same
     variables, attributes and encodings; ``tests/test_maps.py`` compares them), written by
     :mod:`wxeval.netcdf_classic`: each map converted once, from float64 to big-endian float32,
-    into a reused buffer (xarray's and scipy's path copy every map twice more), unless
-    ``file_values`` (:meth:`MapSums.file_values`) holds it converted already."""
+    into a reused buffer (xarray's and scipy's path copy every map twice more)."""
     from wxeval import netcdf_classic as nc
     from wxeval import results
 
@@ -516,12 +470,8 @@ def write_maps(ds: xr.Dataset, out: Path, model: str, attrs: dict,
         else:
             variables[name] = nc.Variable(c.dims, c.values, ">f8", {
                 **attrs_of(c.attrs), "_FillValue": np.float64(np.nan)})
-    ready = file_values or {}
     for name, da in keep.items():
-        values = ready.get(name)
-        if values is None or values.shape != da.shape:
-            values = da.values
-        variables[name] = nc.Variable(da.dims, values, FILE_DTYPE, {
+        variables[name] = nc.Variable(da.dims, da.values, ">f4", {
             **attrs_of(da.attrs), "_FillValue": np.float32(np.nan)})
     gattrs = attrs_of({**ds.attrs, **attrs})
     results.atomic_write(path, lambda tmp: nc.write(tmp, dict(ds.sizes), variables, gattrs))

@@ -73,14 +73,11 @@ def write(path: str, dims: Mapping[str, int], variables: Mapping[str, Variable],
         fh.write(b"".join(head) + var_list(offsets))
         for name, var in variables.items():
             values = np.asarray(var.values)
-            if values.dtype == np.dtype(var.dtype) and values.flags.c_contiguous:
-                out = values  # already as stored
-            else:
-                key = (values.shape, var.dtype)
-                if key not in buffers:
-                    buffers[key] = np.empty(values.shape, var.dtype)
-                out = buffers[key]
-                np.copyto(out, values, casting="unsafe")
+            key = (values.shape, var.dtype)
+            if key not in buffers:
+                buffers[key] = np.empty(values.shape, var.dtype)
+            out = buffers[key]
+            np.copyto(out, values, casting="unsafe")
             fh.write(memoryview(out.reshape(-1).view(np.uint8)))
             fh.write(b"\0" * (sizes[name][1] - sizes[name][0]))
 

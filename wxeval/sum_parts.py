@@ -6,12 +6,11 @@ Layout (sibling folders of an entry's regional parts, under the same entry key
     <root>/<model>/<variable>/<entry key>.maps/<part>.zarr      map sums over a set of inits
     <root>/<model>/<variable>/<entry key>.spectra/<part>.zarr   spectra sums over a set of inits
 
-A part is a Zarr v2 group with one float64 array ``sums``, one chunk per lead (Blosc: raw on a
-local disk, LZ4 with bit shuffle on a remote store, ~1.8x on these sums), whose commit marker
-``.wxeval-complete`` holds its index: the exact inits it sums over (``init_time``, ns), its
-``lead_time``, ``level`` (None: a surface variable), ``statistics`` and shape. Written
-atomically like the regional parts (locally a temporary name renamed into place with its
-marker; on object stores the marker last).
+A part is a Zarr v2 group with one float64 array ``sums``, one chunk per lead (LZ4 with bit
+shuffle: ~1.8x on these sums), whose commit marker ``.wxeval-complete`` holds its index: the
+exact inits it sums over (``init_time``, ns), its ``lead_time``, ``level`` (None: a surface
+variable), ``statistics`` and shape. Written atomically like the regional parts (locally a
+temporary name renamed into place with its marker; on object stores the marker last).
 
 * maps: ``sums`` (lead, statistic, level, *spatial), spatial dims in the truth's storage order;
   statistics ``sum_err, sum_se, sum_ae`` (:mod:`wxeval.maps`) and ``count`` unless the count
@@ -35,11 +34,10 @@ init is counted twice (:func:`plan`):
 So at every cell the chosen stored parts and the computed parts are pairwise disjoint and
 together hold exactly the run's inits there (``tests/test_maps_store.py``).
 
-Size (float64; on a local disk stored as is, on a remote store ~1.8x smaller by the
-compressor, see :data:`LOCAL_COMPRESSOR`): a maps part holds 3 (or 4 with a varying count)
-× leads × levels × grid points × 8 B, whatever its number of inits. 1.5° (121 × 240):
-0.70 MB per (lead, level) field (~0.4 MB compressed), so the benchmark's month (10 fields,
-21 leads) is 146 MB (83 MB compressed); 0.25° (721 × 1440): 24.9 MB per field, so
+Size (float64; stored ~1.8x smaller by the compressor): a maps part holds 3 (or 4 with a
+varying count) × leads × levels × grid points × 8 B, whatever its number of inits. 1.5°
+(121 × 240): 0.70 MB per (lead, level) field (~0.4 MB on disk), so the benchmark's month
+(10 fields, 21 leads) is 146 MB (83 MB on disk); 0.25° (721 × 1440): 24.9 MB per field, so
 a 0.25° year of, say, 4 leads × 8 fields is 0.8 GB per part. A run writes one part per entry
 and layout (:class:`Writer`: the tasks' sums gathered in memory, stored when the layout's last
 task is in, on failure and every 60 s), and parts of one layout are summed into one
@@ -70,13 +68,9 @@ FORMAT_VERSION = 1
 KINDS = ("maps", "spectra")
 #: Parts of one layout an entry holds before a run sums them into one (:func:`compact`).
 COMPACT_AFTER = 4
-#: Parts on a remote store (bytes to send): bit-shuffled LZ4 at level 1, ~1.8x on these sums
-#: at ~1.6 GB/s (level 5: a little more, at half the speed).
+#: Bit-shuffled LZ4 at level 1: ~1.8x on these sums at ~2 GB/s (level 5: a little more, at
+#: half the speed).
 COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE)
-#: Parts on a local disk: raw in a Blosc frame (level 0, ~20 GB/s). Compressing the 1.5°
-#: month's 146 MB of sums cost 0.07-0.1 s of CPU, ~5 % of its run, to save 63 MB of disk
-#: that does not grow with the inits (:func:`compact`); any Blosc frame is read alike.
-LOCAL_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=0, shuffle=numcodecs.Blosc.NOSHUFFLE)
 MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 
 Cell = tuple[int, "int | None"]  # (lead in ns, level or None)
@@ -136,8 +130,7 @@ def write_part(
         **extra,
     }
     objects = _objects(values, {"model": model, "variable": variable, "entry_key": key,
-                                "index": index, **(attrs or {})},
-                       LOCAL_COMPRESSOR if store._local else COMPRESSOR)
+                                "index": index, **(attrs or {})})
     marker = json.dumps(index).encode()
     if store._local:
         os.makedirs(where, exist_ok=True)
@@ -154,13 +147,13 @@ def write_part(
     return final
 
 
-def _objects(values: np.ndarray, attrs: dict, compressor: numcodecs.Blosc):
+def _objects(values: np.ndarray, attrs: dict):
     """The objects of a Zarr v2 group with the array ``sums`` chunked by its first axis (one
     chunk per lead: a chunk stays far below Blosc's 2 GB limit even at 0.25°)."""
     values = np.asarray(values, dtype=np.float64)
     shape = list(values.shape)
     meta = {"zarr_format": 2, "shape": shape, "chunks": [1, *shape[1:]], "dtype": "<f8",
-            "compressor": compressor.get_config(), "fill_value": "NaN", "order": "C",
+            "compressor": COMPRESSOR.get_config(), "fill_value": "NaN", "order": "C",
             "filters": None, "dimension_separator": "."}
 
     def dump(obj) -> bytes:
@@ -172,7 +165,7 @@ def _objects(values: np.ndarray, attrs: dict, compressor: numcodecs.Blosc):
     yield "sums/.zattrs", dump(attrs)
     tail = ".0" * (len(shape) - 1)
     for i in range(shape[0]):
-        yield f"sums/{i}{tail}", bytes(compressor.encode(np.ascontiguousarray(values[i])))
+        yield f"sums/{i}{tail}", bytes(COMPRESSOR.encode(np.ascontiguousarray(values[i])))
 
 
 def read_values(store: StatisticsStore, part: Part) -> np.ndarray:
@@ -682,25 +675,13 @@ class Writer:
                 earlier.result()  # the total is that array: written before it changes
             adopted = self.map_sums.add_sums(model, var, e["leads"], e["levels"], e["values"])
             release = not adopted
-        # the last layout of a (model, variable) still to come: once its part is written (the
-        # pool writes in order, so every earlier part of the entry is written too), its maps
-        # are made from the total while the tasks of other variables run, not at the end
-        last = (kind == "maps" and self.map_sums is not None
-                and not self._still_to_come(model, var))
         self._pending = [f for f in self._pending if not f.done() or f.result()]
-        future = self._pool.submit(self._write, key[:3], e, release, last)
+        future = self._pool.submit(self._write, key[:3], e, release)
         self._pending.append(future)
         if adopted:
             self._adopted[(model, var)] = future
 
-    def _still_to_come(self, model: str, var: str) -> bool:
-        """Whether more map sums of (model, variable) may still reach :meth:`_submit`: a
-        layout of it gathering, or task parts of it not in yet."""
-        entry = ("maps", model, var)
-        return any(k[:3] == entry for k in self._open) or any(
-            n > 0 for k, n in self._expected.items() if k[:3] == entry)
-
-    def _write(self, entry, e, release: bool, last: bool = False) -> None:
+    def _write(self, entry, e, release: bool) -> None:
         from wxeval.maps import BUFFERS
 
         kind, model, var = entry
@@ -713,8 +694,6 @@ class Writer:
                              self.attrs)
         if release:
             BUFFERS.give(e["values"])
-        if last:
-            self.map_sums.finish(model, var)
 
     def flush(self) -> None:
         """Start writing everything gathered (returns at once)."""
