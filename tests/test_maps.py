@@ -95,14 +95,16 @@ def test_cli_maps(mapped, tmp_path):
     assert (tmp_path / "model.maps.nc").is_file()
 
 
-def test_kernel_equals_numpy_reference():
+@pytest.mark.parametrize("n_inits", [1, 4, 8, 13, 19])  # the kernel takes 8, 4, then 1 a pass
+def test_kernel_equals_numpy_reference(n_inits):
     from wxeval.maps import accumulate, reference
 
-    rng = np.random.default_rng(1)
-    f = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
-    o = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
-    f[1, 0, 2, 3] = np.nan
-    o[3, 1, 0, 0] = np.inf
+    rng = np.random.default_rng(n_inits)
+    f = rng.normal(size=(n_inits, 2, 3, 5)).astype(np.float32)
+    o = rng.normal(size=(n_inits, 2, 3, 5)).astype(np.float32)
+    f[n_inits // 3, 0, 2, 3] = np.nan
+    o[n_inits - 1, 1, 0, 0] = np.inf
+    f[(5 * n_inits) // 6, 1, 1, 1] = np.nan
     for skipna in (False, True):
         np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
                                    reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)
