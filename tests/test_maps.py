@@ -117,6 +117,27 @@ def test_kernel_equals_numpy_reference(n_inits):
                                    equal_nan=True)
 
 
+@pytest.mark.parametrize("skipna", [False, True])
+def test_kernel_over_several_blocks_of_points(skipna):
+    """More grid points than the kernel's block (its sums kept in cache): every block summed,
+    with NaN in the first and the last block, written fresh or added to earlier sums."""
+    from wxeval.maps import BLOCK, accumulate, reference
+
+    rng = np.random.default_rng(11)
+    shape = (13, 3, 80, 90)
+    assert BLOCK < 3 * 80 * 90 < 2 * BLOCK
+    f = rng.normal(size=shape).astype(np.float32)
+    o = rng.normal(size=shape).astype(np.float32)
+    f[2, 0, 0, 5] = np.nan
+    f[9, 2, 79, 89] = np.nan
+    want = reference(f, o, skipna=skipna)
+    out = np.full((4, *shape[1:]), 7.0)
+    accumulate(f, o, skipna=skipna, out=out, fresh=True)
+    np.testing.assert_allclose(out, want, rtol=1e-12, equal_nan=True)
+    accumulate(f, o, skipna=skipna, out=out)
+    np.testing.assert_allclose(out, 2 * want, rtol=1e-12, equal_nan=True)
+
+
 def test_maps_add_across_tasks(mapped, tmp_path):
     """A tiny memory budget splits the work into many tasks (init blocks, level groups): the
     sums add up to the same maps."""

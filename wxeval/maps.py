@@ -94,53 +94,71 @@ def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(rows).reshape(-1), npts
 
 
+#: Grid points per block of :func:`_accumulate`: its sums (3 × 8 B a point) stay in L2 while
+#: every init passes over them.
+BLOCK = 16384
+
+
 @numba.njit(nogil=True, cache=True)
 def _accumulate(f, fstep, o, ooff, n, npts, skipna, out, fresh):  # pragma: no cover
     """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
-    …, of o: o[ooff[i]:] …, float64 sums). Rows are taken eight (then four, then one) at a
-    time, so that ``out`` is read and written once per eight rows (its traffic bounds this
-    kernel: with four rows per pass a 1.5° lead of 32 inits took 0.34-0.37 ns per point with
-    its data out of cache, with eight 0.26-0.28);
-    each row is a contiguous slice, so the loops vectorise (a branch-free NaN test with
-    ``skipna``): ~11 GB/s of float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
-    if fresh:
-        out[:] = 0.0
-    if not skipna:
-        for p in range(npts):
-            out[0, p] += n
+    …, of o: o[ooff[i]:] …, float64 sums). The traffic of ``out`` (read and written once per
+    pass), not the inputs', bounds this kernel, so the points go by blocks of :data:`BLOCK`
+    (their sums stay in cache while every row passes over them) and rows are taken eight
+    (then four, then one) at a time; each row is a contiguous slice, so the loops vectorise
+    (a branch-free NaN test with ``skipna``, compiled apart from the plain loop). A 1.5° lead
+    of 32 inits, data out of cache: 0.23-0.24 ns per point, against 0.30-0.36 with four rows
+    per pass over the whole sums. ``fresh``: ``out`` zeroed first (block by block, in cache)."""
+    for p0 in range(0, npts, BLOCK):
+        m = min(BLOCK, npts - p0)
+        if fresh:
+            out[:, p0:p0 + m] = 0.0
+        if not skipna:
+            c = out[0, p0:p0 + m]
+            for p in range(m):
+                c[p] += n
+        if skipna:
+            _passes(f, fstep, o, ooff, n, p0, m, True, out)
+        else:
+            _passes(f, fstep, o, ooff, n, p0, m, False, out)
+
+
+@numba.njit(inline="always")
+def _passes(f, fstep, o, ooff, n, p0, m, skipna, out):  # pragma: no cover - compiled
+    """Every row i over points p0 … p0 + m − 1 (``skipna`` a constant where inlined)."""
+    c, s1, s2, s3 = out[0, p0:p0 + m], out[1, p0:p0 + m], out[2, p0:p0 + m], out[3, p0:p0 + m]
     i = 0
     while i + 8 <= n:
-        _eight(_row(f, fstep, i, npts), _at(o, ooff, i, npts),
-               _row(f, fstep, i + 1, npts), _at(o, ooff, i + 1, npts),
-               _row(f, fstep, i + 2, npts), _at(o, ooff, i + 2, npts),
-               _row(f, fstep, i + 3, npts), _at(o, ooff, i + 3, npts),
-               _row(f, fstep, i + 4, npts), _at(o, ooff, i + 4, npts),
-               _row(f, fstep, i + 5, npts), _at(o, ooff, i + 5, npts),
-               _row(f, fstep, i + 6, npts), _at(o, ooff, i + 6, npts),
-               _row(f, fstep, i + 7, npts), _at(o, ooff, i + 7, npts), skipna,
-               out[0], out[1], out[2], out[3])
+        _eight(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m),
+               _row(f, fstep, i + 1, p0, m), _at(o, ooff, i + 1, p0, m),
+               _row(f, fstep, i + 2, p0, m), _at(o, ooff, i + 2, p0, m),
+               _row(f, fstep, i + 3, p0, m), _at(o, ooff, i + 3, p0, m),
+               _row(f, fstep, i + 4, p0, m), _at(o, ooff, i + 4, p0, m),
+               _row(f, fstep, i + 5, p0, m), _at(o, ooff, i + 5, p0, m),
+               _row(f, fstep, i + 6, p0, m), _at(o, ooff, i + 6, p0, m),
+               _row(f, fstep, i + 7, p0, m), _at(o, ooff, i + 7, p0, m), skipna,
+               c, s1, s2, s3)
         i += 8
     while i + 4 <= n:
-        _four(_row(f, fstep, i, npts), _at(o, ooff, i, npts),
-              _row(f, fstep, i + 1, npts), _at(o, ooff, i + 1, npts),
-              _row(f, fstep, i + 2, npts), _at(o, ooff, i + 2, npts),
-              _row(f, fstep, i + 3, npts), _at(o, ooff, i + 3, npts), skipna,
-              out[0], out[1], out[2], out[3])
+        _four(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m),
+              _row(f, fstep, i + 1, p0, m), _at(o, ooff, i + 1, p0, m),
+              _row(f, fstep, i + 2, p0, m), _at(o, ooff, i + 2, p0, m),
+              _row(f, fstep, i + 3, p0, m), _at(o, ooff, i + 3, p0, m), skipna,
+              c, s1, s2, s3)
         i += 4
     while i < n:
-        _one(_row(f, fstep, i, npts), _at(o, ooff, i, npts), skipna,
-             out[0], out[1], out[2], out[3])
+        _one(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m), skipna, c, s1, s2, s3)
         i += 1
 
 
 @numba.njit(inline="always")
-def _row(x, step, i, npts):  # pragma: no cover - compiled
-    return x[i * step:i * step + npts]
+def _row(x, step, i, p0, m):  # pragma: no cover - compiled
+    return x[i * step + p0:i * step + p0 + m]
 
 
 @numba.njit(inline="always")
-def _at(x, offsets, i, npts):  # pragma: no cover - compiled
-    return x[offsets[i]:offsets[i] + npts]
+def _at(x, offsets, i, p0, m):  # pragma: no cover - compiled
+    return x[offsets[i] + p0:offsets[i] + p0 + m]
 
 
 @numba.njit(inline="always")
