@@ -95,14 +95,16 @@ def test_cli_maps(mapped, tmp_path):
     assert (tmp_path / "model.maps.nc").is_file()
 
 
-def test_kernel_equals_numpy_reference():
+@pytest.mark.parametrize("n_inits", [1, 4, 8, 13, 19])  # the kernel takes 8, 4, then 1 a pass
+def test_kernel_equals_numpy_reference(n_inits):
     from wxeval.maps import accumulate, reference
 
-    rng = np.random.default_rng(1)
-    f = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
-    o = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
-    f[1, 0, 2, 3] = np.nan
-    o[3, 1, 0, 0] = np.inf
+    rng = np.random.default_rng(n_inits)
+    f = rng.normal(size=(n_inits, 2, 3, 5)).astype(np.float32)
+    o = rng.normal(size=(n_inits, 2, 3, 5)).astype(np.float32)
+    f[n_inits // 3, 0, 2, 3] = np.nan
+    o[n_inits - 1, 1, 0, 0] = np.inf
+    f[(5 * n_inits) // 6, 1, 1, 1] = np.nan
     for skipna in (False, True):
         np.testing.assert_allclose(accumulate(f, o, skipna=skipna),
                                    reference(f, o, skipna=skipna), rtol=1e-12, equal_nan=True)
@@ -113,6 +115,27 @@ def test_kernel_equals_numpy_reference():
         want = np.stack([ok.sum(0), dz.sum(0), (dz**2).sum(0), np.abs(dz).sum(0)])
         np.testing.assert_allclose(accumulate(f, o, skipna=skipna), want, rtol=1e-12,
                                    equal_nan=True)
+
+
+@pytest.mark.parametrize("skipna", [False, True])
+def test_kernel_over_several_blocks_of_points(skipna):
+    """More grid points than the kernel's block (its sums kept in cache): every block summed,
+    with NaN in the first and the last block, written fresh or added to earlier sums."""
+    from wxeval.maps import BLOCK, accumulate, reference
+
+    rng = np.random.default_rng(11)
+    shape = (13, 3, 80, 90)
+    assert BLOCK < 3 * 80 * 90 < 2 * BLOCK
+    f = rng.normal(size=shape).astype(np.float32)
+    o = rng.normal(size=shape).astype(np.float32)
+    f[2, 0, 0, 5] = np.nan
+    f[9, 2, 79, 89] = np.nan
+    want = reference(f, o, skipna=skipna)
+    out = np.full((4, *shape[1:]), 7.0)
+    accumulate(f, o, skipna=skipna, out=out, fresh=True)
+    np.testing.assert_allclose(out, want, rtol=1e-12, equal_nan=True)
+    accumulate(f, o, skipna=skipna, out=out)
+    np.testing.assert_allclose(out, 2 * want, rtol=1e-12, equal_nan=True)
 
 
 def test_maps_add_across_tasks(mapped, tmp_path):

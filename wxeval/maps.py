@@ -94,40 +94,107 @@ def _rows(x: np.ndarray) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(rows).reshape(-1), npts
 
 
+#: Grid points per block of :func:`_accumulate`: its sums (3 × 8 B a point) stay in L2 while
+#: every init passes over them.
+BLOCK = 16384
+
+
 @numba.njit(nogil=True, cache=True)
 def _accumulate(f, fstep, o, ooff, n, npts, skipna, out, fresh):  # pragma: no cover
     """out[:, p] += (count, Σ d, Σ d², Σ |d|) over rows i of f − o (row i of f: f[i * fstep:]
-    …, of o: o[ooff[i]:] …, float64 sums). Rows are taken four at a time, so that ``out`` is
-    read and written once per four rows (its traffic, not the inputs', bounds this kernel);
-    each row is a contiguous slice, so the loops vectorise (a branch-free NaN test with
-    ``skipna``): ~11 GB/s of float32 forecast per thread. ``fresh``: ``out`` zeroed first."""
-    if fresh:
-        out[:] = 0.0
-    if not skipna:
-        for p in range(npts):
-            out[0, p] += n
+    …, of o: o[ooff[i]:] …, float64 sums). The traffic of ``out`` (read and written once per
+    pass), not the inputs', bounds this kernel, so the points go by blocks of :data:`BLOCK`
+    (their sums stay in cache while every row passes over them) and rows are taken eight
+    (then four, then one) at a time; each row is a contiguous slice, so the loops vectorise
+    (a branch-free NaN test with ``skipna``, compiled apart from the plain loop). A 1.5° lead
+    of 32 inits, data out of cache: 0.23-0.24 ns per point, against 0.30-0.36 with four rows
+    per pass over the whole sums. ``fresh``: ``out`` zeroed first (block by block, in cache)."""
+    for p0 in range(0, npts, BLOCK):
+        m = min(BLOCK, npts - p0)
+        if fresh:
+            out[:, p0:p0 + m] = 0.0
+        if not skipna:
+            c = out[0, p0:p0 + m]
+            for p in range(m):
+                c[p] += n
+        if skipna:
+            _passes(f, fstep, o, ooff, n, p0, m, True, out)
+        else:
+            _passes(f, fstep, o, ooff, n, p0, m, False, out)
+
+
+@numba.njit(inline="always")
+def _passes(f, fstep, o, ooff, n, p0, m, skipna, out):  # pragma: no cover - compiled
+    """Every row i over points p0 … p0 + m − 1 (``skipna`` a constant where inlined)."""
+    c, s1, s2, s3 = out[0, p0:p0 + m], out[1, p0:p0 + m], out[2, p0:p0 + m], out[3, p0:p0 + m]
     i = 0
+    while i + 8 <= n:
+        _eight(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m),
+               _row(f, fstep, i + 1, p0, m), _at(o, ooff, i + 1, p0, m),
+               _row(f, fstep, i + 2, p0, m), _at(o, ooff, i + 2, p0, m),
+               _row(f, fstep, i + 3, p0, m), _at(o, ooff, i + 3, p0, m),
+               _row(f, fstep, i + 4, p0, m), _at(o, ooff, i + 4, p0, m),
+               _row(f, fstep, i + 5, p0, m), _at(o, ooff, i + 5, p0, m),
+               _row(f, fstep, i + 6, p0, m), _at(o, ooff, i + 6, p0, m),
+               _row(f, fstep, i + 7, p0, m), _at(o, ooff, i + 7, p0, m), skipna,
+               c, s1, s2, s3)
+        i += 8
     while i + 4 <= n:
-        _four(_row(f, fstep, i, npts), _at(o, ooff, i, npts),
-              _row(f, fstep, i + 1, npts), _at(o, ooff, i + 1, npts),
-              _row(f, fstep, i + 2, npts), _at(o, ooff, i + 2, npts),
-              _row(f, fstep, i + 3, npts), _at(o, ooff, i + 3, npts), skipna,
-              out[0], out[1], out[2], out[3])
+        _four(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m),
+              _row(f, fstep, i + 1, p0, m), _at(o, ooff, i + 1, p0, m),
+              _row(f, fstep, i + 2, p0, m), _at(o, ooff, i + 2, p0, m),
+              _row(f, fstep, i + 3, p0, m), _at(o, ooff, i + 3, p0, m), skipna,
+              c, s1, s2, s3)
         i += 4
     while i < n:
-        _one(_row(f, fstep, i, npts), _at(o, ooff, i, npts), skipna,
-             out[0], out[1], out[2], out[3])
+        _one(_row(f, fstep, i, p0, m), _at(o, ooff, i, p0, m), skipna, c, s1, s2, s3)
         i += 1
 
 
 @numba.njit(inline="always")
-def _row(x, step, i, npts):  # pragma: no cover - compiled
-    return x[i * step:i * step + npts]
+def _row(x, step, i, p0, m):  # pragma: no cover - compiled
+    return x[i * step + p0:i * step + p0 + m]
 
 
 @numba.njit(inline="always")
-def _at(x, offsets, i, npts):  # pragma: no cover - compiled
-    return x[offsets[i]:offsets[i] + npts]
+def _at(x, offsets, i, p0, m):  # pragma: no cover - compiled
+    return x[offsets[i] + p0:offsets[i] + p0 + m]
+
+
+@numba.njit(inline="always")
+def _keep(d):  # pragma: no cover - compiled
+    """(d, 1) where d is a number, (0, 0) where it is NaN (branch-free: the loops vectorise)."""
+    ok = d == d
+    return (d if ok else 0.0), (1.0 if ok else 0.0)
+
+
+@numba.njit(inline="always")
+def _eight(f0, o0, f1, o1, f2, o2, f3, o3, f4, o4, f5, o5, f6, o6, f7, o7, skipna, c, s1, s2,
+           s3):  # pragma: no cover - compiled
+    for p in range(f0.shape[0]):
+        d0 = np.float64(f0[p]) - np.float64(o0[p])
+        d1 = np.float64(f1[p]) - np.float64(o1[p])
+        d2 = np.float64(f2[p]) - np.float64(o2[p])
+        d3 = np.float64(f3[p]) - np.float64(o3[p])
+        d4 = np.float64(f4[p]) - np.float64(o4[p])
+        d5 = np.float64(f5[p]) - np.float64(o5[p])
+        d6 = np.float64(f6[p]) - np.float64(o6[p])
+        d7 = np.float64(f7[p]) - np.float64(o7[p])
+        if skipna:
+            d0, k0 = _keep(d0)
+            d1, k1 = _keep(d1)
+            d2, k2 = _keep(d2)
+            d3, k3 = _keep(d3)
+            d4, k4 = _keep(d4)
+            d5, k5 = _keep(d5)
+            d6, k6 = _keep(d6)
+            d7, k7 = _keep(d7)
+            c[p] += ((k0 + k1) + (k2 + k3)) + ((k4 + k5) + (k6 + k7))
+        s1[p] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+        s2[p] += ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + (
+            (d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7))
+        s3[p] += ((abs(d0) + abs(d1)) + (abs(d2) + abs(d3))) + (
+            (abs(d4) + abs(d5)) + (abs(d6) + abs(d7)))
 
 
 @numba.njit(inline="always")
