@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builders import ref_area_weights, ref_box_mask
+from test_kernel_layout import LAT, LON, _fields, _stored  # the same 5° grid and fields
 
 from wxeval.regions import MAX_LAND_CLASSES, Region, RegionReducer, custom_region
 from wxeval.statistics import compute, reference
 
-LAT = np.linspace(-90.0, 90.0, 37)  # 5°: rows at −5° and 10° exist
-LON = np.arange(72) * 5.0
+# the 5° grid has rows at −5° and 10°
 GROUPS = ("errors", "anomalies", "nan_counts")
 
 #: (name, latitude band, longitude bands as the reference mask reads them, land)
@@ -97,17 +97,6 @@ def _dense_weights(spec, lsm):
     return np.array(out)
 
 
-def _fields(n, seed):
-    rng = np.random.default_rng(seed)
-    lsm = np.clip(rng.uniform(-0.8, 1.5, size=(len(LAT), len(LON))), 0, 1)
-    c = (280 + 5 * rng.normal(size=(n, len(LAT), len(LON)))).astype(np.float32)
-    o = (c + 3 * rng.normal(size=c.shape)).astype(np.float32)
-    f = (o + 0.5 + 2 * rng.normal(size=c.shape)).astype(np.float32)
-    return f, o, c, lsm
-
-
-def _stored(x, lon_first):
-    return np.ascontiguousarray(np.swapaxes(x, -1, -2) if lon_first else x)
 
 
 def _direct_sums(f, o, c, w):
