@@ -236,3 +236,47 @@ def test_maps_file_is_the_generic_netcdf_table(mapped, tmp_path):
             for k, v in va._attributes.items():
                 np.testing.assert_array_equal(v, vb._attributes[k], err_msg=f"{name}.{k}")
             assert va.data.tobytes() == vb.data.tobytes(), name
+
+
+def test_maps_too_big_for_their_file_are_refused_before_computing(mapped, tmp_path,
+                                                                    monkeypatch):
+    """A map (lead × level × grid point, float32) over classic netCDF's 4 GiB per variable is
+    refused before any task runs, naming the model, the variable and the size (exit 2); here
+    the limit is lowered to fall between the case's two variables' map sizes."""
+    import wxeval.api as api
+    from wxeval import maps
+    from wxeval.config import ConfigError
+
+    case, root, skipna, _ = mapped
+    if skipna:
+        pytest.skip("once is enough")
+    n_points = len(case.latitude) * len(case.longitude)
+    surface = len(case.lead_times) * n_points * 4  # 2m_temperature: one level
+    upper = surface * len(case.levels)  # temperature at 500 and 850 hPa
+    monkeypatch.setattr(maps, "FILE_VARIABLE_LIMIT", (surface + upper) // 2)
+    ran = []
+    monkeypatch.setattr(api, "compute_task", lambda *a, **k: ran.append(1))
+    with pytest.raises(ConfigError, match="variable 'temperature'.*2 level"):
+        score(root / "cfg.yaml", ["model"], tmp_path / "out")
+    assert ran == []
+    res = CliRunner().invoke(app, ["score", "-c", str(root / "cfg.yaml"), "-o",
+                                   str(tmp_path / "cli"), "--all", "--maps"])
+    assert res.exit_code == 2, res.output
+    assert "temperature" in res.output and "fewer leads or levels" in res.output
+    assert ran == []
+
+
+def test_classic_netcdf_refuses_a_large_variable_that_is_not_the_last(tmp_path):
+    """Classic netCDF states each variable's size in 32 bits: only the last variable may take
+    more than 4 GiB. A larger one before it is refused before the file is created (the arrays
+    here are broadcast views: nothing that big is allocated)."""
+    from wxeval import netcdf_classic as nc
+
+    big = np.broadcast_to(np.float32(0), (2**16, 2**15))  # 8 GiB as float32
+    small = np.zeros((2, 3), np.float32)
+    path = tmp_path / "x.nc"
+    with pytest.raises(ValueError, match="'big' takes 8.0 GiB"):
+        nc.write(str(path), {"y": 2**16, "x": 2**15, "a": 2, "b": 3},
+                 {"big": nc.Variable(("y", "x"), big, ">f4"),
+                  "small": nc.Variable(("a", "b"), small, ">f4")}, {})
+    assert not path.exists()

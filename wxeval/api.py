@@ -288,14 +288,19 @@ def _with_maps(tasks, plan, cfg):
     if not cfg.evaluation.maps:
         return None
     from wxeval.evaluate import truth_grid
-    from wxeval.maps import MapSums
+    from wxeval.maps import MapSums, check_file_size
 
     for task in tasks:
         task.maps = True
     sums = MapSums(plan.models)
     for m in plan.models:
         if m.variables:
-            sums.grid[m.name] = truth_grid(m.truth, m.variables[0], plan.stores)
+            sums.grid[m.name] = grid = truth_grid(m.truth, m.variables[0], plan.stores)
+            n_points = int(np.prod([len(grid[1][d]) for d in grid[0]]))
+            for var in m.variables:
+                levels = m.levels[var]
+                check_file_size(m.name, var, len(m.lead_times),
+                                1 if levels is None else len(levels), n_points)
     return sums
 
 

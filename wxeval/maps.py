@@ -49,6 +49,26 @@ from wxeval.schema import LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 MAPS = ("bias", "mse", "mae")
+#: Largest variable of a classic netCDF file (64-bit offset) but its last one, in bytes: each
+#: map of the maps file must fit (all of a variable's maps have the same size).
+FILE_VARIABLE_LIMIT = 2**32 - 4
+
+
+def check_file_size(model: str, variable: str, n_leads: int, n_levels: int,
+                    n_points: int) -> None:
+    """Refuse, before anything is computed, maps whose file could not hold them: one map
+    (lead × level × grid point, float32) over :data:`FILE_VARIABLE_LIMIT` (e.g. 0.25° with
+    85 leads and 13 levels: 4.6 GB)."""
+    from wxeval.config import ConfigError
+
+    size = n_leads * n_levels * n_points * 4
+    if size > FILE_VARIABLE_LIMIT:
+        raise ConfigError(
+            f"maps of model {model!r}, variable {variable!r}: one map would take "
+            f"{size / 2**30:.1f} GiB ({n_leads} leads × {n_levels} level(s) × {n_points} grid "
+            f"points, float32), over the {FILE_VARIABLE_LIMIT / 2**30:.0f} GiB a classic "
+            "netCDF variable may hold: score maps for fewer leads or levels per run (e.g. "
+            "--leads 24h,72h,120h,240h, or evaluation.levels)")
 
 
 def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,

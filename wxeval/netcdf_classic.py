@@ -51,6 +51,11 @@ def write(path: str, dims: Mapping[str, int], variables: Mapping[str, Variable],
             raise ValueError(f"{name}: shape {np.shape(var.values)} is not {shape}")
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(var.dtype).itemsize
         sizes[name] = (nbytes, nbytes + (-nbytes) % 4)
+    # the format states each variable's size in 32 bits: only the last may exceed them
+    for name in list(variables)[:-1]:
+        if sizes[name][0] > 2**32 - 4:
+            raise ValueError(f"{path}: variable {name!r} takes {sizes[name][0] / 2**30:.1f} GiB; "
+                             "classic netCDF allows more than 4 GiB for its last variable only")
 
     def var_list(offsets):
         entries = []
