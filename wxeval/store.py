@@ -254,19 +254,7 @@ class StatisticsStore:
         folder = self._path(model, variable, key)
         if folder in self._listed:
             return list(self._listed[folder])
-        try:
-            # One listing (a single request on object stores) finds every commit marker.
-            files = self.fs.find(folder)
-        except FileNotFoundError:
-            files = []
-        out = []
-        for f in files:
-            if not f.endswith("/" + MARKER):
-                continue
-            part = f[: -len(MARKER) - 1]
-            base = part.rsplit("/", 1)[-1]
-            if base.endswith(".zarr") and not base.startswith(".tmp-"):
-                out.append(part)
+        out = committed_parts(self.fs, folder)
         unknown = [p for p in out if p not in self._indexes]
         if unknown:
             # Every commit marker carries its part's coordinates: one fetch gives the index.
@@ -496,6 +484,25 @@ def _covered(paths: list[str], index_of) -> set[str]:
         p for p in paths
         if any(q != p and q > p and inits[p] <= inits[q] for q in merged)
     }
+
+
+def committed_parts(fs, folder: str) -> list[str]:
+    """The parts (``<name>.zarr``, not a writer's ``.tmp-`` one) right in ``folder`` whose
+    commit marker exists: one listing, a single request on object stores."""
+    try:
+        files = fs.find(folder)
+    except FileNotFoundError:
+        return []
+    depth = folder.rstrip("/").count("/") + 1
+    out = []
+    for f in files:
+        if not f.endswith("/" + MARKER):
+            continue
+        part = f[: -len(MARKER) - 1]
+        base = part.rsplit("/", 1)[-1]
+        if base.endswith(".zarr") and not base.startswith(".tmp-") and part.count("/") == depth:
+            out.append(part)
+    return out
 
 
 def part_statistics(index: dict) -> list[str]:

@@ -60,7 +60,13 @@ from dataclasses import dataclass, field
 import numcodecs
 import numpy as np
 
-from wxeval.store import LIST_ATTEMPTS, MARKER, StatisticsStore, _fsync_dir
+from wxeval.store import (
+    LIST_ATTEMPTS,
+    MARKER,
+    StatisticsStore,
+    _fsync_dir,
+    committed_parts,
+)
 
 log = logging.getLogger("wxeval")
 
@@ -199,19 +205,7 @@ def read_values(store: StatisticsStore, part: Part) -> np.ndarray:
 def list_parts(store: StatisticsStore, kind: str, model: str, variable: str, key: str
                ) -> list[Part]:
     """Complete parts (commit marker with a readable index of ``kind``), in name order."""
-    where = folder(store, kind, model, variable, key)
-    try:
-        files = store.fs.find(where)
-    except FileNotFoundError:
-        files = []
-    paths = []
-    for f in files:
-        if f.endswith("/" + MARKER):
-            p = f[: -len(MARKER) - 1]
-            base = p.rsplit("/", 1)[-1]
-            if base.endswith(".zarr") and not base.startswith(".tmp-") and p.count("/") == \
-                    where.count("/") + 1:
-                paths.append(p)
+    paths = committed_parts(store.fs, folder(store, kind, model, variable, key))
     if not paths:
         return []
     blobs = store.fs.cat([f"{p}/{MARKER}" for p in paths], on_error="return")
