@@ -45,13 +45,14 @@ import numba
 import numpy as np
 import xarray as xr
 
+from wxeval import netcdf_classic as nc_classic
 from wxeval.schema import LATITUDE, LEAD_TIME, LEVEL, LONGITUDE
 
 MAP_STATISTICS = ("count", "sum_err", "sum_se", "sum_ae")
 MAPS = ("bias", "mse", "mae")
 #: Largest variable of a classic netCDF file (64-bit offset) but its last one, in bytes: each
 #: map of the maps file must fit (all of a variable's maps have the same size).
-FILE_VARIABLE_LIMIT = 2**32 - 4
+FILE_VARIABLE_LIMIT = nc_classic.VARIABLE_LIMIT
 
 
 def check_file_size(model: str, variable: str, n_leads: int, n_levels: int,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _DIMENSION, _VARIABLE, _ATTRIBUTE = 10, 11, 12
+#: Largest size in bytes of any variable but the last: the format states sizes in 32 bits.
+VARIABLE_LIMIT = 2**32 - 4
 _TYPES = {np.dtype("S1"): 2, np.dtype(">i4"): 4, np.dtype(">f4"): 5, np.dtype(">f8"): 6}
 
 
@@ -51,9 +53,8 @@ def write(path: str, dims: Mapping[str, int], variables: Mapping[str, Variable],
             raise ValueError(f"{name}: shape {np.shape(var.values)} is not {shape}")
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(var.dtype).itemsize
         sizes[name] = (nbytes, nbytes + (-nbytes) % 4)
-    # the format states each variable's size in 32 bits: only the last may exceed them
-    for name in list(variables)[:-1]:
-        if sizes[name][0] > 2**32 - 4:
+    for name in list(variables)[:-1]:  # only the last may exceed the 32-bit size
+        if sizes[name][0] > VARIABLE_LIMIT:
             raise ValueError(f"{path}: variable {name!r} takes {sizes[name][0] / 2**30:.1f} GiB; "
                              "classic netCDF allows more than 4 GiB for its last variable only")
 
