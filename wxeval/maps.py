@@ -129,7 +129,8 @@ def _accumulate(f, fstep, o, ooff, n, npts, skipna, out, fresh):  # pragma: no c
     (then four, then one) at a time; each row is a contiguous slice, so the loops vectorise
     (a branch-free NaN test with ``skipna``, compiled apart from the plain loop). A 1.5° lead
     of 20 or 32 inits (two levels), data out of cache: 0.30-0.32 ns per point, against
-    0.36-0.39 with four rows per pass over the whole sums (10 inits: 0.41-0.45 either way). ``fresh``: ``out`` zeroed first (block by block, in cache)."""
+    0.36-0.39 with four rows per pass over the whole sums (10 inits: 0.41-0.45 either way).
+    ``fresh``: ``out`` zeroed first (block by block, in cache)."""
     for p0 in range(0, npts, BLOCK):
         m = min(BLOCK, npts - p0)
         if fresh:
