@@ -62,6 +62,15 @@ SETS = {
         ("land_box", (20, 70), ((0, 60),), True),
         ("wrap_land", (-70, 0), ((300, 360), (0, 30)), True),
     ),
+    # plain boxes needing cells next to land regions that span every longitude (fields stored
+    # (lon, lat): the land products summed over whole fields by class, the plain ones in cells)
+    "boxes_and_land_bands": (
+        ("global", (-90, 90), FULL, False),
+        ("box", (25, 60), ((240, 285),), False),
+        ("wrap", (35, 75), ((347.5, 360), (0, 42.5)), False),
+        ("global_land", (-90, 90), FULL, True),
+        ("extratropics_land", ((-90, -20), (20, 90)), FULL, True),
+    ),
     "plain_boxes": (
         ("box", (25, 60), ((240, 285),), False),
         ("wrap", (35, 75), ((347.5, 360), (0, 42.5)), False),
@@ -135,7 +144,8 @@ def test_the_sets_hold_what_they_are_for():
         assert boxes.any() == (name not in ("bands", "many_land_bands"))
         assert (boxes & (r.region_land == 1)).any() == (name in ("boxes", "land_boxes"))
     # land classes summed over whole fields ("bands"), or too many for that
-    for name, many in (("bands", False), ("many_land_bands", True)):
+    for name, many in (("bands", False), ("many_land_bands", True),
+                       ("boxes_and_land_bands", False)):
         r = RegionReducer(_regions(SETS[name]), LAT, LON, lsm)
         first, weights = r.land_classes()
         assert (len(first) == 0) == many and len(weights) == len(first)

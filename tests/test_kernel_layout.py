@@ -80,6 +80,20 @@ def test_in_place_stacks_equal_gathered_fields(lon_first):
         np.testing.assert_allclose(by_index[g], expected[g], rtol=1e-12, atol=1e-9, err_msg=g)
 
 
+@pytest.mark.parametrize("bad", [
+    (np.array([0, 1]), np.array([0, 7]), np.array([0, 1])),  # past the end of o
+    (np.array([0, 1]), np.array([0, -1]), np.array([0, 1])),  # negative: would wrap round
+    (np.array([0, 1]), np.array([0]), np.array([0, 1])),  # shorter than f's
+])
+def test_positions_outside_a_stack_are_refused(bad):
+    """The kernels index the stacks unchecked: positions that are not all inside their stack
+    (or not one per field) are an error, not a read of other memory."""
+    f, o, c, lsm = _fields(2, seed=3)
+    reducer = RegionReducer(REGIONS, LAT, LON, lsm, lon_axis=-1)
+    with pytest.raises(ValueError, match="positions `at`"):
+        compute(GROUPS, f, o, c, reducer, at=bad)
+
+
 def test_field_stack_views_a_lead_of_a_read_group():
     """A lead of a read group (init, lead, level, A, B)[:, k] is served without a copy; the
     stack stays inside the group's buffer; other layouts are copied."""

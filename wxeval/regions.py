@@ -168,9 +168,12 @@ class RegionReducer:
 
     Every region's weight is separable, W_ij = w_i · a_i · b_j · (λ_ij if land), with w the
     area weights, a/b its latitude/longitude masks and λ the land fraction. Longitudes are cut
-    into *segments* (maximal runs on which every region's longitude mask is constant); the
-    kernel (:mod:`wxeval.kernels`) sums each product over a segment per latitude row, and a
-    region's sum is Σ over its segments and rows of w_i a_i × that partial sum.
+    into *segments* (maximal runs on which every region's longitude mask is constant), and
+    latitudes likewise; the kernel (:mod:`wxeval.kernels`) sums each product per latitude
+    segment over every longitude, and per (latitude segment × longitude segment) cell only where
+    a region that does not span every longitude needs it, so a region's sum is a short sum of
+    those (its careful path, for fields with NaN or ±inf, sums per latitude row and longitude
+    segment).
 
     Fields have shape (..., A, B) where (A, B) is (longitude, latitude) (``lon_axis=-2``, the
     WeatherBench 2 storage order) or (latitude, longitude) (``lon_axis=-1``).
@@ -210,7 +213,7 @@ class RegionReducer:
         self.region_segs = lon_masks_arr[:, first].copy()  # (R, nseg)
         self.region_latw = np.array([w * m for m in lat_masks], dtype=np.float64)  # (R, nlat)
         # Latitude segments likewise (maximal row runs on which every region's latitude mask is
-        # constant), for fields stored (lat, lon): the kernel sums them per (lat, lon) segment.
+        # constant): the kernel's totals and cells are per latitude segment, in both orders.
         self.area_weights = np.asarray(w, dtype=np.float64)
         lat_masks_arr = np.array(lat_masks, dtype=bool)  # (R, nlat)
         lat_change = np.ones(self.nlat, dtype=bool)

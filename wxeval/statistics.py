@@ -239,6 +239,11 @@ def compute(groups: Iterable[str], f, o, c, reducer, *, skipna: bool = False, se
     f_at, o_at, c_at = (np.asarray(a, dtype=np.int64) for a in at)
     if c is None:
         c_at = f_at
+    # the kernels index the stacks unchecked: a position outside one would read other memory
+    for name, idx, stack in (("f", f_at, f), ("o", o_at, o), ("c", c_at, f if c is None else c)):
+        if idx.shape != f_at.shape or (idx.size and not 0 <= idx.min() <= idx.max() < len(stack)):
+            raise ValueError(f"compute: positions `at` of {name} must be {f_at.shape[0]} "
+                             f"positions in 0..{len(stack) - 1}")
     for g in groups:
         if g == "seeps":
             if seeps is None:
