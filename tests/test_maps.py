@@ -280,3 +280,18 @@ def test_classic_netcdf_refuses_a_large_variable_that_is_not_the_last(tmp_path):
                  {"big": nc.Variable(("y", "x"), big, ">f4"),
                   "small": nc.Variable(("a", "b"), small, ">f4")}, {})
     assert not path.exists()
+
+
+def test_map_sizes_refused_before_computing_and_wb2_jobs_accepted():
+    """WB2's 0.25° job (41 leads, 13 levels) fits both limits; 0.1° with 13 levels does not
+    fit one stored chunk of a lead's sums (4 × levels × points × 8 B over Blosc's 2 GB), and
+    0.25° with 85 leads of 13 levels does not fit a classic netCDF variable (float32 map
+    over 4 GiB): both refused, naming the model, variable and what to reduce."""
+    from wxeval.config import ConfigError
+    from wxeval.maps import check_file_size
+
+    check_file_size("hres", "temperature", 41, 13, 721 * 1440)  # no error
+    with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one lead's sums.*2\.6 GiB"):
+        check_file_size("hres", "temperature", 4, 13, 1801 * 3600)
+    with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one map.*4\.3 GiB"):
+        check_file_size("hres", "temperature", 85, 13, 721 * 1440)

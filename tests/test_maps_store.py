@@ -374,7 +374,8 @@ def test_a_truncated_stored_part_is_an_error_not_garbage_maps(case_root, tmp_pat
         score(full, ["model"], tmp_path / "a")
 
 
-@pytest.mark.parametrize("damage", ["no init_time", "shape", "statistics order"])
+@pytest.mark.parametrize("damage", ["no init_time", "shape", "statistics order",
+                                    "level not a list", "lead_time a number", "grid shape"])
 def test_a_part_with_an_unusable_index_is_ignored_and_recomputed(case_root, tmp_path, damage):
     """A part whose index lacks a key, states a shape that is not its leads × statistics ×
     levels, or lists the map statistics out of their written order, is ignored (logged): its
@@ -390,6 +391,12 @@ def test_a_part_with_an_unusable_index_is_ignored_and_recomputed(case_root, tmp_
         del idx["init_time"]
     elif damage == "shape":
         idx["shape"][0] += 1
+    elif damage == "level not a list":
+        idx["level"] = 500
+    elif damage == "lead_time a number":
+        idx["lead_time"] = 0
+    elif damage == "grid shape":
+        idx["shape"][-1] += 1
     else:
         idx["statistics"] = idx["statistics"][::-1]
     marker.write_text(json.dumps(idx))

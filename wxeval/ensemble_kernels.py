@@ -13,9 +13,9 @@ come (o the truth, x̄ the member mean)
   independent of member order).
 
 Sums are accumulated per latitude row and longitude segment (as :mod:`wxeval.kernels`' careful
-path), plain and land-weighted, and reduced to regions with the same region weights. A point where the truth
-or any member is not finite counts as missing (NaN): it is tallied apart, and makes the region's
-sums NaN unless ``skipna`` (done by the caller from the tallies).
+path), plain and land-weighted, and reduced to regions with the same region weights. A point
+where the truth or any member is not finite counts as missing (NaN): it is tallied apart, and
+makes the region's sums NaN unless ``skipna`` (done by the caller from the tallies).
 """
 
 from __future__ import annotations

@@ -59,9 +59,19 @@ def check_file_size(model: str, variable: str, n_leads: int, n_levels: int,
                     n_points: int) -> None:
     """Refuse, before anything is computed, maps whose file could not hold them: one map
     (lead × level × grid point, float32) over :data:`FILE_VARIABLE_LIMIT` (e.g. 0.25° with
-    85 leads and 13 levels: 4.6 GB)."""
+    85 leads and 13 levels: 4.6 GB); or whose sums the statistics store could not: one lead's
+    sums (4 × level × grid point, float64, one Blosc chunk) over Blosc's 2 GB."""
+    import numcodecs.blosc
+
     from wxeval.config import ConfigError
 
+    chunk = 4 * n_levels * n_points * 8
+    if chunk > numcodecs.blosc.MAX_BUFFERSIZE:
+        raise ConfigError(
+            f"maps of model {model!r}, variable {variable!r}: one lead's sums would take "
+            f"{chunk / 2**30:.1f} GiB ({n_levels} level(s) × {n_points} grid points × 4 sums, "
+            "float64), over the 2 GiB a stored chunk may hold: score maps for fewer levels "
+            "per run (evaluation.levels)")
     size = n_leads * n_levels * n_points * 4
     if size > FILE_VARIABLE_LIMIT:
         raise ConfigError(

@@ -234,6 +234,14 @@ def _index_problem(idx: dict, kind: str) -> str | None:
                if k not in idx]
     if missing:
         return f"its index lacks {missing}"
+    lists = ["init_time", "lead_time", "statistics", "shape"] + (
+        [] if idx["level"] is None else ["level"])
+    wrong = [k for k in lists if not isinstance(idx[k], list)]
+    if wrong:
+        return f"its index's {wrong} are not lists"
+    if not all(isinstance(x, int) for k in ("init_time", "lead_time", "shape")
+               for x in idx[k]):
+        return "its index's init times, lead times or shape are not integers"
     shape, stats = list(idx["shape"]), list(idx["statistics"])
     nlev = 1 if idx["level"] is None else len(idx["level"])
     # maps (lead, statistic, level, *spatial); spectra (lead, level, statistic, wavenumber)
@@ -244,20 +252,16 @@ def _index_problem(idx: dict, kind: str) -> str | None:
 
     if kind == "maps" and stats not in (list(MAP_STATISTICS), list(MAP_STATISTICS[1:])):
         return f"map statistics {stats} are not {list(MAP_STATISTICS)} (or without count)"
+    # the rest of the shape: the grid (maps) or the wavenumbers (spectra) the index names
+    tail = idx.get("grid") if kind == "maps" else [idx.get("nk")]
+    if shape[3:] != tail:
+        return f"shape {shape} does not end {tail} (its grid or wavenumbers)"
     return None
 
 
 def _remove(store: StatisticsStore, part: Part) -> int:
-    """Delete a part, its commit marker first (so it stops counting at once)."""
-    try:
-        store.fs.rm(f"{part.path}/{MARKER}")
-    except FileNotFoundError:
-        return 0
-    try:
-        store.fs.rm(part.path, recursive=True)
-    except FileNotFoundError:
-        pass
-    return 1
+    """Delete a part, its commit marker first (:meth:`StatisticsStore._remove_part`)."""
+    return store._remove_part(part.path)
 
 
 # ---------------------------------------------------------------------------------------------
