@@ -291,7 +291,7 @@ def test_map_sizes_refused_before_computing_and_wb2_jobs_accepted():
     from wxeval.maps import check_file_size
 
     check_file_size("hres", "temperature", 41, 13, 721 * 1440)  # no error
-    with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one lead's sums.*2\.6 GiB"):
+    with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one lead's sums.*2\.5 GiB"):
         check_file_size("hres", "temperature", 4, 13, 1801 * 3600)
     with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one map.*4\.3 GiB"):
         check_file_size("hres", "temperature", 85, 13, 721 * 1440)
