@@ -180,6 +180,12 @@ def test_kernel_reads_views_without_copying_them():
     block = rng.normal(size=(5, 3, 2, 4, 6)).astype(np.float32)  # (init, lead, level, lat, lon)
     block[2, 1, 0, 3, 5] = np.nan
     o = rng.normal(size=(5, 2, 4, 6)).astype(np.float32)
+    from wxeval.maps import _rows
+
+    # the rows of a lead of the block are read where they lie; a step inside a row is copied
+    assert np.shares_memory(_rows(block[:, 1])[0], block)
+    assert np.shares_memory(_rows(block[::2, 1])[0], block)
+    assert not np.shares_memory(_rows(block[:, 1, :, :, ::2])[0], block)
     for f in (block[:, 1], block[:, 1, :, :, ::2], block[::2, 1]):
         oo = o[:, :, :, : f.shape[-1]][: f.shape[0]]
         for skipna in (False, True):
@@ -295,3 +301,25 @@ def test_map_sizes_refused_before_computing_and_wb2_jobs_accepted():
         check_file_size("hres", "temperature", 4, 13, 1801 * 3600)
     with pytest.raises(ConfigError, match=r"'hres'.*'temperature'.*one map.*4\.3 GiB"):
         check_file_size("hres", "temperature", 85, 13, 721 * 1440)
+
+
+@pytest.mark.parametrize("case", ["fields", "inits", "o_rows", "o_rows count", "out"])
+def test_kernel_refuses_inputs_it_would_read_past(case):
+    """The map kernel indexes unchecked: mismatched fields, truth rows outside the stack, or
+    an ``out`` it could not add into in place are an error, not a silent wrong sum."""
+    from wxeval.maps import accumulate
+
+    f = np.zeros((3, 4, 5), np.float32)
+    o, rows, out = np.zeros((3, 4, 5), np.float32), None, None
+    if case == "fields":
+        o = np.zeros((3, 4, 4), np.float32)
+    elif case == "inits":
+        o = np.zeros((2, 4, 5), np.float32)
+    elif case == "o_rows":
+        o, rows = np.zeros((6, 4, 5), np.float32), np.array([0, 2, 6])
+    elif case == "o_rows count":
+        o, rows = np.zeros((6, 4, 5), np.float32), np.array([0, 2])
+    else:
+        out = np.zeros((4, 5, 4)).transpose(0, 2, 1)  # right shape, not C-contiguous
+    with pytest.raises(ValueError, match="maps: "):
+        accumulate(f, o, out=out, o_rows=rows)

@@ -441,6 +441,6 @@ def _compact(store: StatisticsStore, plan: Plan, keys, kinds: Sequence[str] = ()
                     removed += sum_parts.compact(store, kind, m.name, var, keys[(m.name, var)])
             except Exception as err:  # noqa: BLE001 - best effort, never fails the run
                 log.warning("statistics of %s %s: parts not merged (%s)", m.name, var, err)
-                return
+                continue  # the other entries are merged still
             if removed:
                 log.info("statistics of %s %s: %d parts merged", m.name, var, removed)

@@ -97,6 +97,16 @@ def accumulate(f: np.ndarray, o: np.ndarray, *, skipna: bool = False,
     if out is None:
         out = np.empty((4, *f.shape[1:]))
         fresh = True
+    # the kernel indexes unchecked: shapes and rows that do not fit are an error, not a read
+    # past the end (or sums added to a copy of ``out``)
+    if o.shape[1:] != f.shape[1:] or (o_rows is None and o.shape[0] != n):
+        raise ValueError(f"maps: truth fields {o.shape} do not match forecast fields {f.shape}")
+    if o_rows is not None:
+        rows = np.asarray(o_rows)
+        if rows.shape != (n,) or (n and not 0 <= rows.min() <= rows.max() < o.shape[0]):
+            raise ValueError(f"maps: o_rows must be {n} rows of a truth stack of {o.shape[0]}")
+    if out.shape != (4, *f.shape[1:]) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"maps: out must be C-contiguous float64 of shape {(4, *f.shape[1:])}")
     ff, fstep = _rows(f)
     if o_rows is None:
         oo, ostep = _rows(o)

@@ -452,7 +452,10 @@ def compact(store: StatisticsStore, kind: str, model: str, variable: str, key: s
             for q in picked:
                 v = read_values(store, q)
                 v = full_maps(q, v) if kind == "maps" else v
-                total = v if total is None else total + v
+                if total is None:
+                    total = v  # a fresh array: the others are added into it
+                else:
+                    total += v
         except FileNotFoundError:
             continue  # another job is merging these parts
         inits = np.array(sorted(frozenset().union(*(q.inits for q in picked))), np.int64)
