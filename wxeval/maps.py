@@ -434,7 +434,8 @@ class Accumulators:
 
 
 class MapSums:
-    """Sums of the finished tasks per (model, variable): (lead, 4, level, *spatial)."""
+    """Sums per (model, variable), (lead, 4, level, *spatial): of the stored parts a run uses
+    and of its finished tasks; :meth:`dataset` turns them into the maps in place."""
 
     def __init__(self, models):
         self._models = {m.name: m for m in models}
