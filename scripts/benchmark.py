@@ -37,6 +37,11 @@ wall and CPU times exclude the imports. Measurements:
     ``ThreadPoolExecutor(2)``; nothing else (no zarr-python; listing the files is not timed).
     This is the limit of any evaluator that reads these stores with 2 threads
     (``scripts/decode_only.py``; issue 16).
+(f) ``decode + kernel`` (only with ``--only f``): (e), and on the same threads each decoded
+    forecast chunk's fields reduced by wxeval's compiled kernel
+    (:func:`wxeval.statistics.compute`: errors, anomalies, NaN counts, 16 regions with land)
+    against a fixed truth and climatology; no plan, tasks, alignment or outputs. f/e is the
+    floor of b/e for this kernel, b/f the cost of everything else wxeval does.
 (b) ``wxeval``: :func:`wxeval.api.score` with a fresh output folder (statistics store,
     netCDF, CSV and JSON written) for one model and one month, one model and each longer
     ``--months`` range, and three models in one pass (``score(cfg, [m1, m2, m3], ...)``).
@@ -415,6 +420,85 @@ def child_decode(p: dict) -> dict:
     return {**_usage(t0, c0), **res}
 
 
+def child_floor(p: dict) -> dict:
+    """(f) (e) plus the compiled kernel: every chunk file (e) reads, read as bytes and decoded
+    with its codec on 2 threads; forecast chunks are decoded into a per-thread stack of
+    :data:`FLOOR_FIELDS` fields (or one chunk's, when more), and each full stack is reduced by
+    :func:`wxeval.statistics.compute` (errors, anomalies and NaN counts; the 16 regions with
+    the truth's land fraction, as (b)) against a fixed truth and climatology of the same
+    fields (the kernel's time does not depend on the values, only on them being finite). No
+    plan, tasks, alignment or outputs: the floor of any evaluator built on this kernel."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS, RegionReducer
+    from wxeval.statistics import compute
+
+    files = job_chunk_files(p["paths"], p["days"], p["models"], p.get("first_day", 1))
+    truth = Path(p["paths"]["truth"])
+    lat = ZarrV2Array.open(truth, "latitude").read()
+    lon = ZarrV2Array.open(truth, "longitude").read()
+    lsm_arr = ZarrV2Array.open(truth, "land_sea_mask")
+    dims = json.loads((lsm_arr.folder / ".zattrs").read_text())["_ARRAY_DIMENSIONS"]
+    if dims != ["longitude", "latitude"]:
+        raise SystemExit(f"{truth}: land_sea_mask dims {dims}, expected (longitude, latitude)")
+    reducer = RegionReducer([*STANDARD_REGIONS.values(), *LAND_REGIONS.values()], lat, lon,
+                            lsm_arr.read().astype(np.float64).T, lon_axis=-2)
+    forecast = {str(Path(p["paths"][m]).resolve()) for m in p["models"]}
+    npts = len(lon) * len(lat)
+    rng = np.random.default_rng(0)
+    shape = (len(LEAD_HOURS), len(lon), len(lat))
+    o = (280 + 10 * rng.standard_normal(shape)).astype(np.float32)
+    c = (280 + 10 * rng.standard_normal(shape)).astype(np.float32)
+    groups = ("errors", "anomalies", "nan_counts")
+    compute(groups, o[:1], o[:1], c[:1], reducer)  # load the compiled code (not timed)
+    most = max(arr.chunk_size // npts for arr, _ in files)
+    local = threading.local()
+
+    def reduce(stack: np.ndarray, n: int) -> int:
+        at = np.arange(n) % len(o)
+        compute(groups, stack, o, c, reducer, at=(np.arange(n), at, at))
+        return n
+
+    def work(part) -> tuple[int, int, int]:
+        buffers = local.__dict__.setdefault("buffers", {})
+        stack = np.empty((max(FLOOR_FIELDS, most), len(lon), len(lat)), np.float32)
+        flat = stack.reshape(-1)
+        read = decoded = done = filled = 0
+        for arr, path in part:
+            blob = path.read_bytes()
+            if str(arr.folder.parent.resolve()) in forecast and arr.dtype == np.float32:
+                n = arr.chunk_size // npts
+                if filled + n > len(stack):
+                    done += reduce(stack, filled)
+                    filled = 0
+                decoded += arr.decode(blob, out=flat[filled * npts:(filled + n) * npts]).nbytes
+                filled += n
+            else:
+                key = (arr.chunk_size, arr.dtype)
+                if key not in buffers:
+                    buffers[key] = np.empty(arr.chunk_size, arr.dtype)
+                decoded += arr.decode(blob, out=buffers[key]).nbytes
+            read += len(blob)
+        if filled:
+            done += reduce(stack, filled)
+        return read, decoded, done
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    # forecast files of one variable stay together in a part, as (e) batches them
+    parts = [files[i:i + 64] for i in range(0, len(files), 64)]
+    with ThreadPoolExecutor(2) as pool:
+        totals = list(pool.map(work, parts))
+    return {**_usage(t0, c0), "files": len(files),
+            "file_bytes": sum(t[0] for t in totals), "decoded_bytes": sum(t[1] for t in totals),
+            "kernel_fields": sum(t[2] for t in totals)}
+
+
+#: (f): forecast fields decoded into one stack before the kernel reduces them (wxeval's tasks
+#: reduce a lead's inits and levels at once: 16-64 fields at 1.5°).
+FLOOR_FIELDS = 64
+
+
 def child_profile(p: dict) -> dict:
     """(p) One ``wxeval.api.score`` under cProfile, single-threaded: the top functions by own
     and by cumulative time (seconds include the profiler's overhead)."""
@@ -718,7 +802,8 @@ def _timed(fn, *args) -> float:
 
 
 CHILDREN = {"raw": child_raw, "wxeval": child_wxeval, "naive": child_naive,
-            "kernel": child_kernel, "decode": child_decode, "profile": child_profile}
+            "kernel": child_kernel, "decode": child_decode, "profile": child_profile,
+            "floor": child_floor}
 CHILDREN.update(headline_raw=child_headline_raw, headline_wxeval=child_headline_wxeval)
 
 
@@ -929,7 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
                          "job (stores under <root>/<grid>-wb2-<codec>-<layout>)")
     ap.add_argument("--only", default="a,e,b,c,d,k",
                     help="comma-separated measurements to run (default a,e,b,c,d,k; 'e' may "
-                         "be given as 'decode', 'p' (the profile, not run by default) as "
+                         "be given as 'decode', 'f' (decode + kernel, not run by default) as "
+                         "'floor', 'p' (the profile, not run by default) as "
                          "'profile'; 'h': the headline job, 'n' (or 'ensemble'): the ensemble "
                          "job, both on their own stores and only on request; without 'b' only "
                          "the first model's month is written)")
@@ -957,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
 
     grid = "64x32" if args.quick else args.grid
     use_fields(args.fields)
-    aliases = {"decode": "e", "profile": "p", "ensemble": "n", "headline": "h"}
+    aliases = {"decode": "e", "profile": "p", "ensemble": "n", "headline": "h", "floor": "f"}
     only = {aliases.get(x, x) for x in args.only.split(",")}
     codecs, layouts = args.codecs.split(","), args.layouts.split(",")
     for c in codecs:
@@ -1035,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
     per_combo: dict[tuple[str, str], dict[str, dict]] = {}
     profiles = []
     for combo in combos:
-        if combo != primary and not only & {"a", "e", "b", "p"}:
+        if combo != primary and not only & {"a", "e", "f", "b", "p"}:
             continue
         _, out_root = ensure(combo)
         got = per_combo.setdefault(combo, {})
@@ -1045,6 +1131,9 @@ def main(argv: list[str] | None = None) -> int:
         if "e" in only:
             got["e"], _ = measure(f"(e) decode-only, {base} d, 1 model [{tag(combo)}]",
                                   "decode", base, [m1], repeat=args.repeat, combo=combo)
+        if "f" in only:
+            got["f"], _ = measure(f"(f) decode + kernel, {base} d, 1 model [{tag(combo)}]",
+                                  "floor", base, [m1], repeat=args.repeat, combo=combo)
         if "b" in only:
             got["b"], _ = measure(f"(b) wxeval, {base} d, 1 model [{tag(combo)}]", "wxeval",
                                   base, [m1], repeat=args.repeat, combo=combo,
@@ -1120,6 +1209,12 @@ def main(argv: list[str] | None = None) -> int:
         if "b" in got and "a" in got:
             ratios[f"b/a wxeval / zarr API [{tag(combo)}] (target <= 1.5)"] = (
                 got["b"]["wall"] / got["a"]["wall"])
+        if "f" in got and "e" in got:
+            ratios[f"f/e decode + kernel / decode-only [{tag(combo)}] (the floor of b/e)"] = (
+                got["f"]["wall"] / got["e"]["wall"])
+        if "b" in got and "f" in got:
+            ratios[f"b/f wxeval / decode + kernel [{tag(combo)}] (the pipeline's cost)"] = (
+                got["b"]["wall"] / got["f"]["wall"])
         if "a" in got and "e" in got:
             ratios[f"a/e zarr API / decode-only [{tag(combo)}]"] = (
                 got["a"]["wall"] / got["e"]["wall"])

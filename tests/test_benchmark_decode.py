@@ -81,6 +81,25 @@ def test_decode_only_reads_the_jobs_chunks_as_zarr_does(small_job, tmp_path, cod
     assert totals["decoded_bytes"] == sum(4 * int(np.prod(a.chunks)) for a, _ in files)
 
 
+@pytest.mark.parametrize("layout", ["lead", "init"])
+def test_decode_plus_kernel_reduces_every_forecast_field_once(small_job, tmp_path, layout):
+    """(f) reads and decodes the same files as (e) and runs the kernel on every forecast
+    field exactly once: by hand, 2 inits × 3 leads × (2 levels of temperature + 1 surface
+    field) = 18 fields, however the chunks hold them."""
+    folder = benchmark.store_folder("64x32", "small", "lz4", layout)
+    paths = benchmark.ensure_stores(tmp_path, "64x32", {MODEL: 2}, lambda _: None,
+                                    folder=folder, codec="lz4", layout=layout)
+    params = {"paths": {k: str(v) for k, v in paths.items()}, "days": 1, "models": [MODEL],
+              "first_day": 2}
+    files = benchmark.job_chunk_files(params["paths"], 1, [MODEL], first_day=2)
+    floor = benchmark.child_floor(params)
+    assert floor["kernel_fields"] == 2 * 3 * (2 + 1)
+    assert floor["files"] == len(files)
+    assert floor["file_bytes"] == sum(os.path.getsize(p) for _, p in files)
+    assert floor["decoded_bytes"] == sum(4 * int(np.prod(a.chunks)) for a, _ in files)
+    assert floor["wall"] > 0 and floor["cpu"] > 0
+
+
 def test_zarr_v2_array_reads_edge_chunks_and_filters(tmp_path):
     """Edge chunks (stored at full size) and filters before the compressor, against NumPy."""
     import numcodecs
