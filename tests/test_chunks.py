@@ -92,3 +92,114 @@ def test_corrupted_chunk_raises(tmp_path):
     install(ds, str(path), None)
     with pytest.raises(Exception, match="(?i)zstd|decompress|error|size"):
         _ = ds["x"].isel(a=3, b=4).values
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads in reused memory (wxeval.chunks.reused_results): memory still used is never handed out
+
+
+def test_reused_results_never_hand_out_memory_still_in_use():
+    import weakref
+
+    from wxeval import chunks
+
+    try:
+        with chunks.reused_results():
+            a = chunks._result((4, 5), "f4")
+            a[:] = 1.0
+            view = a[1:]  # a view keeps the memory in use after `a` is gone
+            del a
+            b = chunks._result((4, 5), "f4")
+            assert not np.shares_memory(b, view)
+            b[:] = 2.0
+            np.testing.assert_array_equal(view, 1.0)
+            b_memory = weakref.ref(b.base)  # no reference of its own
+            del b
+            c = chunks._result((2, 5), "f4")  # smaller: fits b's free buffer
+            assert c.base is b_memory()
+            assert c.dtype == np.float32 and c.shape == (2, 5) and c.flags.c_contiguous
+            d = chunks._result((3,), "f8")  # the other two are in use: new memory
+            assert not np.shares_memory(d, c) and not np.shares_memory(d, view)
+        # outside the block: plain new arrays, never a kept buffer
+        e = chunks._result((2, 5), "f4")
+        assert all(not np.shares_memory(e, x) for x in (c, d, view))
+    finally:
+        chunks.release_results()
+
+
+def test_reused_results_across_threads_and_release():
+    import threading
+
+    from wxeval import chunks
+
+    got: dict = {}
+
+    def worker(step):
+        with chunks.reused_results():
+            x = chunks._result((100,), "f4")
+            if step == 0:
+                got["first"] = x  # handed to another thread: still in use
+            else:
+                got["second"] = x
+
+    try:
+        t = threading.Thread(target=worker, args=(0,))
+        t.start()
+        t.join()
+        # the same thread object is gone; a new thread has its own buffers, and a thread's
+        # buffer held elsewhere is never reused by it either
+        with chunks.reused_results():
+            mine = chunks._result((100,), "f4")
+            mine[:] = 7.0
+            got["first"][:] = 3.0
+            again = chunks._result((100,), "f4")
+            assert not np.shares_memory(again, mine)
+            assert not np.shares_memory(again, got["first"])
+            np.testing.assert_array_equal(mine, 7.0)
+        assert chunks._RESULTS.buffers
+        chunks.release_results()
+        assert chunks._RESULTS.buffers == [] and chunks._ALL_RESULTS == []
+    finally:
+        chunks.release_results()
+
+
+def test_free_buffers_too_small_are_replaced_by_a_larger_one():
+    from wxeval import chunks
+
+    try:
+        with chunks.reused_results():
+            small = chunks._result((10,), "f8")
+            del small
+            large = chunks._result((1000,), "f8")
+            assert len(chunks._RESULTS.buffers) == 1 and large.base is chunks._RESULTS.buffers[0]
+    finally:
+        chunks.release_results()
+
+
+@pytest.mark.parametrize("variant", [{}, {"drop_chunk": True, "fill": -1.5}, {"order": "F"}])
+def test_reads_in_reused_memory_equal_zarr(tmp_path, variant):
+    """Every value of a read in reused memory is the store's: the memory held an earlier
+    read's other values (or garbage), so a value not written (an absent chunk's fill, a
+    partly selected chunk) would show."""
+    from wxeval import chunks
+
+    path, data = _store(tmp_path, **variant)
+    ds = xr.open_zarr(path, chunks=None, mask_and_scale=False)
+    holder = ds["x"].variable._data
+    while not hasattr(holder, "_array"):
+        holder = holder.array
+    reader = ChunkReader(holder, str(path), None, "x")
+    selections = [(slice(0, 2), slice(0, 3)), (slice(3, 5), slice(4, 7)),
+                  (slice(1, 3), slice(2, 5)), (slice(0, 2), slice(0, 3))]
+    try:
+        with chunks.reused_results():
+            for _ in range(2):
+                for sel in selections:
+                    full = (*sel, slice(None), slice(None), slice(None))
+                    got = reader._getitem(full)
+                    np.testing.assert_array_equal(got, data[full])
+                    got[...] = 12345.0  # what a stale value would look like next time
+                    del got
+            assert len(chunks._RESULTS.buffers) == 1  # each read reused the first's memory
+    finally:
+        chunks.release_results()

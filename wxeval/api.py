@@ -205,7 +205,8 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         run_tasks(
             # In this process the tasks read the plan's opened stores; dask workers reopen
             # them from the tasks' specs.
-            functools.partial(compute_task, stores=plan.stores, map_acc=map_acc)
+            functools.partial(compute_task, stores=plan.stores, map_acc=map_acc,
+                              reuse_memory=True)
             if is_local(sched)
             else compute_task,
             tasks,
@@ -274,10 +275,13 @@ def _on_result(res, collector, sums_writer, map_sums, spectra_sums) -> None:
 
 
 def _maps_buffers_clear() -> None:
-    """Free the map-sum buffers a run reused (:data:`wxeval.maps.BUFFERS`)."""
+    """Free the map-sum buffers a run reused (:data:`wxeval.maps.BUFFERS`) and its tasks'
+    read buffers (:func:`wxeval.chunks.release_results`)."""
+    from wxeval.chunks import release_results
     from wxeval.maps import BUFFERS
 
     BUFFERS.clear()
+    release_results()
 
 
 def _with_maps(tasks, plan, cfg):

@@ -22,7 +22,9 @@ How a read reaches the array it returns (issue 16: no more work than reading and
   its header states the expected size (Blosc, LZ4, Zstd; no filters; C order); any other
   chunk is decoded into a reused per-thread buffer and its selected part copied;
 - :func:`memory_order` lets the caller choose the result's memory layout (lead-major forecast
-  reads: each lead one contiguous block), without changing its values.
+  reads: each lead one contiguous block), without changing its values;
+- within :func:`reused_results` (a task on the driver's threads), a result takes memory the
+  thread's earlier results used and no longer use, instead of new pages.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import contextlib
 import itertools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -101,9 +104,9 @@ class ChunkReader(BackendArray):
         axes = getattr(_LAYOUT, "axes", None)
         if axes is not None and not squeeze and sorted(axes) == list(range(len(sizes))):
             # allocated in the caller's axis order (memory_order), returned in the store's
-            out = np.empty([sizes[a] for a in axes], dtype=self.dtype).transpose(np.argsort(axes))
+            out = _result([sizes[a] for a in axes], self.dtype).transpose(np.argsort(axes))
         else:
-            out = np.empty(tuple(sizes), dtype=self.dtype)
+            out = _result(tuple(sizes), self.dtype)
         if out.size:
             self._fill_from_chunks(out, per_axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
@@ -237,6 +240,79 @@ def _check_bounds(pos: np.ndarray, n: int) -> None:
     if pos.size and (pos.max() >= n or pos.min() < -n):
         bad = pos[(pos >= n) | (pos < -n)]
         raise IndexError(f"position(s) {bad[:5].tolist()} out of range for an axis of length {n}")
+
+
+class _Results(threading.local):
+    """This thread's memory for read results (:func:`reused_results`)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.buffers: list[np.ndarray] = []  # uint8, each lent out as at most one result
+
+
+_RESULTS = _Results()
+_ALL_RESULTS: list[_Results] = []  # the threads' that used reused_results, for release_results
+_ALL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def reused_results() -> Iterator[None]:
+    """Within this block, this thread's reads return arrays in memory of its earlier reads (in
+    this block or an earlier one) whose arrays are all gone, instead of new memory.
+
+    New memory costs a page fault per page on its first write, which on a VM is expensive
+    (up to ~2 ms per MB measured here, as much as decoding into it): without this, each task
+    pays it again for its blocks. A buffer is handed out again only when nothing refers to it:
+    a result and every view of it hold a reference to its buffer, so memory still used
+    anywhere, by any thread, is never reused. A thread keeps about the memory of its largest
+    task's reads (a free buffer too small for a read is dropped when a larger one is made);
+    :func:`release_results` frees it all."""
+    previous = _RESULTS.active
+    if not previous:
+        with _ALL_LOCK:
+            if not any(r is _RESULTS for r in _ALL_RESULTS):
+                _ALL_RESULTS.append(_RESULTS)
+    _RESULTS.active = True
+    try:
+        yield
+    finally:
+        _RESULTS.active = previous
+
+
+def release_results() -> None:
+    """Forget every thread's result buffers (their memory goes once no array uses it). Call
+    it when no task is running (the end of a run)."""
+    with _ALL_LOCK:
+        for r in _ALL_RESULTS:
+            r.buffers = []
+        _ALL_RESULTS.clear()
+
+
+def _is_free(bufs: list[np.ndarray], i: int) -> bool:
+    """Is nothing but the list referring to ``bufs[i]``? (2: the list's reference and
+    ``sys.getrefcount``'s argument; every array using the buffer adds one.)"""
+    return sys.getrefcount(bufs[i]) == 2
+
+
+def _result(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)``, in this thread's smallest free buffer that is large enough
+    when :func:`reused_results` is active (a new one otherwise, replacing the free ones too
+    small)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not _RESULTS.active or nbytes == 0:
+        return np.empty(shape, dtype)
+    bufs = _RESULTS.buffers
+    free = [i for i in range(len(bufs)) if _is_free(bufs, i)]
+    fits = [i for i in free if bufs[i].nbytes >= nbytes]
+    if fits:
+        buf = bufs[min(fits, key=lambda i: bufs[i].nbytes)]
+    else:
+        for i in reversed(free):  # too small for this read: make way for the larger one
+            del bufs[i]
+        buf = np.empty(nbytes, np.uint8)
+        bufs.append(buf)
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 _BUFFERS = threading.local()

@@ -25,7 +25,7 @@ import xarray as xr
 from wxeval import maps as _maps
 from wxeval import schema
 from wxeval import spectra as _spectra
-from wxeval.chunks import memory_order
+from wxeval.chunks import memory_order, reused_results
 from wxeval.indexing import as_slice, positions
 from wxeval.loaders import StoreSpec, open_store
 from wxeval.plan import ForecastSource, ModelPlan
@@ -296,13 +296,22 @@ class TaskResult:
 
 def compute_task(
     task: Task, stores: Callable[[StoreSpec], xr.Dataset] = open_store,
-    map_acc: _maps.Accumulators | None = None,
+    map_acc: _maps.Accumulators | None = None, reuse_memory: bool = False,
 ) -> TaskResult:
     """The statistics of one task. ``stores`` opens a store from its spec: on a dask worker
     :func:`~wxeval.loaders.open_store`; on the driver's threads the plan's opened stores.
     ``map_acc`` (on the driver's threads): map sums are added into the run's shared sums of
     their layout (:class:`wxeval.maps.Accumulators`), and the result's ``maps`` hold None in
-    place of the sums; else each task returns its own."""
+    place of the sums; else each task returns its own. ``reuse_memory``: the task's reads
+    take the memory of this thread's earlier tasks' reads (:func:`wxeval.chunks.reused_results`;
+    the caller frees it with :func:`wxeval.chunks.release_results`)."""
+    if reuse_memory:
+        with reused_results():
+            return _compute_task(task, stores, map_acc)
+    return _compute_task(task, stores, map_acc)
+
+
+def _compute_task(task: Task, stores, map_acc) -> TaskResult:
     truth = stores(task.truth)
     tda = _field_or_stand_in(truth, task.variable, task.truth.name)
     spatial = schema.spatial_dims(tda)
