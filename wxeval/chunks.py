@@ -288,10 +288,21 @@ def release_results() -> None:
         _ALL_RESULTS.clear()
 
 
+def _refs(bufs: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(bufs[i])
+
+
+#: The count :func:`_refs` gives for a buffer only its list refers to (2 on CPython 3.11-3.13:
+#: the list's reference and ``getrefcount``'s argument), measured the same way rather than
+#: assumed, so that an interpreter counting the argument differently cannot make memory in
+#: use look free.
+_FREE_REFS = _refs([np.empty(1, np.uint8)], 0)
+
+
 def _is_free(bufs: list[np.ndarray], i: int) -> bool:
-    """Is nothing but the list referring to ``bufs[i]``? (2: the list's reference and
-    ``sys.getrefcount``'s argument; every array using the buffer adds one.)"""
-    return sys.getrefcount(bufs[i]) == 2
+    """Is nothing but the list referring to ``bufs[i]``? Every array using the buffer (a
+    result, any view of it) holds a reference to it and adds one to the count."""
+    return _refs(bufs, i) == _FREE_REFS
 
 
 def _result(shape, dtype) -> np.ndarray:
