@@ -1202,22 +1202,16 @@ def main(argv: list[str] | None = None) -> int:
             kernel["lon_first_gb_per_s"])
         ratios["kernel GB/s per thread, (latitude, longitude) order"] = (
             kernel["lat_first_gb_per_s"])
+    # per codec × layout: (numerator, denominator, what the ratio is)
+    pairs = (("b", "e", "b/e wxeval / decode-only [{}] (issue 16 target <= 1.5)"),
+             ("b", "a", "b/a wxeval / zarr API [{}] (target <= 1.5)"),
+             ("f", "e", "f/e decode + kernel / decode-only [{}] (the floor of b/e)"),
+             ("b", "f", "b/f wxeval / decode + kernel [{}] (the pipeline's cost)"),
+             ("a", "e", "a/e zarr API / decode-only [{}]"))
     for combo, got in per_combo.items():
-        if "b" in got and "e" in got:
-            ratios[f"b/e wxeval / decode-only [{tag(combo)}] (issue 16 target <= 1.5)"] = (
-                got["b"]["wall"] / got["e"]["wall"])
-        if "b" in got and "a" in got:
-            ratios[f"b/a wxeval / zarr API [{tag(combo)}] (target <= 1.5)"] = (
-                got["b"]["wall"] / got["a"]["wall"])
-        if "f" in got and "e" in got:
-            ratios[f"f/e decode + kernel / decode-only [{tag(combo)}] (the floor of b/e)"] = (
-                got["f"]["wall"] / got["e"]["wall"])
-        if "b" in got and "f" in got:
-            ratios[f"b/f wxeval / decode + kernel [{tag(combo)}] (the pipeline's cost)"] = (
-                got["b"]["wall"] / got["f"]["wall"])
-        if "a" in got and "e" in got:
-            ratios[f"a/e zarr API / decode-only [{tag(combo)}]"] = (
-                got["a"]["wall"] / got["e"]["wall"])
+        for num, den, label in pairs:
+            if num in got and den in got:
+                ratios[label.format(tag(combo))] = got[num]["wall"] / got[den]["wall"]
     if naive is not None:
         c_spb = naive["wall"] / naive["gb"]  # a lower bound when killed
         for key, ref in (("same week", bweek), ("base range", b1)):
