@@ -335,3 +335,35 @@ def test_maps_of_an_ensemble_are_those_of_its_mean(ens, tmp_path):
         d = xbar - o
         np.testing.assert_allclose(maps[f"{var}.bias"].values, d.mean(axis=0), rtol=1e-10)
         np.testing.assert_allclose(maps[f"{var}.mse"].values, (d**2).mean(axis=0), rtol=1e-10)
+
+
+def test_float32_members_have_a_float32_mean_as_wb2(ens, tmp_path):
+    """Members stored as float32 (WB2's stores): the deterministic metrics are those of the
+    ensemble mean accumulated in float64 and rounded to float32, as WB2's mean of float32
+    members is float32; the ensemble group's own mean (ensemble_mean_rmse) stays float64.
+    Against NumPy here, at 1e-10."""
+    case, members, root, _ = ens
+    m32 = {var: x.astype(np.float32) for var, x in members.items()}
+    path = write_ensemble(case, m32, tmp_path / "ens32.zarr")
+    cfg = _config(tmp_path, case, {"ens": {"path": path}},
+                  ["rmse", "bias", "ensemble_mean_rmse"], "f32")
+    table = score(cfg, ["ens"], tmp_path / "out").tables["ens"]
+    var = "2m_temperature"
+    w = ref_region_weights(case, "global")
+    w = w / w.sum()
+    for li, lead in enumerate(case.lead_times):
+        se32, err32, se64 = [], [], []
+        for i, t in enumerate(case.init_times):
+            x = m32[var][i, li].astype(np.float64)
+            o = case.truth_at(var, t + lead).astype(np.float64)
+            mean64 = x.mean(axis=0)
+            mean32 = mean64.astype(np.float32).astype(np.float64)
+            se32.append(np.sum(w * (mean32 - o) ** 2))
+            err32.append(np.sum(w * (mean32 - o)))
+            se64.append(np.sum(w * (mean64 - o) ** 2))
+        got = table[var].sel(region="global", lead_time=lead)
+        np.testing.assert_allclose(float(got.sel(metric="rmse")), np.sqrt(np.mean(se32)),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(float(got.sel(metric="bias")), np.mean(err32), rtol=1e-10)
+        np.testing.assert_allclose(float(got.sel(metric="ensemble_mean_rmse")),
+                                   np.sqrt(np.mean(se64)), rtol=1e-10)
