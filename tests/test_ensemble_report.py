@@ -102,3 +102,39 @@ def test_series_keep_their_positions_when_a_model_lacks_a_level(monkeypatch):
     assert [s[0] for s in row500["spread"]] == [2.0, None, 4.0]  # √4, b missing, √16
     row850 = next(e for r, e in rows.items() if "850" in r)
     assert [s[0] for s in row850["spread"]] == [2.0, 3.0, 4.0]
+
+
+def test_split_pages_share_the_ensemble_plots_and_equal_pages_made_alone(results, tmp_path):
+    """The pages of a report split by init hour read the ensemble plots once (they show every
+    init's alike); each page's data equals that of the page made on its own, without sharing
+    (and the ensemble plots are really there)."""
+    from wxeval.scorecard import ensemble
+    from wxeval.scorecard.compare import load_inputs
+
+    case, members, root, cfg = results
+    calls = []
+    original = ensemble.ensemble_data
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    ensemble.ensemble_data = counted
+    try:
+        write_report(root / "out", ["ens"], "det", tmp_path / "card.html", config=cfg,
+                     by="init_hour")
+    finally:
+        ensemble.ensemble_data = original
+    pages = sorted(p.name for p in tmp_path.glob("card*.html"))
+    assert pages == ["card.0.html", "card.12.html", "card.html"] and len(calls) == 1
+
+    inputs = load_inputs(root / "out", ["ens"], "det")
+    shared: dict = {}
+    for label in (None, 0, 12):
+        split = ("init_hour", label)
+        with_shared = build_context(root / "out", ["ens"], "det", config=cfg, split=split,
+                                    inputs=inputs, shared=shared)["data"]
+        alone = build_context(root / "out", ["ens"], "det", config=cfg, split=split,
+                              inputs=inputs)["data"]
+        assert with_shared == alone
+        assert with_shared["ensemble"]["series"]  # the plots, not an empty section

@@ -768,3 +768,32 @@ def test_crps_card_uses_mae_for_deterministic_models_only():
     assert _per_init_series(ens, "crps") is None
     stored = xr.Dataset({"mae": mae, "crps": mae / 2}, attrs={"members": 5})
     assert _per_init_series(stored, "crps").values.tolist() == [0.5, 1.0, 2.0]
+
+
+def test_block_aligns_like_xarray_sel_and_reindex():
+    """compare._block (NumPy indexing) against xarray's sel + reindex on a small array with
+    levels, a region and a lead the layout has and the scores lack, inits in another order;
+    an init the scores lack is a KeyError, as with sel."""
+    from wxeval.scorecard.compare import _block
+
+    rng = np.random.default_rng(1)
+    inits = pd.date_range("2020-01-01", periods=5, freq="12h").values
+    leads = pd.to_timedelta([0, 24, 48], unit="h").values
+    da = xr.DataArray(rng.normal(size=(5, 3, 2, 2)).astype(np.float32),
+                      dims=("init_time", "lead_time", "region", "level"),
+                      coords={"init_time": inits, "lead_time": leads,
+                              "region": ["global", "tropics"], "level": [500, 850]})
+    want_inits = inits[[3, 0, 4]]
+    regions = ["tropics", "europe", "global"]
+    layout_leads = pd.to_timedelta([24, 12, 48, 0], unit="h").values
+    got = _block(da, want_inits, regions, layout_leads)
+    ref = (da.sel(init_time=want_inits)
+           .reindex(region=regions, lead_time=layout_leads, fill_value=np.nan)
+           .transpose("level", "region", "lead_time", "init_time").astype(np.float64).values)
+    assert got.dtype == np.float64 and got.shape == ref.shape == (2, 3, 4, 3)
+    np.testing.assert_array_equal(got, ref)
+    assert np.isnan(got[:, 1]).all() and np.isnan(got[:, :, 1]).all()
+    surface = da.isel(level=0, drop=True)
+    np.testing.assert_array_equal(_block(surface, want_inits, regions, layout_leads), ref[0])
+    with pytest.raises(KeyError):
+        _block(da, np.array([np.datetime64("2021-01-01T00", "ns")]), regions, layout_leads)

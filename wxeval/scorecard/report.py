@@ -32,6 +32,7 @@ user-supplied name is escaped: by Jinja's autoescape in HTML, by ``tojson`` (whi
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -149,6 +150,7 @@ def _write_split_reports(results_dir, models, baseline, out: Path, by: str, **op
     present = splits.present(splits.labels(np.unique(inits), by), by)
     names = {label: f"{out.stem}.{label}{out.suffix}" for label in present}
     pages = [(None, out.name), *((label, names[label]) for label in present)]
+    shared: dict = {}
     for label, name in pages:
         nav = {
             "by": by,
@@ -160,7 +162,7 @@ def _write_split_reports(results_dir, models, baseline, out: Path, by: str, **op
             nav["n_inits"] = int(np.sum(splits.labels(
                 _baseline_inits(inputs), by) == label))
         html = render_report(results_dir, models, baseline, split=(by, label), split_nav=nav,
-                             inputs=inputs, **options)
+                             inputs=inputs, shared=shared, **options)
         path = out.parent / name
         atomic_write(path, lambda tmp, h=html: Path(tmp).write_text(h, encoding="utf-8"))
     return out
@@ -198,9 +200,11 @@ def render_report(
     split: tuple[str, Any] | None = None,
     split_nav: dict | None = None,
     inputs: Inputs | None = None,
+    shared: dict | None = None,
 ) -> str:
     """The report's HTML text (see :func:`write_report`); ``split`` (split, label or None)
-    restricts the comparison to the inits of a label, ``split_nav`` is the selector shown."""
+    restricts the comparison to the inits of a label, ``split_nav`` is the selector shown;
+    ``shared``: see :func:`build_context`."""
     ctx = build_context(
         results_dir,
         models,
@@ -213,6 +217,7 @@ def render_report(
         preset=preset,
         split=split,
         inputs=inputs,
+        shared=shared,
     )
     if split_nav is not None and split is not None and split[1] is not None:
         ctx["title"] += f" ({split[0].replace('_', ' ')} {split[1]})"
@@ -265,8 +270,12 @@ def build_context(
     preset: str | None = None,
     split: tuple[str, Any] | None = None,
     inputs: Inputs | None = None,
+    shared: dict | None = None,
 ) -> dict:
-    """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts."""
+    """Everything the template shows: ``data`` (embedded as JSON) and the provenance texts.
+    ``shared``: a dict kept across the pages of one report (the page of every init and one
+    per split label), holding what they show alike (the ensemble plots, read from every init's
+    statistics) so that it is read once."""
     cfg, cfg_path = _config(config)
     asked = bool(metrics) or preset is not None
     if preset is not None:
@@ -310,8 +319,13 @@ def build_context(
     data = _data(ds, cv, labels, baseline, baseline_rmse)
     from wxeval.scorecard.ensemble import ensemble_data
 
-    data["ensemble"] = ensemble_data(results_dir, [baseline, *models], labels,
-                                     data["regions"])
+    key = ("ensemble", str(results_dir), baseline, tuple(models), tuple(labels.items()),
+           tuple(data["regions"]))
+    if shared is None or key not in shared:
+        ens = ensemble_data(results_dir, [baseline, *models], labels, data["regions"])
+        if shared is not None:
+            shared[key] = ens
+    data["ensemble"] = copy.deepcopy(shared[key]) if shared is not None else ens
     members = (data["ensemble"] or {}).get("members", {})
     data["where"] = _where_when(results_dir, inputs, baseline, models, labels, data,
                                 whole=split is None or split[1] is None)
@@ -352,11 +366,8 @@ def _where_when(results_dir, inputs, baseline, models, labels, data, whole=True)
     and spectra files hold every init, so they are left to the page of all inits."""
     from wxeval.scorecard.where_when import where_when
 
-    out = where_when(results_dir, inputs, baseline, list(models), labels,
-                     data["default_region"])
-    if not whole:
-        out["maps"] = out["spectra"] = None
-    return out
+    return where_when(results_dir, inputs, baseline, list(models), labels,
+                      data["default_region"], files=whole)
 
 
 def _preset_and_units(ds, cv, baseline_rmse, preset):

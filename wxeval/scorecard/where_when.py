@@ -232,12 +232,13 @@ def spectra_data(results_dir: Path, names: list[str], baseline: str, labels: dic
 
 
 def where_when(results_dir, inputs, baseline: str, models: list[str], labels: dict,
-               region: str) -> dict:
-    """All three blocks (None where the results lack them)."""
+               region: str, *, files: bool = True) -> dict:
+    """All three blocks (None where the results lack them). ``files`` False: the maps and
+    spectra (read from the results' files, which hold every init) are left out (None)."""
     results_dir = Path(results_dir)
     names = [baseline, *models]
     return {
-        "maps": maps_data(results_dir, names, baseline, labels),
+        "maps": maps_data(results_dir, names, baseline, labels) if files else None,
         "series": series_data(inputs, names, labels, region),
-        "spectra": spectra_data(results_dir, names, baseline, labels),
+        "spectra": spectra_data(results_dir, names, baseline, labels) if files else None,
     }
