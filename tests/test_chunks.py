@@ -120,6 +120,9 @@ def test_reused_results_never_hand_out_memory_still_in_use():
             assert c.dtype == np.float32 and c.shape == (2, 5) and c.flags.c_contiguous
             d = chunks._result((3,), "f8")  # the other two are in use: new memory
             assert not np.shares_memory(d, c) and not np.shares_memory(d, view)
+            strings = chunks._result((3,), object)  # objects: never in a byte buffer
+            strings[:] = "x"
+            assert strings.dtype == object and list(strings) == ["x"] * 3
         # outside the block: plain new arrays, never a kept buffer
         e = chunks._result((2, 5), "f4")
         assert all(not np.shares_memory(e, x) for x in (c, d, view))

@@ -312,10 +312,10 @@ def _is_free(bufs: list[np.ndarray], i: int) -> bool:
 def _result(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``, in this thread's smallest free buffer that is large enough
     when :func:`reused_results` is active (a new one otherwise, replacing the free ones too
-    small)."""
+    small). Arrays of Python objects (e.g. variable-length strings) always get their own."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if not _RESULTS.active or nbytes == 0:
+    if not _RESULTS.active or nbytes == 0 or dtype.hasobject:
         return np.empty(shape, dtype)
     bufs = _RESULTS.buffers
     free = [i for i in range(len(bufs)) if _is_free(bufs, i)]
