@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -154,8 +155,21 @@ def test_interrupted_run_resumes(case_root, tmp_path, monkeypatch):
     case, root = case_root
     cfg = _config(tmp_path / "c.yaml", case, skipna=False, maps=True, budget="1KiB")
     spy = Spy(monkeypatch, fail_after=3)
+    real_write = api.StatisticsStore.write_part
+
+    def slow_write(self, *args, **kwargs):  # a slow disk: the failure comes first
+        time.sleep(0.2)
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(api.StatisticsStore, "write_part", slow_write)
     with pytest.raises(RuntimeError, match="interrupted"):
         score(cfg, ["model"], tmp_path / "out", scheduler="synchronous")
+    # the finished tasks' regional statistics are stored before the error reaches the caller
+    # (written on the collector's thread, waited for when the run fails)
+    stored = [p for p in (tmp_path / "out" / "statistics" / "model").glob("*/*/b*.zarr/"
+                                                                       ".wxeval-complete")
+              if "." not in p.parent.parent.name]  # not the map sums' parts (<key>.maps)
+    assert len(stored) == sum(spy.regional[:3]) > 0
     done = set().union(*spy.maps)
     assert done  # three tasks finished: their parts are stored
     spy.maps.clear()
@@ -167,6 +181,7 @@ def test_interrupted_run_resumes(case_root, tmp_path, monkeypatch):
              for v, lev in (("2m_temperature", None), ("temperature", (500,)),
                             ("temperature", (850,)))}
     assert done | redo == total  # (1 KiB per task: one level per task)
+    assert resumed.reused_fields > 0
     _check_maps(resumed, case, range(8), False)
 
 

@@ -217,6 +217,10 @@ def _score(config, models, output, *, scheduler, progress, by=(),
             progress=progress,
         )
     except BaseException:
+        try:
+            collector.close()  # finished tasks' statistics stored: a rerun does not redo them
+        except Exception:  # noqa: BLE001 - the task's error is the one to report
+            log.exception("storing the finished tasks' statistics failed too")
         if sums_writer is not None:
             try:
                 sums_writer.close()  # finished layouts' sums stored, even when a task failed

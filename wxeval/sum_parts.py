@@ -49,6 +49,7 @@ parts are tiny (leads × levels × 2 × K × 8 B).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -66,6 +67,7 @@ from wxeval.store import (
     StatisticsStore,
     _fsync_dir,
     committed_parts,
+    write_durably,
 )
 
 log = logging.getLogger("wxeval")
@@ -141,10 +143,7 @@ def write_part(
     if store._local:
         os.makedirs(where, exist_ok=True)
         tmp = f"{where}/.tmp-{name}"
-        os.makedirs(f"{tmp}/sums", exist_ok=True)
-        for rel, blob in [*objects, (MARKER, marker)]:
-            with open(f"{tmp}/{rel}", "wb") as fh:
-                fh.write(blob)
+        write_durably(tmp, itertools.chain(objects, [(MARKER, marker)]))
         os.replace(tmp, final)
         _fsync_dir(where)
     else:
