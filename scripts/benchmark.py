@@ -42,6 +42,12 @@ wall and CPU times exclude the imports. Measurements:
     (:func:`wxeval.statistics.compute`: errors, anomalies, NaN counts, 16 regions with land)
     against a fixed truth and climatology; no plan, tasks, alignment or outputs. f/e is the
     floor of b/e for this kernel, b/f the cost of everything else wxeval does.
+(g) ``decode + products`` (only with ``--only g``): (e), and each stack of decoded forecast
+    fields reduced to the six area-weighted product sums alone (d², d, |d|, f′o′, f′², o′²;
+    one region, no NaN checks; ``products_only``) against one truth and one climatology
+    field, in one flat vector loop per field: what any evaluator forming these products per
+    point in float64 must at least do, so g/e is a floor under its b/e whatever its regions,
+    kernel design or pipeline.
 (b) ``wxeval``: :func:`wxeval.api.score` with a fresh output folder (statistics store,
     netCDF, CSV and JSON written) for one model and one month, one model and each longer
     ``--months`` range, and three models in one pass (``score(cfg, [m1, m2, m3], ...)``).
@@ -427,37 +433,113 @@ def child_floor(p: dict) -> dict:
     :func:`wxeval.statistics.compute` (errors, anomalies and NaN counts; the 16 regions with
     the truth's land fraction, as (b)) against a fixed truth and climatology of the same
     fields (the kernel's time does not depend on the values, only on them being finite). No
-    plan, tasks, alignment or outputs: the floor of any evaluator built on this kernel."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+    plan, tasks, alignment or outputs: the floor of any evaluator built on this kernel.
 
+    With ``p["kernel"] == "products"`` ((g)), each stack gets only the six area-weighted
+    product sums of :func:`products_only` (one region, the globe; no NaN checks) against one
+    truth and one climatology field: what every evaluator that forms these products per point
+    in float64 must at least do on the decoded data, whatever its regions, kernel design or
+    pipeline. The sums over all fields are returned as ``products``."""
+    if p.get("kernel") == "products":
+        return _decode_plus(p, _products_reducer)
+    return _decode_plus(p, _wxeval_reducer)
+
+
+def _wxeval_reducer(truth: Path, lat: np.ndarray, lon: np.ndarray):
+    """(f)'s reduction of a stack of (lon, lat) fields: wxeval's kernel, 16 regions with land."""
     from wxeval.regions import LAND_REGIONS, STANDARD_REGIONS, RegionReducer
     from wxeval.statistics import compute
 
-    files = job_chunk_files(p["paths"], p["days"], p["models"], p.get("first_day", 1))
-    truth = Path(p["paths"]["truth"])
-    lat = ZarrV2Array.open(truth, "latitude").read()
-    lon = ZarrV2Array.open(truth, "longitude").read()
     lsm_arr = ZarrV2Array.open(truth, "land_sea_mask")
     dims = json.loads((lsm_arr.folder / ".zattrs").read_text())["_ARRAY_DIMENSIONS"]
     if dims != ["longitude", "latitude"]:
         raise SystemExit(f"{truth}: land_sea_mask dims {dims}, expected (longitude, latitude)")
     reducer = RegionReducer([*STANDARD_REGIONS.values(), *LAND_REGIONS.values()], lat, lon,
                             lsm_arr.read().astype(np.float64).T, lon_axis=-2)
-    forecast = {str(Path(p["paths"][m]).resolve()) for m in p["models"]}
-    npts = len(lon) * len(lat)
     rng = np.random.default_rng(0)
     shape = (len(LEAD_HOURS), len(lon), len(lat))
     o = (280 + 10 * rng.standard_normal(shape)).astype(np.float32)
     c = (280 + 10 * rng.standard_normal(shape)).astype(np.float32)
     groups = ("errors", "anomalies", "nan_counts")
     compute(groups, o[:1], o[:1], c[:1], reducer)  # load the compiled code (not timed)
+
+    def reduce(stack: np.ndarray, n: int) -> None:
+        at = np.arange(n) % len(o)
+        compute(groups, stack, o, c, reducer, at=(np.arange(n), at, at))
+
+    return reduce, None
+
+
+def _products_reducer(truth: Path, lat: np.ndarray, lon: np.ndarray):
+    """(g)'s reduction: :func:`products_only` against fixed fields; the sums add up in
+    ``total`` (one row per thread)."""
+    o, c = floor_fields(len(lon), len(lat))
+    w = np.broadcast_to(np.cos(np.deg2rad(lat))[None, :], (len(lon), len(lat))).ravel().copy()
+    total = np.zeros(6)
+    lock = __import__("threading").Lock()
+    products_only(o[:1], o, c, w, np.zeros(6))  # compile (not timed)
+
+    def reduce(stack: np.ndarray, n: int) -> None:
+        out = np.zeros(6)
+        products_only(stack[:n], o, c, w, out)
+        with lock:
+            total[:] += out
+
+    return reduce, total
+
+
+def floor_fields(nlon: int, nlat: int) -> tuple[np.ndarray, np.ndarray]:
+    """(g)'s fixed truth and climatology fields (lon, lat), float32."""
+    rng = np.random.default_rng(0)
+    o = (280 + 10 * rng.standard_normal((nlon, nlat))).astype(np.float32)
+    c = (280 + 10 * rng.standard_normal((nlon, nlat))).astype(np.float32)
+    return o, c
+
+
+def products_only(f: np.ndarray, o: np.ndarray, c: np.ndarray, w: np.ndarray,
+                  out: np.ndarray) -> None:
+    """out[k] += Σ_fields Σ_points w × product k of (f, o, c), products d², d, |d|, f′o′, f′²,
+    o′² (d = f − o, f′ = f − c, o′ = o − c) in float64: one flat vector loop per field
+    (``wxeval.kernels._flat_sums``), compiled on first use."""
+    global _products_compiled
+    if _products_compiled is None:
+        import numba
+
+        from wxeval.kernels import _flat_sums
+
+        @numba.njit(nogil=True)
+        def run(f, o, c, w, out):
+            dst = np.empty(6)
+            for i in range(f.shape[0]):
+                _flat_sums(f[i].ravel(), o, c, True, w, w, False, dst, dst)
+                for k in range(6):
+                    out[k] += dst[k]
+
+        _products_compiled = run
+    _products_compiled(f, o.ravel(), c.ravel(), w, out)
+
+
+_products_compiled = None
+
+
+def _decode_plus(p: dict, make_reducer) -> dict:
+    """(e)'s reads and decodes with each stack of forecast fields passed to the reducer that
+    ``make_reducer(truth, lat, lon)`` returns (with what it sums into, or None)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = job_chunk_files(p["paths"], p["days"], p["models"], p.get("first_day", 1))
+    truth = Path(p["paths"]["truth"])
+    lat = ZarrV2Array.open(truth, "latitude").read()
+    lon = ZarrV2Array.open(truth, "longitude").read()
+    reducer, sums = make_reducer(truth, lat, lon)
+    forecast = {str(Path(p["paths"][m]).resolve()) for m in p["models"]}
+    npts = len(lon) * len(lat)
     most = max(arr.chunk_size // npts for arr, _ in files)
     local = threading.local()
 
     def reduce(stack: np.ndarray, n: int) -> int:
-        at = np.arange(n) % len(o)
-        compute(groups, stack, o, c, reducer, at=(np.arange(n), at, at))
+        reducer(stack, n)
         return n
 
     def work(part) -> tuple[int, int, int]:
@@ -489,9 +571,12 @@ def child_floor(p: dict) -> dict:
     parts = [files[i:i + 64] for i in range(0, len(files), 64)]
     with ThreadPoolExecutor(2) as pool:
         totals = list(pool.map(work, parts))
-    return {**_usage(t0, c0), "files": len(files),
-            "file_bytes": sum(t[0] for t in totals), "decoded_bytes": sum(t[1] for t in totals),
-            "kernel_fields": sum(t[2] for t in totals)}
+    out = {**_usage(t0, c0), "files": len(files),
+           "file_bytes": sum(t[0] for t in totals), "decoded_bytes": sum(t[1] for t in totals),
+           "kernel_fields": sum(t[2] for t in totals)}
+    if sums is not None:
+        out["products"] = sums.tolist()
+    return out
 
 
 #: (f): forecast fields decoded into one stack before the kernel reduces them (wxeval's tasks
@@ -1020,7 +1105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="a,e,b,c,d,k",
                     help="comma-separated measurements to run (default a,e,b,c,d,k; 'e' may "
                          "be given as 'decode', 'f' (decode + kernel, not run by default) as "
-                         "'floor', 'p' (the profile, not run by default) as "
+                         "'floor', 'g' (decode + the weighted products alone, not run by "
+                         "default) as 'products', 'p' (the profile, not run by default) as "
                          "'profile'; 'h': the headline job, 'n' (or 'ensemble'): the ensemble "
                          "job, both on their own stores and only on request; without 'b' only "
                          "the first model's month is written)")
@@ -1048,7 +1134,8 @@ def main(argv: list[str] | None = None) -> int:
 
     grid = "64x32" if args.quick else args.grid
     use_fields(args.fields)
-    aliases = {"decode": "e", "profile": "p", "ensemble": "n", "headline": "h", "floor": "f"}
+    aliases = {"decode": "e", "profile": "p", "ensemble": "n", "headline": "h", "floor": "f",
+               "products": "g"}
     only = {aliases.get(x, x) for x in args.only.split(",")}
     codecs, layouts = args.codecs.split(","), args.layouts.split(",")
     for c in codecs:
@@ -1126,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
     per_combo: dict[tuple[str, str], dict[str, dict]] = {}
     profiles = []
     for combo in combos:
-        if combo != primary and not only & {"a", "e", "f", "b", "p"}:
+        if combo != primary and not only & {"a", "e", "f", "g", "b", "p"}:
             continue
         _, out_root = ensure(combo)
         got = per_combo.setdefault(combo, {})
@@ -1139,6 +1226,10 @@ def main(argv: list[str] | None = None) -> int:
         if "f" in only:
             got["f"], _ = measure(f"(f) decode + kernel, {base} d, 1 model [{tag(combo)}]",
                                   "floor", base, [m1], repeat=args.repeat, combo=combo)
+        if "g" in only:
+            got["g"], _ = measure(f"(g) decode + products, {base} d, 1 model [{tag(combo)}]",
+                                  "floor", base, [m1], repeat=args.repeat, combo=combo,
+                                  kernel="products")
         if "b" in only:
             got["b"], _ = measure(f"(b) wxeval, {base} d, 1 model [{tag(combo)}]", "wxeval",
                                   base, [m1], repeat=args.repeat, combo=combo,
@@ -1212,6 +1303,8 @@ def main(argv: list[str] | None = None) -> int:
              ("b", "a", "b/a wxeval / zarr API [{}] (target <= 1.5)"),
              ("f", "e", "f/e decode + kernel / decode-only [{}] (the floor of b/e)"),
              ("b", "f", "b/f wxeval / decode + kernel [{}] (the pipeline's cost)"),
+             ("g", "e", "g/e decode + weighted products / decode-only [{}] (below any "
+                        "evaluator forming the products per point)"),
              ("a", "e", "a/e zarr API / decode-only [{}]"))
     for combo, got in per_combo.items():
         for num, den, label in pairs:

@@ -119,3 +119,35 @@ def test_zarr_v2_array_reads_edge_chunks_and_filters(tmp_path):
     np.testing.assert_array_equal(edge[:1, :1], values[6:, 4:])
     with pytest.raises(IndexError):
         arr.chunk_ids([np.array([7])])
+
+
+@pytest.mark.parametrize("layout", ["lead", "init"])
+def test_decode_plus_products_sums_every_forecast_field_as_numpy(small_job, tmp_path, layout):
+    """(g) reduces every forecast field of the job once, to the six area-weighted product sums
+    against its fixed truth and climatology fields: equal to the same sums in NumPy over the
+    forecast store's fields of the job's inits (read with zarr-python)."""
+    folder = benchmark.store_folder("64x32", "small", "lz4", layout)
+    paths = benchmark.ensure_stores(tmp_path, "64x32", {MODEL: 2}, lambda _: None,
+                                    folder=folder, codec="lz4", layout=layout)
+    params = {"paths": {k: str(v) for k, v in paths.items()}, "days": 1, "models": [MODEL],
+              "first_day": 2, "kernel": "products"}
+    got = benchmark.child_floor(params)
+    assert got["kernel_fields"] == 2 * 3 * (2 + 1)
+
+    import xarray as xr
+
+    fc = xr.open_zarr(paths[MODEL])
+    lat = xr.open_zarr(paths["truth"])["latitude"].values
+    fields = []
+    for var in ("temperature", "2m_temperature"):
+        da = fc[var].sel(time=benchmark.init_times(1, 2))
+        assert da.sizes["time"] == 2 and da.dims[-2:] == ("longitude", "latitude")
+        fields.append(da.values.astype(np.float64).reshape(-1, *da.shape[-2:]))
+    f = np.concatenate(fields)
+    assert len(f) == 18
+    o, c = (x.astype(np.float64) for x in benchmark.floor_fields(*f.shape[1:]))
+    w = np.cos(np.deg2rad(lat))[None, :]
+    d, fa, oa = f - o, f - c, o - c
+    want = [float((w * x).sum()) for x in (d * d, d, abs(d), fa * oa, fa * fa,
+                                            np.broadcast_to(oa * oa, f.shape))]
+    np.testing.assert_allclose(got["products"], want, rtol=1e-12)
