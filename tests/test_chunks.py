@@ -94,6 +94,33 @@ def test_corrupted_chunk_raises(tmp_path):
         _ = ds["x"].isel(a=3, b=4).values
 
 
+def test_only_the_readers_own_chunk_checks_pass_unwrapped(tmp_path, monkeypatch):
+    """A chunk failing wxeval's own checks raises ChunkCheckError as it is; any other decode
+    error becomes a DamagedArrayError naming the array, told apart by type (a codec's message
+    that happens to read like ours is wrapped too)."""
+    from wxeval import chunks
+
+    path, _ = _store(tmp_path)
+    (path / "x" / "1.1.0.0.0").write_bytes(b"not zstd at all")  # not decoded in place
+    ds = xr.open_zarr(path, chunks=None)
+    install(ds, str(path), None)
+
+    def codec_error(blob, compressor, filters, dtype, shape, order, key, scratch=False):
+        raise ValueError(f"chunk {key} is what a codec might say")
+
+    monkeypatch.setattr(chunks, "_decode_chunk", codec_error)
+    with pytest.raises(chunks.DamagedArrayError, match="cannot decode .ValueError: chunk "):
+        _ = ds["x"].isel(a=3, b=4).values
+
+    def own_check(blob, compressor, filters, dtype, shape, order, key, scratch=False):
+        raise chunks.ChunkCheckError(f"chunk {key} decodes to 3 values, expected {shape}")
+
+    monkeypatch.setattr(chunks, "_decode_chunk", own_check)
+    with pytest.raises(chunks.ChunkCheckError, match="decodes to 3 values") as got:
+        _ = ds["x"].isel(a=3, b=4).values
+    assert not isinstance(got.value, chunks.DamagedArrayError)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reads in reused memory (wxeval.chunks.reused_results): memory still used is never handed out
 

@@ -140,11 +140,9 @@ class ChunkReader(BackendArray):
                         return
                 data = _decode_chunk(blob, self.compressor, self.filters, self.dtype,
                                      self.chunks, self.order, key, scratch=True)
-            except MemoryError:
+            except (MemoryError, ChunkCheckError):
                 raise
             except Exception as err:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, …
-                if str(err).startswith(f"chunk {key} "):
-                    raise
                 raise DamagedArrayError(self.array_path, f"chunk {key}: cannot decode "
                                         f"({type(err).__name__}: {err})") from err
             out[orthogonal([g.dst for g in groups], out.shape)] = data[
@@ -412,6 +410,12 @@ def _decode_into(blob, compressor, out: np.ndarray) -> bool:
     return True
 
 
+class ChunkCheckError(ValueError):
+    """A chunk that fails one of this module's own checks (shorter than its Blosc header
+    states, or decoding to the wrong size); the message names the chunk. Raised as it is,
+    where a codec's own error is wrapped in a :class:`DamagedArrayError`."""
+
+
 class DamagedArrayError(ValueError):
     """An array whose metadata or chunk object cannot be decoded (``array``: its path)."""
 
@@ -477,7 +481,7 @@ def _decode_chunk(blob, compressor, filters, dtype, shape, order, key, scratch: 
     states the expected size (the result is then valid until the thread's next decode)."""
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if _blosc_truncated(compressor, blob):  # Blosc would read past the end, without error
-        raise ValueError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its Blosc "
+        raise ChunkCheckError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its Blosc "
                          "header states more (truncated or damaged)")
     if scratch and not filters and compressor is not None and not dtype.hasobject:
         if _decoded_nbytes(compressor, blob) == nbytes:
@@ -489,7 +493,8 @@ def _decode_chunk(blob, compressor, filters, dtype, shape, order, key, scratch: 
         data = f.decode(data)
     arr = np.frombuffer(memoryview(data), dtype=dtype)
     if arr.size != int(np.prod(shape)):
-        raise ValueError(f"chunk {key} decodes to {arr.size} values, expected {tuple(shape)}")
+        raise ChunkCheckError(
+            f"chunk {key} decodes to {arr.size} values, expected {tuple(shape)}")
     return arr.reshape(shape, order=order)
 
 
