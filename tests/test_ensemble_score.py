@@ -367,3 +367,19 @@ def test_float32_members_have_a_float32_mean_as_wb2(ens, tmp_path):
         np.testing.assert_allclose(float(got.sel(metric="bias")), np.mean(err32), rtol=1e-10)
         np.testing.assert_allclose(float(got.sel(metric="ensemble_mean_rmse")),
                                    np.sqrt(np.mean(se64)), rtol=1e-10)
+
+
+def test_member_mean_rounds_float32_only():
+    """float32 members: the float64 mean rounded to float32 (as WB2); float16 and float64
+    members: the float64 mean itself (float16 would lose digits). Against NumPy."""
+    from wxeval.evaluate import _member_mean
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(280, 10, size=(2, 5, 3, 4))
+    for dtype, want_dtype in ((np.float32, np.float32), (np.float16, np.float64),
+                              (np.float64, np.float64)):
+        members = x.astype(dtype)
+        want = members.astype(np.float64).sum(axis=1) / 5
+        got = _member_mean(members)
+        assert got.dtype == want_dtype
+        np.testing.assert_allclose(got, want.astype(want_dtype), rtol=1e-12)

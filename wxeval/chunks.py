@@ -481,8 +481,8 @@ def _decode_chunk(blob, compressor, filters, dtype, shape, order, key, scratch: 
     states the expected size (the result is then valid until the thread's next decode)."""
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if _blosc_truncated(compressor, blob):  # Blosc would read past the end, without error
-        raise ChunkCheckError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its Blosc "
-                         "header states more (truncated or damaged)")
+        raise ChunkCheckError(f"chunk {key} holds {memoryview(blob).nbytes} bytes where its "
+                              "Blosc header states more (truncated or damaged)")
     if scratch and not filters and compressor is not None and not dtype.hasobject:
         if _decoded_nbytes(compressor, blob) == nbytes:
             buf = _buffer("decode", nbytes)

@@ -470,11 +470,12 @@ def _warn_nan_members(members: np.ndarray, part: TaskPart, var: str, lead, shape
 
 
 def _member_mean(members: np.ndarray) -> np.ndarray:
-    """Ensemble mean x̄ = (1/M) Σ_i x_i of members (N, M, *spatial), accumulated in float64 and
-    rounded to the members' float type (float32 for WB2's stores, as WB2's own mean)."""
+    """Ensemble mean x̄ = (1/M) Σ_i x_i of members (N, M, *spatial), accumulated in float64;
+    of float32 members rounded to float32 (WB2's stores, as WB2's own mean). Other types
+    (float16 included, which would lose digits) keep the float64 mean."""
     mean = members.mean(axis=1, dtype=np.float64)
-    if members.dtype.kind == "f" and members.dtype.itemsize < 8:
-        return mean.astype(members.dtype)
+    if members.dtype == np.float32:
+        return mean.astype(np.float32)
     return mean
 
 

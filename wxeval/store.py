@@ -592,8 +592,8 @@ def _overlap(have: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def write_durably(folder: str, objects) -> None:
     """Write ``objects`` ((relative path, bytes) pairs, any iterable: each is written as it
-    comes) into the new local ``folder`` and make
-    them durable: each file is fsynced, then each folder holding them. A part is renamed into
+    comes) into the new local ``folder`` and make them durable: each file is fsynced, then
+    each folder holding them. A part is renamed into
     place (its commit) only after this, so a power loss cannot leave a committed part whose
     files are empty or missing (the file system may otherwise persist the rename before the
     data); compaction deletes the parts a merged part replaces only after it too is committed
