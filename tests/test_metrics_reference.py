@@ -898,3 +898,78 @@ def test_no_wind_vector_with_one_component(scored64):
         cfg = write_config(Path(tmp) / "cfg.yaml", case, variables=[U], regions=["global"])
         table = score(cfg, ["model"]).tables["model"]
     assert set(table.data_vars) == {U}
+
+
+def test_acc_pooled_skipna_normalises_by_the_anomaly_points(scored64, tmp_path):
+    """With skipna, a point where the climatology is NaN (the truth and forecast finite) is in
+    the error sums but not in the anomaly sums; one init's forecast NaN elsewhere makes the
+    two point sets differ by init. acc_pooled's per-init means <f′o′>, <f′²>, <o′²> are then
+    over the anomaly points (the weight of those, not of the error points), as NumPy here."""
+    import dataclasses
+
+    from builders import write_climatology
+
+    case = scored64[0]
+    nan_case, (i_lat, i_lon) = _nan_case(case, tmp_path)
+    # the climatology NaN at another point of the southern hemisphere, at every time
+    c_lat = int(np.flatnonzero(case.latitude == -45.0)[0])
+    c_lon = int(np.flatnonzero(case.longitude == 45.0)[0])
+    clim = {k: v.copy() for k, v in case.climatology.items()}
+    clim["2m_temperature"][..., c_lat, c_lon] = np.nan
+    nan_case = dataclasses.replace(nan_case, climatology=clim, paths=dict(nan_case.paths))
+    write_climatology(nan_case, tmp_path / "clim_nan.zarr")
+    cfg = write_config(tmp_path / "cfg.yaml", nan_case, variables=["2m_temperature"],
+                       regions=["global", "southern-hemisphere", "europe"], skipna=True,
+                       metrics=["acc", "acc_pooled", "rmse"])
+    table = score(cfg, ["model"]).tables["model"]
+    li = 2
+    lead = case.lead_times[li]
+    for region in ("global", "southern-hemisphere", "europe"):
+        w_full = ref_region_weights(case, region)
+        mse, fo, ff, oo, acc = [], [], [], [], []
+        for i, t in enumerate(case.init_times):
+            w = w_full.copy()
+            if i == 1:
+                w[i_lat, i_lon] = 0.0  # the forecast's NaN point leaves every sum
+            f = np.nan_to_num(nan_case.forecast["2m_temperature"][i, li])
+            o = case.truth_at("2m_temperature", t + lead)
+            c = np.nan_to_num(nan_case.clim_at("2m_temperature", t + lead))
+            mse.append(np.sum(w * (f - o) ** 2) / w.sum())
+            wa = w.copy()
+            wa[c_lat, c_lon] = 0.0  # the climatology's NaN point leaves the anomaly sums
+            fa, oa = f - c, o - c
+            fo.append(np.sum(wa * fa * oa) / wa.sum())
+            ff.append(np.sum(wa * fa**2) / wa.sum())
+            oo.append(np.sum(wa * oa**2) / wa.sum())
+            acc.append(fo[-1] / np.sqrt(ff[-1] * oo[-1]))
+        expected = {"rmse": math.sqrt(np.mean(mse)), "acc": np.mean(acc),
+                    "acc_pooled": np.mean(fo) / np.sqrt(np.mean(ff) * np.mean(oo))}
+        for m, e in expected.items():
+            got = lead_value(table, "2m_temperature", m, region, lead)
+            assert rel_err(got, e) <= 1e-10, (region, m, got, e)
+
+
+def test_acc_pooled_takes_the_anomaly_weight_and_the_error_weight_where_none_stored():
+    """Per init t: <x>_t = Σ_t / w_t with w_t = sum_weight_a where computed, sum_weight where
+    sum_weight_a is absent or NaN while the anomaly sums are not (a store written before
+    skipna runs computed it)."""
+    from wxeval.metrics import statistics_for, table_from_statistics
+
+    fo, ff, oo = np.array([3.0, 5.0]), np.array([4.0, 9.0]), np.array([6.0, 7.0])
+    w, wa = np.array([10.0, 10.0]), np.array([8.0, 10.0])
+
+    def pooled(weight):
+        return np.mean(fo / weight) / np.sqrt(np.mean(ff / weight) * np.mean(oo / weight))
+
+    stats = {"sum_weight": w, "sum_fa_oa": fo, "sum_fa2": ff, "sum_oa2": oo}
+    got = table_from_statistics(stats, ["acc_pooled"])[0]
+    assert rel_err(got, pooled(w)) <= 1e-14
+    got = table_from_statistics({**stats, "sum_weight_a": wa}, ["acc_pooled"])[0]
+    assert rel_err(got, pooled(wa)) <= 1e-14
+    assert rel_err(pooled(wa), pooled(w)) > 1e-3  # the two weights give different values
+    mixed = np.array([np.nan, 10.0])
+    got = table_from_statistics({**stats, "sum_weight_a": mixed}, ["acc_pooled"])[0]
+    assert rel_err(got, pooled(np.array([10.0, 10.0]))) <= 1e-14
+    # a run computes sum_weight_a for acc_pooled with skipna only
+    assert "sum_weight_a" in statistics_for(["acc_pooled"], skipna=True)
+    assert "sum_weight_a" not in statistics_for(["acc_pooled"])

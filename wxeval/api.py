@@ -146,7 +146,7 @@ def _score(config, models, output, *, scheduler, progress, by=(),
         land_sea_mask=plan.land_sea_mask,
         skipna=plan.skipna,
         memory_budget=budget,
-        statistic_groups=groups_for(statistics_for(plan.metrics)),
+        statistic_groups=groups_for(statistics_for(plan.metrics, skipna=plan.skipna)),
         stores=plan.stores,
     )
     keys = entry_keys(plan)
@@ -233,7 +233,7 @@ def _score(config, models, output, *, scheduler, progress, by=(),
     maps_made = _start_maps(map_sums, sums_writer, plan, cfg, output)
     report.computed_fields = collector.computed_fields
     for m in plan.models:
-        stats = collector.collect(m, statistics_for(plan.metrics))
+        stats = collector.collect(m, statistics_for(plan.metrics, skipna=plan.skipna))
         table = _summarize(stats, plan, cfg)
         if keep_statistics:
             report.statistics[m.name] = stats

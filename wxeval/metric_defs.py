@@ -61,6 +61,9 @@ class Metric:
     ensemble_default: bool = False
     #: 0 by WB2's definitions for one member (the spread of one member): said in the log.
     one_member_zero: bool = False
+    #: Statistics also needed with ``skipna``, where the points of the anomaly sums (f − o,
+    #: f′ and o′ not NaN) may differ from those of the error sums (f − o not NaN) by init.
+    skipna_statistics: tuple[str, ...] = ()
 
     @property
     def series(self) -> str | None:
@@ -124,6 +127,18 @@ def _acc_centred(s: Stats) -> np.ndarray:
 
 
 _ACC = ("sum_fa_oa", "sum_fa2", "sum_oa2")
+
+
+def _anomaly_weight(s: Stats) -> np.ndarray:
+    """Σ W over the points of one init's anomaly sums: ``sum_weight_a`` where computed (always
+    with ``skipna``: :attr:`Metric.skipna_statistics`), else ``sum_weight``. Without
+    ``skipna`` the two are equal wherever the anomaly sums are not NaN; a NaN
+    ``sum_weight_a`` with sums that are not NaN is one a statistics store written before it
+    was computed with ``skipna`` lacks (the error points' weight then, as such stores did)."""
+    if "sum_weight_a" not in s:
+        return s["sum_weight"]
+    wa = np.asarray(s["sum_weight_a"], dtype=np.float64)
+    return np.where(np.isnan(wa), s["sum_weight"], wa)
 _CLIM = frozenset({"climatology"})
 
 REGISTRY: tuple[Metric, ...] = (
@@ -161,13 +176,14 @@ REGISTRY: tuple[Metric, ...] = (
     Metric(
         "acc_pooled", "ACC (pooled)", ("sum_weight", *_ACC),
         {
-            "fa_oa": lambda s: s["sum_fa_oa"] / s["sum_weight"],
-            "fa2": lambda s: s["sum_fa2"] / s["sum_weight"],
-            "oa2": lambda s: s["sum_oa2"] / s["sum_weight"],
+            "fa_oa": lambda s: s["sum_fa_oa"] / _anomaly_weight(s),
+            "fa2": lambda s: s["sum_fa2"] / _anomaly_weight(s),
+            "oa2": lambda s: s["sum_oa2"] / _anomaly_weight(s),
         },
         lambda m: m["fa_oa"] / np.sqrt(m["fa2"] * m["oa2"]), "higher", None, "none",
-        "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X)",
-        needs=_CLIM,
+        "acc_pooled = mean_t<f'o'>/sqrt(mean_t<f'^2> mean_t<o'^2>) (WeatherBench-X), <.> the "
+        "region mean over the points of the anomaly sums",
+        needs=_CLIM, skipna_statistics=("sum_weight_a",),
     ),
     Metric(
         "stde", "SDE", ("sum_weight", "sum_se", "sum_err"),

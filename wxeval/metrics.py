@@ -14,7 +14,8 @@ init times t (T inits, unweighted), each declared once in :mod:`wxeval.metric_de
 * ``bias`` = mean_t sum_err/sum_weight; ``mae`` = mean_t sum_ae/sum_weight.
 * ``stde`` = √(mean_t MSE_t − (mean_t bias_t)²), the standard deviation of the error.
 * ``acc`` = mean_t ACC_t, ACC_t = sum_fa_oa / √(sum_fa2 · sum_oa2) (WB2).
-* ``acc_pooled`` = mean_t⟨f′o′⟩ / √(mean_t⟨f′²⟩ · mean_t⟨o′²⟩) (WeatherBench-X).
+* ``acc_pooled`` = mean_t⟨f′o′⟩ / √(mean_t⟨f′²⟩ · mean_t⟨o′²⟩) (WeatherBench-X), ⟨·⟩ the
+  region mean over the points of the anomaly sums (``sum_weight_a`` with ``skipna``).
 * ``acc_centred`` = mean_t ACC_c,t, the anomalies de-meaned over the region per init.
 
 This module keeps the table arithmetic (:func:`table_from_statistics`, :func:`per_init_scores`)
@@ -70,9 +71,13 @@ def canonical_metric(name: str) -> str:
     raise ValueError(f"unknown metric {name!r}{suffix} (known: {', '.join(ALL_METRICS)})")
 
 
-def statistics_for(metrics: Iterable[str]) -> tuple[str, ...]:
-    """The statistics ``metrics`` need, in group order."""
+def statistics_for(metrics: Iterable[str], *, skipna: bool = False) -> tuple[str, ...]:
+    """The statistics ``metrics`` need (with ``skipna``, also their ``skipna_statistics``), in
+    group order."""
+    metrics = list(metrics)
     wanted = {s for m in metrics for s in BY_NAME[m].statistics}
+    if skipna:
+        wanted |= {s for m in metrics for s in BY_NAME[m].skipna_statistics}
     return statistic_names(groups_for(wanted)) if wanted else ()
 
 

@@ -673,7 +673,8 @@ def load_statistics(
     leads = (np.array(manifest["lead_time_hours"]) * 3600e9).astype("timedelta64[ns]")
     from wxeval.metrics import METRICS, statistics_for
 
-    have = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]))
+    have = statistics_for(dict.fromkeys([*manifest.get("metrics", []), *METRICS]),
+                          skipna=bool(manifest.get("skipna", 0)))
     if statistics is not None:
         from wxeval.statistics import GROUP_OF, GROUPS
 
