@@ -332,3 +332,69 @@ def test_a_position_past_the_end_is_an_error_not_a_wrapped_read(tmp_path):
     for bad in (np.array([n]), np.array([0, -n - 1]), n):
         with pytest.raises(IndexError, match="out of range"):
             reader._getitem((bad, *rest))
+
+
+@pytest.mark.parametrize("skipna", [False, True])
+def test_chunks_per_init_read_init_by_init_match_numpy(tmp_path, monkeypatch, skipna):
+    """One chunk per init holding every lead, read a few inits at a time (each group's
+    (init, lead, level) fields reduced in one call, ``evaluate._init_major``; here one init
+    per group): each forecast chunk is read once and every metric equals NumPy per init and
+    lead, with the truth of each field's own valid time; with ``skipna`` a NaN of the forecast
+    (init 2, lead 24 h, 850 hPa, one point) leaves that field's sums and weight."""
+    from builders import make_case, ref_area_weights, write_all, write_config
+    from builders import write_forecast as write_case_forecast
+
+    from wxeval import evaluate
+    from wxeval.api import score
+
+    case = make_case(n_inits=5, variables=("temperature",), leads_h=(0, 6, 12, 24, 48))
+    nan_at = (2, 3, 1, 4, 7)  # init, lead, level, lat, lon
+    if skipna:
+        case.forecast["temperature"][nan_at] = np.nan
+    write_all(case, tmp_path)
+    fc = tmp_path / "by-init.zarr"
+    write_case_forecast(case, fc, lead_chunk=5)
+    cfg = write_config(tmp_path / "cfg.yaml", case, regions=["global"], skipna=skipna,
+                       models={"model": {"path": str(fc)}})
+    reads, groups = [], []
+    real_read, real_plan = chunks._read_file, evaluate._init_major
+    monkeypatch.setattr(chunks, "_read_file", lambda p: reads.append(p) or real_read(p))
+
+    def plan(*args):
+        got = real_plan(*args)
+        groups.append(None if got is None else [g.tolist() for g in got[-1]])
+        return got
+
+    monkeypatch.setattr(evaluate, "_init_major", plan)
+    monkeypatch.setattr(evaluate, "INIT_MAJOR_BYTES", 1)
+    table = score(cfg, ["model"], None, scheduler="synchronous").tables["model"]
+    # the path was taken in every task (init blocks), an init per group
+    assert all(g is not None for g in groups)
+    assert sorted(len(x) for g in groups for x in g) == [1] * 5
+    forecast_reads = [p for p in reads if p.startswith(f"{fc}/temperature/")]
+    assert len(forecast_reads) == len(set(forecast_reads)) == 5
+    w2d = ref_area_weights(case.latitude)[:, None] * np.ones(len(case.longitude))
+    for lev in (0, 1):
+        got = table["temperature"].sel(region="global", level=case.levels[lev])
+        for li, lead in enumerate(case.lead_times):
+            se, err, ae, fo, ff, oo = [], [], [], [], [], []
+            for i, t in enumerate(case.init_times):
+                f = case.forecast["temperature"][i, li, lev].astype(np.float64)
+                o = case.truth_at("temperature", t + lead)[lev].astype(np.float64)
+                c = case.clim_at("temperature", t + lead)[lev].astype(np.float64)
+                w = w2d.copy()
+                if skipna and (i, li, lev) == nan_at[:3]:
+                    w[nan_at[3:]] = 0.0
+                    f = np.nan_to_num(f)
+                se.append(np.sum(w * (f - o) ** 2) / w.sum())
+                err.append(np.sum(w * (f - o)) / w.sum())
+                ae.append(np.sum(w * np.abs(f - o)) / w.sum())
+                fo.append(np.sum(w * (f - c) * (o - c)))
+                ff.append(np.sum(w * (f - c) ** 2))
+                oo.append(np.sum(w * (o - c) ** 2))
+            acc = np.mean(np.array(fo) / np.sqrt(np.array(ff) * np.array(oo)))
+            expected = {"rmse": np.sqrt(np.mean(se)), "bias": np.mean(err),
+                        "mae": np.mean(ae), "acc": acc}
+            for metric, value in expected.items():
+                assert float(got.sel(metric=metric).isel(lead_time=li)) == pytest.approx(
+                    value, rel=1e-10), (metric, li, lev)

@@ -51,6 +51,10 @@ TRUTH_STEP = np.timedelta64(6, "h")
 MAX_BLOCK_DAYS = 16
 #: Forecast bytes read at once by a task (several lead chunks when inits are few).
 READ_BYTES = 16 * 2**20
+#: Forecast bytes a task decodes at once where a chunk holds one init's leads (WB2-style
+#: chunks per init): read init by init up to this, each group's fields reduced in one kernel
+#: call while they are still in cache, instead of all inits' leads first (:func:`_init_major`).
+INIT_MAJOR_BYTES = 8 * 2**20
 
 
 @dataclass(eq=False)
@@ -376,7 +380,29 @@ def _compute_task(task: Task, stores, map_acc) -> TaskResult:
         mrows, srows = _rows(part.map_rows), _rows(part.spectra_rows)
         spec = (_spectra.for_part(task, part, spatial, _grid(tda, spatial))
                 if task.spectra and (srows is None or srows.size) else None)
-        for li, lead in enumerate(part.lead_times):
+        init_major = (None if map_sums is not None or spec is not None or seeps_inputs
+                      is not None or not task.regional else _init_major(part, task, stores))
+        if init_major is not None:
+            getattr(read_lead, "close", lambda: None)()
+            read_lead = None
+            fda, ipos, lpos, flev, groups = init_major
+            for g in groups:
+                # (init, lead, level, *spatial): the group's chunks decoded straight into it
+                f = _read(fda, {INIT_TIME: ipos[g], LEAD_TIME: lpos, **flev},
+                          [INIT_TIME, LEAD_TIME, LEVEL], spatial, store=part.source.store.name)
+                vslot = np.searchsorted(valid, part.init_times[g][:, None]
+                                        + part.lead_times[None, :])
+                o_at = (vslot[..., None] * obs.shape[1] + lev_pos).ravel()
+                c_at = (None if c_stack is None else
+                        (cslot[vslot][..., None] * clim_fields.shape[1] + lev_pos).ravel())
+                f_stack, f_at = field_stack(f)
+                got = compute(task.groups, f_stack, o_stack, c_stack, weights,
+                              skipna=task.skipna,
+                              at=(f_at, o_at, f_at if c_at is None else c_at))
+                stats = np.concatenate([got[g_] for g_ in task.groups], axis=-1)
+                out[g] = stats.reshape(*f.shape[:3], nreg, nstat)
+                del f, f_stack
+        for li, lead in enumerate(part.lead_times if init_major is None else ()):
             f = read_lead(li)  # (init, level, [member,] *spatial)
             vslot = np.searchsorted(valid, part.init_times + lead)
             o_at = (vslot[:, None] * obs.shape[1] + lev_pos[None, :]).ravel()
@@ -419,7 +445,8 @@ def _compute_task(task: Task, stores, map_acc) -> TaskResult:
                 _warn_nan_members(members, part, task.variable, lead, f.shape[:2], stores)
             stats = np.concatenate([got[g] for g in task.groups], axis=-1)
             out[:, li] = stats.reshape(f.shape[0], f.shape[1], nreg, nstat)
-        getattr(read_lead, "close", lambda: None)()
+        if read_lead is not None:
+            getattr(read_lead, "close", lambda: None)()
         if task.regional:
             per_model[part.model] = (part.init_times, part.lead_times, out)
         model_levels[part.model] = part.levels
@@ -519,6 +546,39 @@ def _map_sums(task: Task, part: TaskPart, spatial_shape,
     sums = _maps.BUFFERS.take(
         (len(part.lead_times), len(_maps.MAP_STATISTICS), nlev, *spatial_shape), zero=False)
     return part.lead_times, part.levels, sums
+
+
+def _init_major(part: TaskPart, task: Task, stores) -> tuple | None:
+    """For a forecast whose chunks hold one init each and every lead of the part (so
+    :func:`_forecast_reader` would decode all the part's inits before the first lead is
+    reduced), what reading it init by init needs: (array, init positions, lead positions,
+    level positions, groups of part inits, each up to :data:`INIT_MAJOR_BYTES` and at least
+    one init); else None (members, derived variables, built-in baselines, several inits or
+    several read groups of leads per chunk, or a part that fits in one group anyway)."""
+    if not part.source.reads_store:
+        return None
+    fc = stores(part.source.store)
+    if task.variable not in fc.data_vars:
+        return None
+    fda = fc[task.variable]
+    if MEMBER in fda.dims or _chunk_size(fda, INIT_TIME) != 1:
+        return None
+    lead_chunk = _chunk_size(fda, LEAD_TIME)
+    lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
+    if lead_chunk < 2 or len(np.unique(lpos // lead_chunk)) != 1:
+        return None
+    nlev = 1 if part.levels is None else len(part.levels)
+    spatial = schema.spatial_dims(fda)
+    per_init = (len(lpos) * nlev * fda.dtype.itemsize
+                * math.prod(fda.sizes[d] for d in spatial))
+    per_group = max(1, INIT_MAJOR_BYTES // max(per_init, 1))
+    n = len(part.init_times)
+    if n <= per_group:
+        return None
+    ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
+    flev = _level_positions(fda, part.levels, part.source.store.name)
+    groups = [np.arange(i, min(i + per_group, n)) for i in range(0, n, per_group)]
+    return fda, ipos, lpos, flev, groups
 
 
 def _forecast_reader(
