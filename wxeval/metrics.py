@@ -99,7 +99,10 @@ def accumulate_statistics(
     ``weights`` is either a dense array (R, S), with fields of shape (N, S) — S grid points in
     the same order — or a :class:`wxeval.regions.RegionReducer`, with fields of shape (N, A, B)
     in its grid orientation. Without climatology the three ACC sums are NaN.
-    Returns an array (N, R, len(STATISTICS)).
+    Returns an array (N, R, len(STATISTICS)): the ``errors`` and ``anomalies`` groups only, so
+    with ``skipna`` and a climatology NaN where f − o is not, ``acc_pooled`` from these sums
+    divides by the error points' weight; a run computes ``sum_weight_a`` for it
+    (:func:`statistics_for`).
     """
     from wxeval.regions import RegionReducer
 
