@@ -372,7 +372,6 @@ def _compute_task(task: Task, stores, map_acc) -> TaskResult:
         lev_pos = np.arange(obs.shape[1])[lev_sel]
         nlev = 1 if part.levels is None else len(part.levels)
         out = np.empty((len(part.init_times), len(part.lead_times), nlev, nreg, nstat))
-        read_lead = _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot, stores)
         map_sums = _map_sums(task, part, obs.shape[2:], map_acc)
         acc = map_sums[2] if map_sums is not None and map_acc is not None else None
         # an init's truth for its map sums is one whole field stack of the window, obs[vslot]
@@ -382,9 +381,10 @@ def _compute_task(task: Task, stores, map_acc) -> TaskResult:
                 if task.spectra and (srows is None or srows.size) else None)
         init_major = (None if map_sums is not None or spec is not None or seeps_inputs
                       is not None or not task.regional else _init_major(part, task, stores))
+        read_lead = (None if init_major is not None else
+                     _forecast_reader(part, task, spatial, obs, valid, clim_fields, cslot,
+                                      stores))
         if init_major is not None:
-            getattr(read_lead, "close", lambda: None)()
-            read_lead = None
             fda, ipos, lpos, flev, groups = init_major
             for g in groups:
                 # (init, lead, level, *spatial): the group's chunks decoded straight into it
@@ -563,22 +563,29 @@ def _init_major(part: TaskPart, task: Task, stores) -> tuple | None:
     fda = fc[task.variable]
     if MEMBER in fda.dims or _chunk_size(fda, INIT_TIME) != 1:
         return None
+    fda, ipos, lpos, flev = _forecast_selection(part, task, fc)
     lead_chunk = _chunk_size(fda, LEAD_TIME)
-    lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
     if lead_chunk < 2 or len(np.unique(lpos // lead_chunk)) != 1:
         return None
     nlev = 1 if part.levels is None else len(part.levels)
-    spatial = schema.spatial_dims(fda)
     per_init = (len(lpos) * nlev * fda.dtype.itemsize
-                * math.prod(fda.sizes[d] for d in spatial))
+                * math.prod(fda.sizes[d] for d in schema.spatial_dims(fda)))
     per_group = max(1, INIT_MAJOR_BYTES // max(per_init, 1))
     n = len(part.init_times)
     if n <= per_group:
         return None
-    ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
-    flev = _level_positions(fda, part.levels, part.source.store.name)
     groups = [np.arange(i, min(i + per_group, n)) for i in range(0, n, per_group)]
     return fda, ipos, lpos, flev, groups
+
+
+def _forecast_selection(part: TaskPart, task: Task, fc: xr.Dataset) -> tuple:
+    """The part's forecast array in store ``fc`` and its positions there: (array, init
+    positions, lead positions, level positions), each lookup failing with the store's name."""
+    name = part.source.store.name
+    fda = _data_var(fc, task.variable, name)
+    ipos = _positions(fc[INIT_TIME].values, part.init_times, name, "init_time")
+    lpos = _positions(fc[LEAD_TIME].values, part.lead_times, name, "lead_time")
+    return fda, ipos, lpos, _level_positions(fda, part.levels, name)
 
 
 def _forecast_reader(
@@ -599,10 +606,7 @@ def _forecast_reader(
     fc = stores(part.source.store)
     if task.variable not in fc.data_vars:  # a derived variable (wxeval.derived)
         return _derived_forecast_reader(part, task, spatial, fc)
-    fda = _data_var(fc, task.variable, part.source.store.name)
-    ipos = _positions(fc[INIT_TIME].values, part.init_times, part.source.store.name, "init_time")
-    lpos = _positions(fc[LEAD_TIME].values, part.lead_times, part.source.store.name, "lead_time")
-    flev = _level_positions(fda, part.levels, part.source.store.name)
+    fda, ipos, lpos, flev = _forecast_selection(part, task, fc)
 
     # Leads stored together in one chunk are read together (once), then served lead by lead;
     # consecutive lead chunks are read together up to READ_BYTES (few inits: few reads).

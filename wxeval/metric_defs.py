@@ -127,6 +127,7 @@ def _acc_centred(s: Stats) -> np.ndarray:
 
 
 _ACC = ("sum_fa_oa", "sum_fa2", "sum_oa2")
+_CLIM = frozenset({"climatology"})
 
 
 def _anomaly_weight(s: Stats) -> np.ndarray:
@@ -139,7 +140,7 @@ def _anomaly_weight(s: Stats) -> np.ndarray:
         return s["sum_weight"]
     wa = np.asarray(s["sum_weight_a"], dtype=np.float64)
     return np.where(np.isnan(wa), s["sum_weight"], wa)
-_CLIM = frozenset({"climatology"})
+
 
 REGISTRY: tuple[Metric, ...] = (
     Metric(
